@@ -1,0 +1,100 @@
+"""Model hyper-parameters and the named presets every tool agrees on."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Task = Literal["forecast", "classify"]
+Activation = Literal["gelu", "relu"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of one CATS transformer (notation of DESIGN.md: N tokens, F features, H heads)."""
+
+    task: Task = "forecast"
+    features: int = 128  # F
+    heads: int = 16  # H
+    blocks: int = 6  # L
+    ffn: int = 128  # hidden width of the two-layer FFN
+    patch: int = 16  # samples per token
+    context: int = 512  # input samples
+    horizon: int = 96  # forecast samples (task == "forecast")
+    n_classes: int = 3  # task == "classify"
+    activation: Activation = "gelu"
+    ln_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        errors = []
+        if self.task not in ("forecast", "classify"):
+            errors.append(f"task must be 'forecast' or 'classify', not {self.task!r}")
+        if self.activation not in ("gelu", "relu"):
+            errors.append(f"activation must be 'gelu' or 'relu', not {self.activation!r}")
+        for name in ("features", "heads", "blocks", "ffn", "patch", "context", "horizon"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1")
+        if self.heads >= 1 and self.features % self.heads:
+            errors.append(f"features ({self.features}) must be a multiple of heads ({self.heads})")
+        if self.patch >= 1 and self.context % self.patch:
+            errors.append(f"context ({self.context}) must be a multiple of patch ({self.patch})")
+        if self.task == "classify" and self.n_classes < 2:
+            errors.append("n_classes must be >= 2")
+        if errors:
+            raise ValueError("invalid ModelConfig: " + "; ".join(errors))
+
+    @property
+    def tokens(self) -> int:
+        """N: one token per patch of the context."""
+        return self.context // self.patch
+
+    @property
+    def head_dim(self) -> int:
+        return self.features // self.heads
+
+    @property
+    def outputs(self) -> int:
+        """Output units of the (partitioned) head."""
+        return self.horizon if self.task == "forecast" else self.n_classes
+
+    @property
+    def exchanges(self) -> int:
+        """Four SomeGather exchanges per block plus the one feeding the output head."""
+        return 4 * self.blocks + 1
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The paper's model: 6 blocks, F = 128, 16 heads, FFN 128 wide, patch 16, context 512.
+    "verytiny": ModelConfig(),
+    # Trains in about a minute on two cores; what `make demo` uses.
+    "demo": ModelConfig(features=64, heads=8, blocks=2, ffn=64, context=256, horizon=96),
+    # Small enough for unit tests, still with 16 heads so D = 16 is possible.
+    "test": ModelConfig(features=32, heads=16, blocks=2, ffn=24, patch=8, context=64, horizon=16),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+    return base.replace(**overrides) if overrides else base
