@@ -151,3 +151,14 @@ def test_node_rejects_malformed_frames() -> None:
         a.receive(e, cols, vals[:, :-1])
     with pytest.raises(ValueError, match="input must be"):
         a.begin(inp[0].astype(np.int16))
+
+
+def test_batched_inputs_give_the_same_bits_as_one_at_a_time() -> None:
+    m, qm = _qmodel("classify")
+    _, inp = _inputs(m, qm, 5, seed=4)
+    part = Partition.full(m.cfg, 4)
+    rng = np.random.default_rng(9)
+    dm = {e: rng.random((4, 4)) > 0.3 for e in range(m.cfg.exchanges)}
+    swarm = qref.build_nodes(qm, part)
+    one = np.stack([qref.run_swarm(swarm, x, dm) for x in inp])
+    assert np.array_equal(qref.run_swarm(swarm, inp, dm), one)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 # subcommand modules, each with register(subparsers)
@@ -23,8 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads() -> None:
+    """One intra-op thread unless CATS_THREADS says otherwise: the models are small, and two
+    processes each spinning two OpenMP threads on a two-core machine run ~30x slower."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("CATS_THREADS", "1")))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_threads()
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError) as exc:

@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _, qm = untrained(args.preset, args.init_seed)
         part = Partition.full(qm.cfg, args.nodes)
     else:
-        from cats.checkpoint import load_for_export
+        from cats.int8 import load_for_export
 
         qm, part = load_for_export(args.checkpoint, args.nodes)
     summary = export_partition(qm, part, args.out)

@@ -361,7 +361,10 @@ def node_params(qm: QModel, spec: NodeSpec) -> dict[str, np.ndarray]:
 
 
 class Node:
-    """One node's integer runtime, driven exchange by exchange like the C core."""
+    """One node's integer runtime, driven exchange by exchange like the C core.
+
+    Inputs may carry leading batch dimensions (all inferences of a batch see the same losses);
+    the C runtime runs one inference, (N, P), at a time."""
 
     def __init__(self, spec: NodeSpec, params: dict[str, np.ndarray]) -> None:
         self.spec = spec
@@ -377,7 +380,7 @@ class Node:
     def begin(self, inp: np.ndarray) -> None:
         """Start an inference on the broadcast int8 input (N, P): local input embedding."""
         cfg = self.cfg
-        if inp.shape != (cfg.tokens, cfg.patch) or inp.dtype != np.int8:
+        if inp.shape[-2:] != (cfg.tokens, cfg.patch) or inp.dtype != np.int8:
             raise ValueError(
                 f"input must be int8 {(cfg.tokens, cfg.patch)}, got {inp.dtype}{inp.shape}"
             )
@@ -386,13 +389,14 @@ class Node:
         self.x = sat8(requant(acc, p["embed.m"], p["embed.sh"]))
         self.e = 0
         self.y = None
+        self._lead = inp.shape[:-2]  # optional batch dimensions, for fast evaluation
         self._stage(self.x)
 
     def send(self) -> tuple[int, np.ndarray, np.ndarray]:
         """(exchange, column ids, int8 values (rows, k)) this node broadcasts now."""
         ex = self.spec.exchanges[self.e]
         a = self.spec.ranges[ex.space][0]
-        return self.e, ex.kept_cols, self._out[:, ex.kept_cols - a]
+        return self.e, ex.kept_cols, self._out[..., ex.kept_cols - a]
 
     def receive(self, exchange: int, cols: np.ndarray, values: np.ndarray) -> None:
         """Place received columns into the receive buffer; anything malformed is refused."""
@@ -406,11 +410,10 @@ class Node:
             raise ValueError(
                 f"column ids {cols} not held by node {self.spec.node} in exchange {exchange}"
             )
-        if values.shape != (ex.rows, cols.size) or values.dtype != np.int8:
-            raise ValueError(
-                f"values must be int8 {(ex.rows, cols.size)}, got {values.dtype}{values.shape}"
-            )
-        self._buf[:, slots] = values
+        want = (*self._lead, ex.rows, cols.size)
+        if values.shape != want or values.dtype != np.int8:
+            raise ValueError(f"values must be int8 {want}, got {values.dtype}{values.shape}")
+        self._buf[..., slots] = values
         self._present[slots] = True
 
     def compute(self) -> None:
@@ -419,7 +422,7 @@ class Node:
         buf, pres, p, cfg = self._buf, self._present, self.p, self.cfg
         if ex.kind == "head_in":
             h = layer_norm(buf, pres, p["lnf.m"], p["lnf.sh"], p["lnf.beta"], int(p["lnf.eps"][0]))
-            self.y = linear(h, p["head.w"], p["head.bias"], p["head.m"], p["head.sh"])[0]
+            self.y = linear(h, p["head.w"], p["head.bias"], p["head.m"], p["head.sh"])[..., 0, :]
             self.e += 1
             return
         pre = f"b{ex.block}"
@@ -463,10 +466,10 @@ class Node:
             self.x = nxt = add(self.x, mx, f, mo, sh)
             if ex.block == cfg.blocks - 1:  # next: the head exchange sends one row
                 if cfg.task == "classify":
-                    acc = self.x.astype(np.int64).sum(0, keepdims=True)
+                    acc = self.x.astype(np.int64).sum(-2, keepdims=True)
                     nxt = sat8(requant(acc, int(p["pool"][0]), int(p["pool"][1])))
                 else:
-                    nxt = self.x[-1:]
+                    nxt = self.x[..., -1:, :]
         self.e += 1
         self._stage(nxt)
 
@@ -475,10 +478,10 @@ class Node:
         ex = self.spec.exchanges[self.e]
         a, b = self.spec.ranges[ex.space]
         self._out = own_values
-        self._buf = np.zeros((ex.rows, ex.held_cols.size), dtype=np.int8)
+        self._buf = np.zeros((*self._lead, ex.rows, ex.held_cols.size), dtype=np.int8)
         self._present = np.zeros(ex.held_cols.size, dtype=bool)
         own_slots = np.searchsorted(ex.held_cols, np.arange(a, b))
-        self._buf[:, own_slots] = own_values
+        self._buf[..., own_slots] = own_values
         self._present[own_slots] = True
 
 
@@ -500,7 +503,7 @@ def run_swarm(
                     node.receive(ex, cols, vals)
         for node in nodes:
             node.compute()
-    return np.concatenate([node.y for node in nodes])
+    return np.concatenate([node.y for node in nodes], axis=-1)
 
 
 def build_nodes(qm: QModel, part: Partition) -> list[Node]:

@@ -1,0 +1,262 @@
+"""Resource model: per-node RAM / flash / air, the fragmenter, fitting and the scale ratio."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from cats import cli, resource
+from cats.config import preset
+from cats.model import CatsModel
+from cats.partition import Partition
+from cats.resource import (
+    BLE2M,
+    IEEE802154,
+    Layout,
+    Limits,
+    air,
+    encode_frames,
+    fits,
+    flash_breakdown,
+    fragment,
+    kept_count,
+    largest_fitting,
+    layout,
+    matrix_count,
+    node_resources,
+    param_count,
+    ram_breakdown,
+    scale_ratios,
+    stored_params,
+)
+
+VT = preset("verytiny")
+
+
+@pytest.mark.parametrize("name", ["verytiny", "demo", "test"])
+def test_param_count_matches_torch(name: str) -> None:
+    for task in ("forecast", "classify"):
+        cfg = preset(name, task=task)
+        m = CatsModel(cfg)
+        assert param_count(cfg) == sum(p.numel() for p in m.parameters())
+        named = m.named_parameters()
+        mats = sum(p.numel() for n, p in named if n.endswith("weight") and p.ndim == 2)
+        assert matrix_count(cfg) == mats
+
+
+def test_verytiny_single_device_numbers() -> None:
+    lay = layout(VT, 1, method="single")
+    fl = flash_breakdown(lay)
+    # one device stores every matrix entry once, as int8
+    assert int(fl["weights"][0, 0]) == matrix_count(VT) == 604_160
+    # peak: X + LN1 buffer + Q, K, V = 5 x N x F int8
+    ram = ram_breakdown(lay)
+    assert int(ram["arena"][0, 0]) == 5 * 32 * 128
+    assert ram["peak_phase"][0, 0] == "b0.qkv"
+    assert int(ram["total"][0, 0]) == 5 * 32 * 128 + 2 * 127 + 24 * 1024
+    assert air(lay)["payload_bytes"].tolist() == [0]
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 8, 16])
+def test_flash_p0_covers_model_weights(nodes: int) -> None:
+    lay = layout(VT, nodes, 0.0)
+    fl = flash_breakdown(lay)
+    # at p = 0 every node stores full rows of its own columns: exactly the int8 model, no more
+    assert int(fl["weights"].sum()) == matrix_count(VT)
+    assert int(fl["total"].sum()) >= matrix_count(VT) + nodes * resource.CODE_BYTES_ESTIMATE
+    assert int(stored_params(lay)[0]) == param_count(VT)
+    # pruning removes remote rows: strictly fewer stored weights
+    assert int(flash_breakdown(layout(VT, nodes, 0.5))["weights"].sum()) < matrix_count(VT)
+
+
+def test_kept_count() -> None:
+    assert kept_count([8, 8, 8, 1, 0], 0.5).tolist() == [4, 4, 4, 1, 0]
+    assert kept_count([8], 0.9).tolist() == [1]
+    assert kept_count([8], 0.3).tolist() == [6]
+    assert kept_count([10], 0.0).tolist() == [10]
+
+
+@pytest.mark.parametrize("nodes", [2, 4, 8, 16])
+def test_air_allgather_vs_cats(nodes: int) -> None:
+    ag = node_resources(VT, nodes, method="allgather")
+    c0 = node_resources(VT, nodes, 0.0)
+    assert ag["per_node"]["air_payload_bytes"] == c0["per_node"]["air_payload_bytes"]
+    # AllGather payload: every own column, N rows per block exchange, 1 row for the head
+    own = [b - a for a, b in Partition.full(VT, nodes).plan.ranges["model"]]
+    want = [(4 * VT.blocks * VT.tokens + 1) * w for w in own]
+    assert ag["per_node"]["air_payload_bytes"] == want
+    for p in (0.3, 0.5, 0.7, 0.9):
+        c = node_resources(VT, nodes, p)
+        assert c["total"]["air_payload_bytes"] < ag["total"]["air_payload_bytes"]
+        assert c["total"]["air_bytes_on_air"] < ag["total"]["air_bytes_on_air"]
+        ratio = c["total"]["air_payload_bytes"] / ag["total"]["air_payload_bytes"]
+        kept = kept_count(np.array(own), p).sum() / sum(own)
+        assert ratio == pytest.approx(kept, rel=1e-9)  # exactly the kept fraction
+        assert 1 - p <= ratio < 1 - p + 1 / min(own) + 1e-9  # ceil((1-p) w) / w
+
+
+def test_air_scales_with_one_minus_p() -> None:
+    ag = node_resources(VT, 4, method="allgather")["total"]["air_payload_bytes"]
+    for p in (0.25, 0.5, 0.75):
+        c = node_resources(VT, 4, p)["total"]["air_payload_bytes"]
+        assert c / ag == pytest.approx(1 - p, abs=0.01)
+
+
+def test_more_nodes_less_per_node() -> None:
+    one = node_resources(VT, 1, method="single")["max"]
+    for method, p in (("allgather", 0.0), ("cats", 0.5)):
+        sixteen = node_resources(VT, 16, p, method)["max"]
+        assert sixteen["ram_bytes"] < one["ram_bytes"]
+        assert sixteen["flash_bytes"] < one["flash_bytes"] / 4
+
+
+def test_ram_peak_accounts_for_receive_buffers() -> None:
+    lay = layout(VT, 8, 0.5)
+    ram = ram_breakdown(lay)
+    held0 = int(lay.held[0, 0, 0])
+    assert held0 == 16 + 7 * 8  # own 16 + 7 nodes x 8 kept
+    assert ram["peak_phase"][0, 0] == "b0.qkv"
+    assert int(ram["arena"][0, 0]) == 32 * (16 + held0 + 3 * 16)
+    t = ram["peak_terms"]
+    assert int(t["receive"][0, 0]) == 32 * held0 and int(t["qkv"][0, 0]) == 3 * 32 * 16
+
+
+def test_fits() -> None:
+    assert fits(VT, 1, method="single")
+    assert fits(VT, 16, 0.5)
+    huge = VT.replace(features=2048, ffn=8192, blocks=48)
+    assert not fits(huge, 16, 0.9)
+    assert not fits(huge, 1, method="single")
+    tight = Limits(ram_bytes=32 * 1024)
+    assert not fits(VT, 1, method="single", limits=tight)  # 5 x 4 KiB + 24 KiB runtime > 32 KiB
+
+
+def _check_frames(plan, e, s, rows, link) -> None:
+    ids = [c for fp in plan for c in fp.column_ids]
+    values = {c: np.random.default_rng(c).integers(-128, 128, rows) for c in ids}
+    frames = encode_frames(plan, e, s, values)
+    assert [len(f) for f in frames] == [fp.encoded_len for fp in plan]
+    assert max(len(f) for f in frames) <= link.mtu
+    from cats.wire import pb
+
+    got = {c: bytearray(rows) for c in values}
+    for f in frames:
+        msg = pb().ColumnFrame.FromString(f)
+        assert msg.fragments == len(plan) and msg.sender == s and msg.exchange == e
+        fp = plan[msg.fragment]
+        n = fp.row_stop - fp.row_start
+        for j, c in enumerate(msg.column_ids):
+            got[c][fp.row_start : fp.row_stop] = msg.payload[j * n : (j + 1) * n]
+    for c, v in values.items():
+        assert bytes(got[c]) == v.astype(np.int8).tobytes()
+
+
+@pytest.mark.parametrize("link", [IEEE802154, BLE2M])
+@pytest.mark.parametrize("rows", [1, 32, 57, 200, 700])
+def test_fragmenter_real_encoding(link, rows: int) -> None:
+    ids = list(range(100, 180))  # ids crossing the 1 -> 2 byte varint boundary
+    for e, s in ((0, 0), (3, 7), (200, 15)):
+        plan = fragment(e, s, ids, rows, link)
+        assert sum(fp.payload_bytes for fp in plan) == rows * len(ids)
+        _check_frames(plan, e, s, rows, link)
+
+
+def test_fragmenter_packing_verytiny() -> None:
+    # 32-token columns: header ~20 B, so two whole columns (64 B) per 116-byte 802.15.4 frame
+    plan = fragment(5, 3, range(24, 32), 32, IEEE802154)
+    assert [len(fp.column_ids) for fp in plan] == [2, 2, 2, 2]
+    assert all(fp.encoded_len <= 116 for fp in plan)
+    ble = fragment(5, 3, range(24, 32), 32, BLE2M)
+    assert [len(fp.column_ids) for fp in ble] == [6, 2]
+    # a column that does not fit on its own is split into row chunks
+    split = fragment(5, 3, [7], 300, IEEE802154)
+    assert len(split) == 4 and all(fp.column_ids == (7,) for fp in split)
+    assert split[0].row_start == 0 and split[-1].row_stop == 300
+
+
+def test_air_counts_every_frame_fits_mtu() -> None:
+    lay = layout(VT, 16, 0.5)
+    a = air(lay)
+    total = 0
+    for e in range(lay.kept.shape[1]):
+        plan = fragment(e, 15, lay.kept_ids(e, 15), int(lay.rows[e]))
+        _check_frames(plan, e, 15, int(lay.rows[e]), IEEE802154)
+        total += len(plan)
+    assert a["frames"][15] == total
+    assert a["bytes_on_air"][15] == sum(
+        fp.encoded_len + 17
+        for e in range(lay.kept.shape[1])
+        for fp in fragment(e, 15, lay.kept_ids(e, 15), int(lay.rows[e]))
+    )
+
+
+def test_layout_from_partition_matches_synthetic() -> None:
+    part = Partition.full(VT, 8)
+    rng = np.random.default_rng(0)
+    for e, ex in enumerate(part.schedule):
+        for a, b in part.plan.ranges[ex.space]:
+            k = int(kept_count(b - a, 0.5))
+            keep = np.zeros(b - a, dtype=bool)
+            keep[rng.choice(b - a, k, replace=False)] = True
+            part.kept[e][a:b] = keep
+    exact = Layout.from_partition(part)
+    synth = layout(VT, 8, 0.5)
+    assert np.array_equal(exact.held, synth.held)
+    assert np.array_equal(flash_breakdown(exact)["total"], flash_breakdown(synth)["total"])
+    r_exact = node_resources(VT, 8, partition=part)
+    r_synth = node_resources(VT, 8, 0.5)
+    assert r_exact["per_node"]["air_payload_bytes"] == r_synth["per_node"]["air_payload_bytes"]
+
+
+def test_largest_fitting_is_tight() -> None:
+    s = largest_fitting(1)
+    assert s is not None and s.params == s.nominal_params
+    cfg = VT.replace(features=s.features, ffn=s.features, blocks=s.blocks)
+    assert fits(cfg, 1, method="single")
+    assert not fits(cfg.replace(blocks=s.blocks + 1), 1, method="single")
+    assert s.params == param_count(cfg)
+    # it beats the paper model, which also fits one node
+    assert s.params > param_count(VT) and fits(VT, 1, method="single")
+
+
+def test_scale_ratio() -> None:
+    ratio, detail, by_p = scale_ratios(range(1, 17), (0.0, 0.5))
+    assert list(ratio) == [str(d) for d in range(1, 17)]
+    assert ratio["1"] == 1.0
+    vals = [ratio[str(d)] for d in range(1, 17)]
+    assert all(b >= a for a, b in zip(vals, vals[1:], strict=False))
+    assert 12 < ratio["16"] < 20  # the paper reports 14x at 16 nodes
+    assert ratio["8"] > 6
+    d16 = detail["16"]
+    cfg = VT.replace(features=d16["features"], ffn=d16["features"], blocks=d16["blocks"])
+    assert fits(cfg, d16["nodes_used"], d16["p"])
+    assert not fits(cfg, 1, method="single")
+    assert by_p["0"]["16"] > 12
+
+
+def test_cli_report_json(capsys, monkeypatch) -> None:
+    # other subcommand modules may not exist yet in a partial checkout
+    available = tuple(n for n in cli.COMMANDS if importlib.util.find_spec(n) is not None)
+    monkeypatch.setattr(cli, "COMMANDS", available)
+    assert cli.main(["report", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["scale_ratio"]) == {str(d) for d in range(1, 17)}
+    assert {"config", "limits", "link", "rows", "scale_detail"} <= set(out)
+    methods = {(r["method"], r["nodes"], r["p"]) for r in out["rows"]}
+    assert ("single", 1, 0.0) in methods and ("allgather", 16, 0.0) in methods
+    assert ("cats", 8, 0.5) in methods
+    row = next(r for r in out["rows"] if (r["method"], r["nodes"], r["p"]) == ("cats", 16, 0.5))
+    assert len(row["per_node"]["ram_bytes"]) == 16 and row["fits"]
+    assert row["max"]["ram_bytes"] == max(row["per_node"]["ram_bytes"])
+
+
+def test_cli_report_table(capsys, monkeypatch) -> None:
+    available = tuple(n for n in cli.COMMANDS if importlib.util.find_spec(n) is not None)
+    monkeypatch.setattr(cli, "COMMANDS", available)
+    args = ["report", "--nodes", "1,4", "--p", "0.5", "--link", "ble2m", "--ram-kib", "32"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "scale ratio" in text and "allgather" in text and "NO" in text
