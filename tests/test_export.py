@@ -62,8 +62,8 @@ def test_blob_holds_only_needed_rows(untrained, tmp_path: Path) -> None:
     f = model.cfg.features
     wq = node.params["b0.wq.w"]
     held = part.held_cols(0, 1)
-    assert wq.shape == (held.size, f // 4) and held.size < f
-    assert np.array_equal(wq, qm.t["b0.wq.w"][np.ix_(held, np.arange(f // 4, f // 2))])
+    assert wq.shape == (f // 4, held.size) and held.size < f  # output-major
+    assert np.array_equal(wq, qm.t["b0.wq.w"][np.ix_(held, np.arange(f // 4, f // 2))].T)
     for ref in node.manifest.tensors:
         assert ref.offset % export.ALIGNMENT == 0
 

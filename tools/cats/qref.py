@@ -89,8 +89,11 @@ def isqrt(v: np.ndarray) -> np.ndarray:
 
 
 def linear(x: np.ndarray, w: np.ndarray, bias: np.ndarray, m, sh) -> np.ndarray:
-    """int8 (..., in) x int8 (in, out) + int32 bias -> int8 (..., out)."""
-    acc = x.astype(np.int64) @ w.astype(np.int64) + bias.astype(np.int64)
+    """int8 (..., in) x int8 weights stored (out, in) + int32 bias -> int8 (..., out).
+
+    Nodes store weights output-major so each output is one contiguous dot product (the
+    layout CMSIS-NN's fully-connected kernels and the M4's dual 16-bit MACs want)."""
+    acc = x.astype(np.int64) @ w.astype(np.int64).T + bias.astype(np.int64)
     return sat8(requant(acc, m, sh))
 
 
@@ -321,14 +324,15 @@ class NodeSpec:
 
 def node_params(qm: QModel, spec: NodeSpec) -> dict[str, np.ndarray]:
     """The tensors node `spec.node` stores: own output columns, and weight rows only for the
-    columns it can hold (own + other nodes' kept columns)."""
+    columns it can hold (own + other nodes' kept columns). Weights are (own outputs, held
+    inputs), output-major; QModel keeps the full matrices (in, out)."""
     t, cfg = qm.t, qm.cfg
     own_m, own_h, own_o = spec.own("model"), spec.own("hidden"), spec.own("output")
     held = [ex.held_cols for ex in spec.exchanges]
     out: dict[str, np.ndarray] = {}
 
     def lin(name: str, rows: np.ndarray, cols: np.ndarray) -> None:
-        out[f"{name}.w"] = t[f"{name}.w"][np.ix_(rows, cols)].astype(np.int8)
+        out[f"{name}.w"] = np.ascontiguousarray(t[f"{name}.w"][np.ix_(rows, cols)].T, np.int8)
         for k in ("bias", "m", "sh"):
             out[f"{name}.{k}"] = t[f"{name}.{k}"][cols].astype(np.int32)
 
@@ -337,7 +341,7 @@ def node_params(qm: QModel, spec: NodeSpec) -> dict[str, np.ndarray]:
             out[f"{name}.{k}"] = t[f"{name}.{k}"][cols].astype(np.int32)
         out[f"{name}.eps"] = t[f"{name}.eps"].astype(np.int32)
 
-    out["embed.w"] = t["embed.w"][:, own_m].astype(np.int8)
+    out["embed.w"] = np.ascontiguousarray(t["embed.w"][:, own_m].T, np.int8)
     out["embed.bias"] = t["embed.bias"][:, own_m].astype(np.int32)
     out["embed.m"] = t["embed.m"][own_m].astype(np.int32)
     out["embed.sh"] = t["embed.sh"][own_m].astype(np.int32)
@@ -385,7 +389,7 @@ class Node:
                 f"input must be int8 {(cfg.tokens, cfg.patch)}, got {inp.dtype}{inp.shape}"
             )
         p = self.p
-        acc = inp.astype(np.int64) @ p["embed.w"].astype(np.int64) + p["embed.bias"]
+        acc = inp.astype(np.int64) @ p["embed.w"].astype(np.int64).T + p["embed.bias"]
         self.x = sat8(requant(acc, p["embed.m"], p["embed.sh"]))
         self.e = 0
         self.y = None
