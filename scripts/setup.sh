@@ -5,8 +5,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Debian packages the host build and tests need (C core built with CMake + gcc).
-DEB_PACKAGES="cmake gcc make"
+# Debian packages the builds and tests need: the C core on the host (CMake + gcc, 32-bit
+# multilib for ILP32 checks), for Cortex-M4 (arm-none-eabi-gcc + newlib), and qemu for
+# instruction counting on the M4.
+DEB_PACKAGES="cmake gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 
 VENV=.venv
 STAMP="$VENV/.stamp"
@@ -26,6 +28,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+
+bash scripts/fetch_nanopb.sh
 
 want_stamp="$(cat requirements.txt tools/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
