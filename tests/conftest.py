@@ -3,3 +3,9 @@
 from cats.cli import set_threads
 
 set_threads()  # tests may run beside other torch processes; see cats.cli.set_threads
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "bitexact: compares integer outputs bit for bit with the cats.qref reference"
+    )

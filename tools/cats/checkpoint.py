@@ -7,6 +7,7 @@ built-ins are stored, so loading uses ``weights_only=True`` and cannot run code.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ class Checkpoint:
         return part
 
 
+def _plain(obj: Any) -> Any:
+    """JSON-plain copy (numpy scalars/arrays -> lists/numbers), so weights_only loading works."""
+
+    def default(o: Any) -> Any:
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+
+    return json.loads(json.dumps(obj, default=default))
+
+
 def save_checkpoint(
     path: str | Path,
     model: CatsModel,
@@ -76,10 +86,10 @@ def save_checkpoint(
         "nodes": int(part.nodes),
         "kept": [[bool(b) for b in k] for k in part.kept],
         "dropout": (dropout or DropoutConfig()).to_dict(),
-        "metrics": metrics or {},
-        "normaliser": normaliser,
+        "metrics": _plain(metrics or {}),
+        "normaliser": _plain(normaliser),
         "dataset": dataset,
-        "extra": extra or {},
+        "extra": _plain(extra or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)

@@ -11,11 +11,24 @@ import os
 import sys
 
 # subcommand modules, each with register(subparsers)
-COMMANDS = ("cats.train", "cats.prune", "cats.export", "cats.report", "cats.evaluate", "cats.demo")
+COMMANDS = (
+    "cats.train",
+    "cats.prune",
+    "cats.export",
+    "cats.report",
+    "cats.evaluate",
+    "cats.demo",
+    "cats.size",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cats", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="cats",
+        description="CATS: one transformer run by a swarm of microcontrollers - train, prune, "
+        "quantise, partition, export and size it.",
+        epilog="Every subcommand takes --json for a machine-readable result on stdout.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(name).register(sub)

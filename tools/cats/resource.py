@@ -8,8 +8,8 @@ formulas over per-node column counts so the same code serves three purposes:
   AllGather tensor parallelism and for one device;
 * ``fits`` / ``largest_fitting``: the largest (F, L) model a swarm of D nodes can hold, and the
   scale ratio against one node (the paper's "14x at 16 nodes");
-* the fragmenter that cuts a node's kept columns into ColumnFrames that fit the link MTU, with
-  the protobuf overhead taken from the real ``cats.wire`` encoding.
+* air bytes: a node's kept columns cut into ColumnFrames that fit the link MTU by the
+  SomeGather engine's own fragmentation rule (``cats.frames``, mirrored by the C core).
 
 Counts come from a ``Layout``: either the exact kept sets of a ``Partition`` (a pruned model) or
 a synthetic one in which every node keeps ``kept_count(w, p)`` of its w columns in every
@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from cats import frames
 from cats.config import PRESETS, ModelConfig
+from cats.frames import FramePlan
 from cats.partition import Partition, Plan, exchange_schedule
 
 KIB = 1024
@@ -48,8 +49,8 @@ POS_BYTES = 4  # int32 per (token, own column): positional embedding + embedding
 COLMAP_BYTES = 2  # uint16 per held and per kept column id of every exchange (D > 1 only)
 SCORE_BYTES = 4  # int32 per key of the one attention score row being computed
 
-INFERENCE_ID_MAX = 0xFFFF  # inference ids wrap at 2^16: the longest varint a frame carries
-PARTITION_TAG_MAX = 0xFFFFFFFF  # fixed32: always 5 bytes when non-zero
+INFERENCE_ID_MAX = frames.INFERENCE_ID_MASK  # ids go on the air modulo 2^16
+PARTITION_TAG_MAX = frames.PARTITION_TAG_MAX  # fixed32: always 5 bytes when non-zero
 
 
 @dataclass(frozen=True)
@@ -496,121 +497,14 @@ def ram_breakdown(lay: Layout, link: Link = IEEE802154, limits: Limits = Limits(
 # ----------------------------------------------------------------------------------------------
 
 
-def _varint_len(v: int) -> int:
-    if v < 0x80:
-        return 1
-    return (int(v).bit_length() + 6) // 7
-
-
-def _bytes_field_len(n: int) -> int:
-    """Tag + length + n bytes of a protobuf length-delimited field (absent when empty)."""
-    if n == 0:
-        return 0
-    return n + (2 if n < 0x80 else 1 + _varint_len(n))
-
-
-@lru_cache(maxsize=65536)
-def frame_header_len(exchange: int, sender: int, fragment: int, fragments: int) -> int:
-    """Encoded bytes of a ColumnFrame's scalar fields, measured with the real protobuf module,
-    for the worst-case inference id (2^16 - 1) and a non-zero partition tag."""
-    from cats.wire import pb
-
-    msg = pb().ColumnFrame(
-        inference_id=INFERENCE_ID_MAX,
-        exchange=exchange,
-        sender=sender,
-        fragment=fragment,
-        fragments=fragments,
-        partition_tag=PARTITION_TAG_MAX,
-    )
-    return msg.ByteSize()
-
-
-@dataclass(frozen=True)
-class FramePlan:
-    """One ColumnFrame: rows [row_start, row_stop) of each column in column_ids (column after
-    column in the payload), and its encoded length."""
-
-    fragment: int
-    column_ids: tuple[int, ...]
-    row_start: int
-    row_stop: int
-    payload_bytes: int
-    encoded_len: int
-
-
-def _frame_len(exchange: int, sender: int, i: int, n: int, ids_len: int, payload: int) -> int:
-    """Encoded ColumnFrame length; ids_len = bytes of the packed column-id varints."""
-    return (
-        frame_header_len(exchange, sender, i, n)
-        + _bytes_field_len(ids_len)
-        + _bytes_field_len(payload)
-    )
-
-
 def fragment(
     exchange: int, sender: int, column_ids: Iterable[int], rows: int, link: Link = IEEE802154
 ) -> list[FramePlan]:
-    """Cut one sender's kept columns of one exchange into ColumnFrames that fit ``link.mtu``.
-
-    Frames carry whole columns, greedily as many as fit. Only when one column does not fit an
-    empty frame on its own is it split into row chunks, one chunk per frame (then column_ids
-    has that one id). Whole columns keep a lost frame's damage to whole columns, which is what
-    message-dropout trains for. The plan is deterministic, so a receiver derives which columns
-    and rows a fragment index carries from the manifest; column_ids double-checks it. Lengths
-    use the real protobuf header size (``frame_header_len``) and the wire rules for the packed
-    ids and the payload; tests compare them with ``encode_frames``."""
-    ids = [int(c) for c in column_ids]
-    if rows < 1 or not ids:
-        return []
-    n = 1
-    for _ in range(16):
-        plan = _pack(exchange, sender, ids, rows, n, link)
-        if len(plan) == n:
-            return plan
-        n = len(plan)
-    raise RuntimeError("fragment count did not converge")  # pragma: no cover
-
-
-def _pack(exchange: int, sender: int, ids: list[int], rows: int, n: int, link: Link):
-    """Greedy plan for a guessed fragment count n (the `fragments` field's own length)."""
-    frames: list[FramePlan] = []
-    cur: list[int] = []
-    cur_ids = 0  # packed varint bytes of cur
-
-    def close() -> None:
-        if cur:
-            i = len(frames)
-            size = _frame_len(exchange, sender, i, n, cur_ids, rows * len(cur))
-            frames.append(FramePlan(i, tuple(cur), 0, rows, rows * len(cur), size))
-            cur.clear()
-
-    for c in ids:
-        vc = _varint_len(c)
-        i = len(frames)
-        if _frame_len(exchange, sender, i, n, cur_ids + vc, rows * (len(cur) + 1)) <= link.mtu:
-            cur.append(c)
-            cur_ids += vc
-            continue
-        close()
-        i = len(frames)
-        if _frame_len(exchange, sender, i, n, vc, rows) <= link.mtu:
-            cur.append(c)
-            cur_ids = vc
-            continue
-        start = 0  # the column alone does not fit: row chunks
-        while start < rows:
-            i = len(frames)
-            chunk = rows - start
-            while chunk > 0 and _frame_len(exchange, sender, i, n, vc, chunk) > link.mtu:
-                chunk -= 1
-            if chunk == 0:
-                raise ValueError(f"link {link.name} (MTU {link.mtu}) cannot carry one row")
-            size = _frame_len(exchange, sender, i, n, vc, chunk)
-            frames.append(FramePlan(i, (c,), start, start + chunk, chunk, size))
-            start += chunk
-    close()
-    return frames
+    """Cut one sender's kept columns of one exchange into ColumnFrames that fit ``link.mtu``:
+    the one fragmentation rule of the SomeGather engine, ``cats.frames.plan`` (whole columns
+    per frame, greedily; a column too tall for one frame split into row chunks). Lengths are
+    the exact protobuf encoding with the worst-case inference id and partition tag."""
+    return frames.plan(exchange, sender, column_ids, rows, link.mtu)
 
 
 def encode_frames(
@@ -622,26 +516,7 @@ def encode_frames(
     partition_tag: int = PARTITION_TAG_MAX,
 ) -> list[bytes]:
     """Real ColumnFrame encodings of a fragment plan; values[c] is column c's int8 rows."""
-    from cats.wire import pb
-
-    out = []
-    for fp in plan:
-        payload = b"".join(
-            np.asarray(values[c], dtype=np.int8)[fp.row_start : fp.row_stop].tobytes()
-            for c in fp.column_ids
-        )
-        msg = pb().ColumnFrame(
-            inference_id=inference_id,
-            exchange=exchange,
-            sender=sender,
-            fragment=fp.fragment,
-            fragments=len(plan),
-            partition_tag=partition_tag,
-            column_ids=list(fp.column_ids),
-            payload=payload,
-        )
-        out.append(msg.SerializeToString())
-    return out
+    return frames.encode_plan(plan, exchange, sender, values, inference_id, partition_tag)
 
 
 def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
@@ -890,7 +765,6 @@ __all__ = [
     "fits",
     "flash_breakdown",
     "fragment",
-    "frame_header_len",
     "kept_count",
     "largest_fitting",
     "layout",

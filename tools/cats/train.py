@@ -328,6 +328,9 @@ def train_model(
         offset = total - qat_steps
         phases.append(tr.run(qat_steps, lambda s: lr(s + offset), "qat"))
 
+    notes = []
+    if part.nodes == 1 and (opts.prune > 0 or opts.dropout.active):
+        notes.append("D = 1: nothing crosses the air, so pruning and message-dropout are off")
     prune_hist: list[dict[str, Any]] = []
     if opts.prune > 0 and part.nodes > 1:
         ft_lr = opts.finetune_lr if opts.finetune_lr is not None else opts.lr / 3
@@ -359,6 +362,7 @@ def train_model(
         "pruning_ratio": part.pruning_ratio(),
         "pruning": prune_hist,
         "quant": model.quant,
+        "notes": notes,
         "wall_time_s": time.perf_counter() - t0,
     }
     if cfg.task == "forecast":

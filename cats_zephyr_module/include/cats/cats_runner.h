@@ -1,0 +1,68 @@
+/*
+ * The exchange loop of one node over a cats_port link: portable C99, no OS calls (time, radio
+ * and log all come through struct cats_port). Used by the Zephyr service (src/zephyr/
+ * cats_service.c) and the bare-metal M4 image (cats_zephyr_module/m4/node_main.c).
+ *
+ * One exchange:
+ *  1. frames of this exchange that arrived early (stashed, see below) are fed in first;
+ *  2. the node's kept columns go out: cats_sg_frame_count() frames of at most link.mtu bytes,
+ *     cats_sg_encode() + link.send() each;
+ *  3. received frames are fed to cats_sg_receive() until every held column is complete or the
+ *     exchange deadline (start + exchange_timeout_ms) passes; between empty polls the optional
+ *     `idle` hook lets the platform sleep until the link has something (Zephyr: a semaphore);
+ *  4. cats_sg_compute(): what is still missing is zero, and the node runs to the next exchange.
+ * A node that finishes an exchange early broadcasts the next one while slower nodes are still
+ * in the previous one; they would reject those frames as "future". The runner keeps up to
+ * CATS_RUNNER_STASH such frames and replays them when it reaches their exchange, so a fast
+ * neighbour costs no loss (frames beyond the stash are lost and counted as rejected_future).
+ */
+#ifndef CATS_RUNNER_H_
+#define CATS_RUNNER_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cats/cats_node.h"
+#include "cats/cats_port.h"
+#include "cats/cats_somegather.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef CATS_RUNNER_STASH
+#define CATS_RUNNER_STASH 8 /* early (next-exchange) frames kept; CATS_SG_FRAME_MAX each */
+#endif
+
+struct cats_runner {
+	struct cats_node *node;
+	const struct cats_port *port;
+	uint32_t exchange_timeout_ms;
+	/* Called when a receive poll found nothing; may sleep up to `max_ms`. NULL: spin. */
+	void (*idle)(void *ctx, uint32_t max_ms);
+	void *idle_ctx;
+	struct cats_sg_stats stats;
+	uint32_t exchanges_timed_out; /* exchanges closed by the deadline, not completeness */
+	uint32_t stash_dropped;       /* early frames that did not fit the stash */
+	uint16_t n_stash;
+	uint16_t stash_len[CATS_RUNNER_STASH];
+	uint8_t stash[CATS_RUNNER_STASH][CATS_SG_FRAME_MAX];
+	uint8_t frame[CATS_SG_FRAME_MAX];
+};
+
+void cats_runner_init(struct cats_runner *r, struct cats_node *node,
+		      const struct cats_port *port, uint32_t exchange_timeout_ms);
+
+/* Run the node's current exchange (steps 1-4 above). CATS_OK or a negative cats_status. */
+int cats_runner_exchange(struct cats_runner *r);
+
+/* One whole inference: cats_node_begin() on `input` (tokens x patch int8), then every
+ * exchange. The output slice is then cats_node_output(). */
+int cats_runner_infer(struct cats_runner *r, uint32_t inference_id, const int8_t *input,
+		      size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CATS_RUNNER_H_ */

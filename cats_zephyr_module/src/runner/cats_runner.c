@@ -1,0 +1,143 @@
+/*
+ * The exchange loop of one node over a cats_port link (see include/cats/cats_runner.h).
+ */
+#include "cats/cats_runner.h"
+
+#include <string.h>
+
+static void log_msg(const struct cats_runner *r, enum cats_log_level level, const char *msg)
+{
+	if (r->port->log != NULL) {
+		r->port->log(r->port->ctx, level, msg);
+	}
+}
+
+void cats_runner_init(struct cats_runner *r, struct cats_node *node,
+		      const struct cats_port *port, uint32_t exchange_timeout_ms)
+{
+	memset(r, 0, sizeof(*r));
+	r->node = node;
+	r->port = port;
+	r->exchange_timeout_ms = exchange_timeout_ms;
+}
+
+/* Every held column complete: nothing more to wait for in this exchange. */
+static int all_present(const struct cats_node *n)
+{
+	int e = cats_node_current_exchange(n);
+	const struct cats_exchange *ex;
+
+	if (e < 0) {
+		return 1;
+	}
+	ex = cats_node_exchange(n, (uint16_t)e);
+	for (uint16_t i = 0; i < ex->n_held; i++) {
+		if (!cats_node_has(n, ex->held[i])) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Feed one frame; keep it for later if it belongs to an exchange we have not reached. */
+static int feed(struct cats_runner *r, const uint8_t *frame, size_t len, int may_stash)
+{
+	uint32_t future = r->stats.rejected_future;
+	int rc = cats_sg_receive(r->node, frame, len, &r->stats);
+
+	if (rc == CATS_ERR_STATE && r->stats.rejected_future != future && may_stash) {
+		if (r->n_stash < CATS_RUNNER_STASH) {
+			memcpy(r->stash[r->n_stash], frame, len);
+			r->stash_len[r->n_stash] = (uint16_t)len;
+			r->n_stash++;
+			r->stats.rejected_future = future; /* not lost (yet) */
+		} else {
+			r->stash_dropped++;
+		}
+	}
+	return rc;
+}
+
+static void replay_stash(struct cats_runner *r)
+{
+	uint16_t n = r->n_stash, kept = 0;
+
+	r->n_stash = 0;
+	for (uint16_t i = 0; i < n; i++) {
+		uint32_t future = r->stats.rejected_future;
+		int rc = cats_sg_receive(r->node, r->stash[i], r->stash_len[i], &r->stats);
+
+		if (rc == CATS_ERR_STATE && r->stats.rejected_future != future) {
+			/* Still ahead of us: keep it (in order) for a later exchange. */
+			r->stats.rejected_future = future;
+			if (kept != i) {
+				memcpy(r->stash[kept], r->stash[i], r->stash_len[i]);
+				r->stash_len[kept] = r->stash_len[i];
+			}
+			kept++;
+		}
+	}
+	r->n_stash = kept;
+}
+
+int cats_runner_exchange(struct cats_runner *r)
+{
+	const struct cats_port *p = r->port;
+	struct cats_node *n = r->node;
+	size_t mtu = p->link.mtu < CATS_SG_FRAME_MAX ? p->link.mtu : CATS_SG_FRAME_MAX;
+	uint32_t start = p->now_ms(p->ctx);
+	int count, rc;
+
+	if (cats_node_current_exchange(n) < 0) {
+		return CATS_ERR_STATE;
+	}
+	replay_stash(r);
+
+	count = cats_sg_frame_count(n, mtu);
+	if (count < 0) {
+		log_msg(r, CATS_LOG_ERR, "cats: cannot plan frames for this link MTU");
+		return count;
+	}
+	for (int i = 0; i < count; i++) {
+		int len = cats_sg_encode(n, (uint16_t)i, mtu, r->frame, sizeof(r->frame), &r->stats);
+
+		if (len < 0) {
+			return len;
+		}
+		if (p->link.send(p->link.ctx, r->frame, (size_t)len) < 0) {
+			log_msg(r, CATS_LOG_WRN, "cats: link send failed");
+		}
+	}
+
+	while (!all_present(n)) {
+		uint32_t now = p->now_ms(p->ctx);
+		uint32_t elapsed = now - start;
+		int len;
+
+		if (elapsed >= r->exchange_timeout_ms) {
+			r->exchanges_timed_out++;
+			break;
+		}
+		len = p->link.recv(p->link.ctx, r->frame, sizeof(r->frame));
+		if (len > 0) {
+			(void)feed(r, r->frame, (size_t)len, 1);
+		} else if (len == 0 && r->idle != NULL) {
+			r->idle(r->idle_ctx, r->exchange_timeout_ms - elapsed);
+		}
+	}
+	rc = cats_sg_compute(n, &r->stats);
+	return rc;
+}
+
+int cats_runner_infer(struct cats_runner *r, uint32_t inference_id, const int8_t *input,
+		      size_t len)
+{
+	int rc = cats_node_begin(r->node, inference_id, input, len);
+
+	/* Frames stashed for another inference can never be used now. */
+	r->n_stash = 0;
+	while (rc == CATS_OK && cats_node_current_exchange(r->node) >= 0) {
+		rc = cats_runner_exchange(r);
+	}
+	return rc;
+}

@@ -1,0 +1,202 @@
+/*
+ * BLE link: ColumnFrames as manufacturer-specific data of extended advertisements.
+ *
+ * Sending: one non-connectable, non-scannable extended advertising set
+ * (BT_LE_ADV_OPT_EXT_ADV without CONN/SCANNABLE; ADV_EXT_IND on the 1M primary channels
+ * pointing to one AUX_ADV_IND on the 2M secondary PHY, the default for extended advertising).
+ * Each frame: bt_le_ext_adv_set_data() with one AD structure [len, 0xFF, company id (2, LE),
+ * ColumnFrame], then bt_le_ext_adv_start() for CONFIG_CATS_BLE_ADV_EVENTS advertising events;
+ * the set's `sent` callback releases the next frame, so send() blocks while the previous
+ * frame is still on the air. AUX_ADV_IND carries at most 255 bytes: 10 of extended header and
+ * 4 of AD header leave 241 bytes for the ColumnFrame (cats.resource BLE2M, cats.frames MTU).
+ *
+ * Receiving: continuous passive scanning (bt_le_scan_start, window = interval; with
+ * CONFIG_BT_EXT_ADV the host uses the LE extended scan commands and the controller follows
+ * the AUX pointers onto the 2M PHY; BT_LE_SCAN_OPT_CODED would add the coded PHY, and
+ * duplicate filtering stays off because consecutive frames may repeat data). The bt_le_scan_cb
+ * `recv` callback (BT RX thread) keeps extended advertisements whose manufacturer data carry
+ * our company id and queues the ColumnFrame for the service thread (k_msgq); the partition
+ * tag inside every frame filters other swarms.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <zephyr/bluetooth/bluetooth.h>
+#include <zephyr/bluetooth/gap.h>
+#include <zephyr/kernel.h>
+#include <zephyr/logging/log.h>
+#include <zephyr/sys/byteorder.h>
+
+#include "cats/cats_somegather.h"
+#include "cats_zephyr.h"
+
+LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
+
+#define CATS_BLE_MTU (255 - 10 - 4)
+#define CATS_BLE_SEND_TIMEOUT_MS 500
+
+struct ble_frame {
+	uint16_t len;
+	uint8_t data[CATS_BLE_MTU];
+};
+
+K_MSGQ_DEFINE(cats_ble_rx_q, sizeof(struct ble_frame), CONFIG_CATS_BLE_RX_QUEUE, 4);
+static K_SEM_DEFINE(adv_done, 1, 1);
+static K_SEM_DEFINE(rx_ready, 0, 1); /* given on every queued frame: wakes link_wait() */
+static struct bt_le_ext_adv *adv;
+static uint8_t adv_buf[2 + CATS_BLE_MTU];
+static struct ble_frame rx_tmp;
+
+static void adv_sent(struct bt_le_ext_adv *set, struct bt_le_ext_adv_sent_info *info)
+{
+	ARG_UNUSED(set);
+	ARG_UNUSED(info);
+	k_sem_give(&adv_done);
+}
+
+static const struct bt_le_ext_adv_cb adv_callbacks = {
+	.sent = adv_sent,
+};
+
+static int link_send(void *ctx, const uint8_t *frame, size_t len)
+{
+	struct bt_data ad;
+	int rc;
+
+	ARG_UNUSED(ctx);
+	if (len > CATS_BLE_MTU) {
+		return -EMSGSIZE;
+	}
+	/* The previous frame must have had its advertising events. */
+	if (k_sem_take(&adv_done, K_MSEC(CATS_BLE_SEND_TIMEOUT_MS)) != 0) {
+		(void)bt_le_ext_adv_stop(adv);
+	}
+	sys_put_le16(CONFIG_CATS_BLE_COMPANY_ID, adv_buf);
+	memcpy(&adv_buf[2], frame, len);
+	ad.type = BT_DATA_MANUFACTURER_DATA;
+	ad.data_len = (uint8_t)(2 + len);
+	ad.data = adv_buf;
+	rc = bt_le_ext_adv_set_data(adv, &ad, 1, NULL, 0);
+	if (rc == 0) {
+		rc = bt_le_ext_adv_start(adv,
+					 BT_LE_EXT_ADV_START_PARAM(0, CONFIG_CATS_BLE_ADV_EVENTS));
+	}
+	if (rc != 0) {
+		k_sem_give(&adv_done);
+	}
+	return rc;
+}
+
+static int link_recv(void *ctx, uint8_t *buf, size_t cap)
+{
+	struct ble_frame f;
+
+	ARG_UNUSED(ctx);
+	if (k_msgq_get(&cats_ble_rx_q, &f, K_NO_WAIT) != 0) {
+		return 0;
+	}
+	if (f.len > cap) {
+		return -EMSGSIZE;
+	}
+	memcpy(buf, f.data, f.len);
+	return f.len;
+}
+
+static void link_wait(void *ctx, uint32_t max_ms)
+{
+	ARG_UNUSED(ctx);
+	if (k_msgq_num_used_get(&cats_ble_rx_q) == 0) {
+		(void)k_sem_take(&rx_ready, K_MSEC(max_ms));
+	}
+}
+
+/* bt_data_parse() callback: pick our manufacturer data out of an advertisement. */
+static bool parse_ad(struct bt_data *data, void *user)
+{
+	bool *found = user;
+
+	if (data->type != BT_DATA_MANUFACTURER_DATA || data->data_len < 3 ||
+	    data->data_len - 2 > CATS_BLE_MTU ||
+	    sys_get_le16(data->data) != CONFIG_CATS_BLE_COMPANY_ID) {
+		return true; /* keep looking */
+	}
+	rx_tmp.len = data->data_len - 2;
+	memcpy(rx_tmp.data, &data->data[2], rx_tmp.len);
+	*found = true;
+	return false;
+}
+
+static void scan_recv(const struct bt_le_scan_recv_info *info, struct net_buf_simple *buf)
+{
+	bool found = false;
+
+	if (!(info->adv_props & BT_GAP_ADV_PROP_EXT_ADV)) {
+		return; /* legacy advertising is not ours */
+	}
+	bt_data_parse(buf, parse_ad, &found);
+	if (!found) {
+		return;
+	}
+	if (k_msgq_put(&cats_ble_rx_q, &rx_tmp, K_NO_WAIT) != 0) {
+		LOG_DBG("ble: rx queue full, frame dropped");
+	}
+	k_sem_give(&rx_ready);
+}
+
+static struct bt_le_scan_cb scan_callbacks = {
+	.recv = scan_recv,
+};
+
+int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
+		    uint32_t partition_tag)
+{
+	/* 20 ms: the shortest interval for non-connectable advertising (only matters when
+	 * CONFIG_CATS_BLE_ADV_EVENTS > 1). */
+	const struct bt_le_adv_param adv_param =
+		BT_LE_ADV_PARAM_INIT(BT_LE_ADV_OPT_EXT_ADV, 0x20, 0x20, NULL);
+	const struct bt_le_scan_param scan_param = {
+		.type = BT_LE_SCAN_TYPE_PASSIVE,
+		.options = BT_LE_SCAN_OPT_NONE,
+		.interval = BT_GAP_SCAN_FAST_INTERVAL,
+		.window = BT_GAP_SCAN_FAST_INTERVAL,
+	};
+	int rc;
+
+	ARG_UNUSED(node_id);
+	ARG_UNUSED(nodes);
+	ARG_UNUSED(partition_tag);
+	rc = bt_enable(NULL);
+	if (rc != 0 && rc != -EALREADY) {
+		LOG_ERR("ble: bt_enable: %d", rc);
+		return rc;
+	}
+	rc = bt_le_ext_adv_create(&adv_param, &adv_callbacks, &adv);
+	if (rc != 0) {
+		LOG_ERR("ble: bt_le_ext_adv_create: %d", rc);
+		return rc;
+	}
+	bt_le_scan_cb_register(&scan_callbacks);
+	rc = bt_le_scan_start(&scan_param, NULL);
+	if (rc != 0) {
+		LOG_ERR("ble: bt_le_scan_start: %d", rc);
+		return rc;
+	}
+	zl->link.ctx = NULL;
+	zl->link.mtu = CATS_BLE_MTU;
+	zl->link.send = link_send;
+	zl->link.recv = link_recv;
+	zl->wait = link_wait;
+	LOG_INF("ble: extended advertising + scanning, company id 0x%04x, MTU %d",
+		CONFIG_CATS_BLE_COMPANY_ID, CATS_BLE_MTU);
+	return 0;
+}
+
+void cats_link_report(uint32_t inference_id, int status, uint16_t start, uint16_t count,
+		      const int8_t *values)
+{
+	ARG_UNUSED(inference_id);
+	ARG_UNUSED(status);
+	ARG_UNUSED(start);
+	ARG_UNUSED(count);
+	ARG_UNUSED(values);
+}

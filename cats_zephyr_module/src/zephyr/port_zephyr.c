@@ -1,0 +1,44 @@
+/*
+ * Port of the portable CATS core to Zephyr: the clock is k_uptime_get_32() (milliseconds
+ * since boot, wraps after 49 days; the runner only takes differences), log lines go to the
+ * `cats` log module (CONFIG_CATS_LOG_LEVEL).
+ */
+#include <zephyr/kernel.h>
+#include <zephyr/logging/log.h>
+
+#include "cats_zephyr.h"
+
+LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
+
+static uint32_t port_now_ms(void *ctx)
+{
+	ARG_UNUSED(ctx);
+	return k_uptime_get_32();
+}
+
+static void port_log(void *ctx, enum cats_log_level level, const char *msg)
+{
+	ARG_UNUSED(ctx);
+	switch (level) {
+	case CATS_LOG_ERR:
+		LOG_ERR("%s", msg);
+		break;
+	case CATS_LOG_WRN:
+		LOG_WRN("%s", msg);
+		break;
+	case CATS_LOG_INF:
+		LOG_INF("%s", msg);
+		break;
+	default:
+		LOG_DBG("%s", msg);
+		break;
+	}
+}
+
+void cats_port_zephyr_init(struct cats_port *port, const struct cats_link *link)
+{
+	port->now_ms = port_now_ms;
+	port->log = port_log;
+	port->ctx = NULL;
+	port->link = *link;
+}
