@@ -288,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             r["m4"] = m4["shapes"].get(r["name"], {})
             paths = r["m4"]
-            if "dsp" in paths and "c" in paths and paths["dsp"]["checksum"] != paths["c"]["checksum"]:
+            if (
+                "dsp" in paths
+                and "c" in paths
+                and paths["dsp"]["checksum"] != paths["c"]["checksum"]
+            ):
                 print(f"error: DSP and C paths differ on {r['name']}", file=sys.stderr)
                 return 1
     print(table(results))

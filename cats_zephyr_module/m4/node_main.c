@@ -31,7 +31,7 @@
 #endif
 
 #ifndef CATS_ARENA_SIZE
-#define CATS_ARENA_SIZE (128 * 1024)
+#define CATS_ARENA_SIZE (32 * 1024)
 #endif
 #ifndef CATS_INPUT_LEN
 #define CATS_INPUT_LEN 512

@@ -186,7 +186,7 @@ def strerror(code: int) -> str:
     return lib().cats_strerror(code).decode()
 
 
-def ptr(a: np.ndarray, ctype=ctypes.c_int8):
+def ptr(a: np.ndarray, ctype: type = ctypes.c_int8) -> ctypes._Pointer:
     """C pointer to a contiguous numpy array (the array must outlive the call)."""
     assert a.flags["C_CONTIGUOUS"]
     return a.ctypes.data_as(ctypes.POINTER(ctype))

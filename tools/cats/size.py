@@ -30,13 +30,16 @@ RAM_LIMIT = 256 * KIB
 
 KINDS = ("text", "rodata", "data", "bss")
 
-# Roles of the CATS symbols the report singles out: (role, regex over the symbol name).
-CATS_ROLES: tuple[tuple[str, str], ...] = (
-    ("weights_blob", r"(^|_)(partition_)?blob$|weights"),
-    ("manifest", r"manifest"),
-    ("arena", r"arena"),
-    ("frame_buffer", r"frame|_tx_buf|_rx_buf|rxq|msgq"),
+# Roles of the CATS symbols the report singles out: (role, regex over the symbol name, where
+# the symbol must live). nanopb's message descriptors (*_field_info, *_msg) are never a role.
+CATS_ROLES: tuple[tuple[str, str, str], ...] = (
+    ("weights_blob", r"(^|_)(partition_)?blob$|weights", "flash"),
+    ("manifest", r"manifest$", "flash"),
+    ("arena", r"arena", "ram"),
+    # frame buffers: the link's queues and the runner's frame + early-frame stash
+    ("frame_buffer", r"frame|runner|_tx_buf|_rx_buf|_rx_q$|msgq", "ram"),
 )
+_NANOPB_DESCRIPTOR = re.compile(r"_(field_info|msg|fields)$")
 
 
 @dataclass(frozen=True)
@@ -125,23 +128,26 @@ def _object_name(path: str) -> str:
     return Path(path).name
 
 
+_MAP_OUTPUT = re.compile(r"^(\.\S+|/DISCARD/)")
+
+
 def map_objects(map_path: Path, sections: list[Section]) -> dict[str, dict[str, int]]:
-    """Bytes per object file and section kind, from a GNU ld map file."""
+    """Bytes per object file and section kind, from a GNU ld map file.
 
-    def kind_at(addr: int) -> str | None:
-        for s in sections:
-            if s.addr <= addr < s.addr + s.size:
-                return s.kind
-        return None
-
+    Input sections are charged to their object under the output section they were placed in
+    (the map's column-0 lines); only allocated output sections of the ELF count, so debug
+    info, .comment and discarded sections do not. Linker padding is ``*fill*`` (``(stack)``
+    inside the linker script's stack section)."""
+    kind_of = {s.name: s.kind for s in sections}
     per: dict[str, dict[str, int]] = {}
+    current: str | None = None
 
-    def charge(obj: str, addr: int, size: int) -> None:
-        if size == 0:
+    def charge(obj: str, size: int) -> None:
+        kind = kind_of.get(current or "")
+        if size == 0 or kind is None:
             return
-        kind = kind_at(addr)
-        if kind is None:  # debug info, discarded or non-allocated sections
-            return
+        if obj == "*fill*" and current == ".stack":
+            obj = "(stack)"
         d = per.setdefault(obj, dict.fromkeys(KINDS, 0))
         d[kind] += size
 
@@ -152,22 +158,26 @@ def map_objects(map_path: Path, sections: list[Section]) -> dict[str, dict[str, 
         raise ValueError(f"{map_path} is not a GNU ld map file") from exc
     pending = False
     for ln in lines[start + 1 :]:
+        m = _MAP_OUTPUT.match(ln)
+        if m:
+            current, pending = m.group(1), False
+            continue
         if pending:
             pending = False
             m = _MAP_CONT.match(ln)
             if m:
-                charge(_object_name(m.group(3)), int(m.group(1), 16), int(m.group(2), 16))
+                charge(_object_name(m.group(3)), int(m.group(2), 16))
                 continue
         m = _MAP_ONE_LINE.match(ln)
         if m:
-            charge(_object_name(m.group(4)), int(m.group(2), 16), int(m.group(3), 16))
+            charge(_object_name(m.group(4)), int(m.group(3), 16))
             continue
         if _MAP_NAME_ONLY.match(ln):
             pending = True
             continue
         m = _MAP_FILL.match(ln)
         if m:
-            charge("*fill*", int(m.group(1), 16), int(m.group(2), 16))
+            charge("*fill*", int(m.group(2), 16))
     return per
 
 
@@ -222,11 +232,18 @@ def _cats_symbols(symbols: list[dict[str, Any]], sections: list[Section]) -> lis
     for sym in symbols:
         if sym["type"] != "object" or "cats" not in sym["name"].lower():
             continue
-        role = next(
-            (r for r, pat in CATS_ROLES if re.search(pat, sym["name"], re.IGNORECASE)), "other"
-        )
         kind = kind_of.get(sym["section"], "?")
         region = "ram" if kind == "bss" else ("flash+ram" if kind == "data" else "flash")
+        role = "other"
+        if not _NANOPB_DESCRIPTOR.search(sym["name"]):
+            role = next(
+                (
+                    r
+                    for r, pat, where in CATS_ROLES
+                    if where in region and re.search(pat, sym["name"], re.IGNORECASE)
+                ),
+                "other",
+            )
         out.append({**sym, "role": role, "kind": kind, "region": region})
     out.sort(key=lambda s: -s["size"])
     return out

@@ -64,7 +64,8 @@ static inline int8_t finish(int32_t dot, int32_t bias, int32_t m, int32_t sh)
 
 	if (sh > 32) {
 		const int32_t k = sh - 32; /* 1..30 */
-		const int32_t hi = (int32_t)(p >> 32); /* |hi| < 2^30: no overflow below */
+		/* |dot| < 2^30 (in <= 65535), so |p| < 2^61 + 2^62: hi + 2^29 fits in int32. */
+		const int32_t hi = (int32_t)(p >> 32);
 		const int32_t r = (hi + ((int32_t)1 << (k - 1))) >> k;
 
 		return (int8_t)(r > CATS_QMAX ? CATS_QMAX : (r < -CATS_QMAX ? -CATS_QMAX : r));

@@ -46,7 +46,8 @@ static uint32_t own_width(const struct cats_manifest_info *info, uint8_t space)
 	return (uint32_t)(info->own[space][1] - info->own[space][0]);
 }
 
-/* The memory plan: a pure function of the manifest, identical on every build. */
+/* The memory plan: a pure function of the manifest (the host and the M4 differ only in the
+ * sizes of the pointer-holding tables). */
 static void plan_memory(const struct cats_manifest_info *info, struct cats_plan *p)
 {
 	const struct cats_model_shape *s = &info->shape;
