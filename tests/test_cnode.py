@@ -57,16 +57,35 @@ def test_isqrt_exact_on_edges_and_random(lib) -> None:
     assert [lib.cats_isqrt64(int(v)) for v in small] == qref.isqrt(small).tolist()
 
 
-def _matmul_c(lib, fn: str, x, w, bias, m, sh) -> np.ndarray:
+GUARD = 64  # bytes past the scratch buffer and around y that the kernels must not touch
+
+
+def _matmul_c(lib, fn: str, x, w, bias, m, sh, offset: int = 0) -> np.ndarray:
+    """One C matmul. The scratch buffer is exactly cats_matmul_s8_scratch_bytes(in, out) long
+    (8-byte aligned) and followed by guard bytes, y is surrounded by guard bytes: none may
+    change. offset > 0 moves x and w off word alignment by that many bytes."""
     rows, n_in = x.shape
     out = w.shape[0]
-    y = np.zeros((rows, out), dtype=np.int8)
+    if offset:
+        xb = np.zeros(x.size + offset, np.int8)
+        wb = np.zeros(w.size + offset, np.int8)
+        xb[offset:] = x.ravel()
+        wb[offset:] = w.ravel()
+        x, w = xb[offset:], wb[offset:]
+    ybuf = np.full(rows * out + 2 * GUARD, 0x5A, dtype=np.int8)
+    y = ybuf[GUARD : GUARD + rows * out]
     args = [_p(x), rows, n_in, _p(w), out, _p(bias, i32p), _p(m, i32p), _p(sh, i32p), _p(y)]
     if fn != "cats_matmul_s8_c":
-        scratch = np.zeros(4 * n_in + 16, dtype=np.int64)  # 8-byte aligned
+        need = lib.cats_matmul_s8_scratch_bytes(n_in, out)
+        scratch = np.zeros((need + GUARD + 7) // 8, dtype=np.int64)  # 8-byte aligned
+        scratch.view(np.uint8)[:need] = 0x77  # stale data: padding must be written, not assumed
+        scratch.view(np.uint8)[need:] = 0xA5
         args.append(scratch.ctypes.data_as(ctypes.c_void_p))
     getattr(lib, fn)(*args)
-    return y
+    if fn != "cats_matmul_s8_c":
+        assert (scratch.view(np.uint8)[need:] == 0xA5).all(), "scratch overrun"
+    assert (ybuf[:GUARD] == 0x5A).all() and (ybuf[GUARD + rows * out :] == 0x5A).all()
+    return y.reshape(rows, out).copy()
 
 
 @pytest.mark.parametrize("fn", ["cats_matmul_s8", "cats_matmul_s8_c", "cats_matmul_s8_dsp"])
@@ -95,9 +114,12 @@ def test_matmul_matches_qref_linear(lib, fn: str) -> None:
         assert np.array_equal(got, want), (trial, rows, n_in, out)
 
 
-def test_requant_rounding_and_every_shift(lib) -> None:
-    """y = sat8(requant(bias, m, sh)) through a 1x1 matmul with x = w = 0: every shift 1..62,
-    negative multipliers, results inside the int8 range (so the rounding is visible) and ties."""
+@pytest.mark.parametrize("rows", [1, 2])
+def test_requant_rounding_and_every_shift(lib, rows: int) -> None:
+    """y = sat8(requant(bias, m, sh)) through a rows x 1 matmul with x = w = 0: every shift
+    1..62, negative multipliers, results inside the int8 range (so the rounding is visible) and
+    ties. rows = 1 takes the DSP path's one-token code, rows = 2 the blocked one (its SMLAL +
+    high-word shift for sh > 32)."""
     rng = np.random.default_rng(2)
     for sh in range(1, 63):
         m = rng.integers(2**30, 2**31, 64) * rng.choice([-1, 1], 64)
@@ -109,11 +131,53 @@ def test_requant_rounding_and_every_shift(lib) -> None:
             acc[:4] = [(2 * t + 1) * 2 ** (sh - 1) // int(m[0]) for t in (0, 1, -1, 5)]
             m[:4] = m[0]
         acc = np.clip(acc, -(2**31) + 1, 2**31 - 1)
-        for a, mm in zip(acc, m, strict=True):
-            x = np.zeros((1, 1), np.int8)
-            bias, mv, shv = (np.array([v], np.int32) for v in (a, mm, sh))
-            got = _matmul_c(lib, "cats_matmul_s8", x, x, bias, mv, shv)[0, 0]
-            assert got == qref.sat8(qref.requant(np.int64(a), int(mm), sh)), (a, mm, sh)
+        x = np.zeros((rows, 1), np.int8)
+        w = np.zeros((len(acc), 1), np.int8)
+        bias, mv = acc.astype(np.int32), m.astype(np.int32)
+        shv = np.full(len(acc), sh, np.int32)
+        got = _matmul_c(lib, "cats_matmul_s8", x, w, bias, mv, shv)
+        want = qref.sat8(qref.requant(acc.astype(np.int64), m, sh))
+        for r in range(rows):
+            assert np.array_equal(got[r], want), (sh, r)
+
+
+@pytest.mark.parametrize("fn", ["cats_matmul_s8", "cats_matmul_s8_dsp"])
+def test_matmul_dsp_blocking_edges(lib, fn: str) -> None:
+    """The DSP path's blocking (token pairs, output pairs, blocks of CATS_MATMUL_OUT_BLOCK
+    outputs, inputs padded to quads and its 8-quad loop entered part way): one row, odd rows
+    and outputs, every in % 16, outputs across block boundaries, misaligned x and w, shifts
+    on both sides of 32 in one block, extreme products. Equal to qref.linear and the plain C
+    path; no byte written outside y, no scratch byte past cats_matmul_s8_scratch_bytes()."""
+    rng = np.random.default_rng(11)
+    cases = [(r, k, o) for r in (1, 2, 3, 5, 32, 33) for k in (1, 3, 4, 5, 8, 12, 16, 17, 28, 31,
+             32, 33, 36, 60, 64, 127, 128, 129) for o in (1, 2, 3, 8, 15, 16, 17, 33)]  # fmt: skip
+    for i, (rows, n_in, out) in enumerate(cases):
+        lo = -128 if i % 2 else -127
+        x = rng.integers(lo, 128, (rows, n_in), dtype=np.int8)
+        w = rng.integers(lo, 128, (out, n_in), dtype=np.int8)
+        if i % 11 == 0:  # extremes: every product at its largest, saturating
+            x[:] = lo
+            w[:] = rng.choice([lo, 127])
+        m = (rng.integers(2**30, 2**31, out) * rng.choice([-1, 1], out)).astype(np.int32)
+        sh = rng.integers(33, 48, out).astype(np.int32)
+        if i % 5 == 0:  # some shifts <= 32 (64-bit shift path) next to > 32 ones
+            sh[rng.random(out) < 0.5] = rng.integers(1, 33)
+        sh = np.minimum(sh, 62).astype(np.int32)
+        bias = rng.integers(-(2**31) + 1, 2**31, out).astype(np.int32) // (2 ** (i % 21))
+        want = qref.linear(x, w, bias, m, sh)
+        got = _matmul_c(lib, fn, x, w, bias, m, sh, offset=i % 4)
+        assert np.array_equal(got, want), (rows, n_in, out)
+        assert np.array_equal(got, _matmul_c(lib, "cats_matmul_s8_c", x, w, bias, m, sh))
+
+
+def test_matmul_scratch_bytes(lib) -> None:
+    """cats_matmul_s8_scratch_bytes = CATS_MATMUL_SCRATCH_BYTES: K = in rounded up to 4, a block
+    of ob = min(out rounded up to 2, 16) outputs: 4K + ob (2K + 24)."""
+    for n_in in (1, 4, 5, 16, 128, 129):
+        for out in (0, 1, 2, 7, 16, 17, 128):
+            k = -(-n_in // 4) * 4
+            ob = min(-(-out // 2) * 2, 16)
+            assert lib.cats_matmul_s8_scratch_bytes(n_in, out) == 4 * k + ob * (2 * k + 24)
 
 
 def test_layer_norm_matches_qref(lib) -> None:

@@ -12,9 +12,16 @@
  * measured first and must come out exact, which proves the 40-instructions-per-tick scale.
  * (QEMU models no cycle timing and no DWT CYCCNT, so this counts instructions, not cycles.)
  *
+ * After the measurements the image checks the DSP path against the plain C path on random
+ * shapes chosen for the DSP path's edge cases (one row, odd rows and outputs, every in % 16,
+ * outputs across blocks, misaligned rows, shifts <= 32 next to larger ones, extreme values),
+ * with guard bytes around y and past the scratch buffer: this is the only place the Thumb-2
+ * assembly runs on anything but the benchmark shapes.
+ *
  * Output (semihosting), one line per measurement, parsed by bench/kernels/run.py:
  *   calib <turns> <instructions>
  *   shape <name> <rows> <in> <out> <reps> <path dsp|c> <instructions> <checksum>
+ *   check <cases> ok          (or: error check ...)
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +45,17 @@ static int8_t wbuf[CATS_BENCH_MAX_OUT * CATS_BENCH_MAX_IN];
 static int8_t ybuf[CATS_BENCH_MAX_ROWS * CATS_BENCH_MAX_OUT];
 static int8_t yref[CATS_BENCH_MAX_ROWS * CATS_BENCH_MAX_OUT];
 static int32_t bias[CATS_BENCH_MAX_OUT], mult[CATS_BENCH_MAX_OUT], shift[CATS_BENCH_MAX_OUT];
-static uint64_t scratch[(CATS_MATMUL_SCRATCH_BYTES(CATS_BENCH_MAX_IN) + 7) / 8];
+static uint64_t scratch[(CATS_MATMUL_SCRATCH_BYTES(CATS_BENCH_MAX_IN, CATS_BENCH_MAX_OUT) + 7) / 8];
+
+/* The edge-case check: up to CHECK_MAX_IN inputs (misaligned by up to 3 bytes), guard bytes. */
+#define CHECK_CASES 600
+#define CHECK_MAX_ROWS 9
+#define CHECK_MAX_IN 150
+#define CHECK_MAX_OUT 40
+#define CHECK_GUARD 32
+static uint64_t cscratch[(CATS_MATMUL_SCRATCH_BYTES(CHECK_MAX_IN, CHECK_MAX_OUT) + CHECK_GUARD +
+			  7) / 8];
+static int8_t cy[CHECK_MAX_ROWS * CHECK_MAX_OUT + 2 * CHECK_GUARD];
 
 static uint32_t lcg = 12345u;
 static uint32_t rnd(void)
@@ -129,6 +146,79 @@ static int bench(const char *name, int rows, int in, int out)
 	return 0;
 }
 
+static int8_t rnd8(int lo)
+{
+	return (int8_t)((int)(rnd() % (uint32_t)(128 - lo)) + lo);
+}
+
+/* One random edge-case shape; 0 if the DSP path equals the C path and wrote nothing outside
+ * y and its scratch. */
+static int check_one(int i)
+{
+	static const int row_set[] = {1, 2, 3, 4, 5, 7, 9};
+	const int rows = row_set[rnd() % (sizeof(row_set) / sizeof(row_set[0]))];
+	const int in = 1 + (int)(rnd() % CHECK_MAX_IN);
+	const int out = 1 + (int)(rnd() % CHECK_MAX_OUT);
+	const int lo = (i & 1) ? -128 : -127;
+	int8_t *x = xbuf + (i & 3), *w = wbuf + ((i >> 2) & 3);
+	int8_t *y = cy + CHECK_GUARD;
+	uint8_t *guard = (uint8_t *)cscratch + CATS_MATMUL_SCRATCH_BYTES(in, out);
+	const int n = rows * out;
+
+	for (int k = 0; k < rows * in; k++) {
+		x[k] = (i % 13 == 0) ? (int8_t)lo : rnd8(lo);
+	}
+	for (int k = 0; k < out * in; k++) {
+		w[k] = (i % 13 == 0) ? (int8_t)((i & 2) ? 127 : lo) : rnd8(lo);
+	}
+	for (int o = 0; o < out; o++) {
+		const uint32_t r = rnd();
+
+		mult[o] = (int32_t)((1u << 30) + (r % (1u << 30)));
+		mult[o] = (r & 0x80000000u) ? -mult[o] : mult[o];
+		bias[o] = (int32_t)rnd() - (int32_t)(1u << 23);
+		bias[o] = (int32_t)(((uint32_t)bias[o] << 8) | (rnd() & 0xffu)) >> (rnd() % 24u);
+		shift[o] = (i % 5 == 0 && (rnd() & 1u)) ? 1 + (int32_t)(rnd() % 32u)
+							   : 33 + (int32_t)(rnd() % 15u);
+	}
+	memset(yref, 0, sizeof(yref));
+	cats_matmul_s8_c(x, rows, in, w, out, bias, mult, shift, yref);
+	memset(cy, 0x5a, sizeof(cy));
+	memset(cscratch, 0x77, sizeof(cscratch));
+	memset(guard, 0xa5, CHECK_GUARD);
+#if CATS_HAVE_DSP_PATH
+	cats_matmul_s8_dsp(x, rows, in, w, out, bias, mult, shift, y, cscratch);
+#else
+	cats_matmul_s8_c(x, rows, in, w, out, bias, mult, shift, y);
+#endif
+	if (memcmp(y, yref, (size_t)n) != 0) {
+		return 1;
+	}
+	for (int k = 0; k < CHECK_GUARD; k++) {
+		if (guard[k] != 0xa5u || cy[k] != 0x5a || y[n + k] != 0x5a) {
+			return 2;
+		}
+	}
+	return 0;
+}
+
+static int check(void)
+{
+	for (int i = 0; i < CHECK_CASES; i++) {
+		const int rc = check_one(i);
+
+		if (rc != 0) {
+			snprintf(line, sizeof(line), "error check case %d: %s\n", i,
+				 rc == 1 ? "dsp and C paths differ" : "write outside y / scratch");
+			semihost_puts(line);
+			return 1;
+		}
+	}
+	snprintf(line, sizeof(line), "check %d ok\n", CHECK_CASES);
+	semihost_puts(line);
+	return 0;
+}
+
 int main(void)
 {
 	int rc = 0;
@@ -154,6 +244,9 @@ int main(void)
 #define X(name, rows, in, out) rc |= bench(name, rows, in, out);
 	CATS_BENCH_SHAPES(X)
 #undef X
+	if (rc == 0) {
+		rc |= check();
+	}
 	semihost_puts(rc ? "done error\n" : "done ok\n");
 	return rc;
 }

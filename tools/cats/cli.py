@@ -19,6 +19,7 @@ COMMANDS = (
     "cats.evaluate",
     "cats.demo",
     "cats.size",
+    "cats.sim.cli",
 )
 
 

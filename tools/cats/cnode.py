@@ -155,6 +155,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "cats_isqrt64": (ctypes.c_uint32, [ctypes.c_uint64]),
         "cats_matmul_s8": (None, [i8p, ctypes.c_int, ctypes.c_int, i8p, ctypes.c_int, i32p,
                                   i32p, i32p, i8p, p]),
+        "cats_matmul_s8_scratch_bytes": (sz, [ctypes.c_int, ctypes.c_int]),
         "cats_matmul_s8_c": (None, [i8p, ctypes.c_int, ctypes.c_int, i8p, ctypes.c_int, i32p,
                                     i32p, i32p, i8p]),
         "cats_matmul_s8_dsp": (None, [i8p, ctypes.c_int, ctypes.c_int, i8p, ctypes.c_int,

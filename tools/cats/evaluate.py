@@ -150,6 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--max-windows", type=int, default=None, help="evenly spaced subset")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--int8", action="store_true",
+                   help="also run the integer swarm (cats.qref) and report the int8-vs-float gap")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -157,7 +159,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from cats.checkpoint import load_checkpoint
     from cats.train import data_arg_of, prepare_data
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     ck = load_checkpoint(args.checkpoint)
     if any(not 0 <= r <= 1 for r in args.loss):
         raise ValueError("--loss rates are fractions in [0, 1]")
@@ -175,8 +176,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             extra = f"  mae {r['mae']:.4f}" if "mae" in r else f"  acc {r['accuracy']:.3f}"
             print(f"  loss {r['loss_rate']:5.1%}: {key} {r[key]:.4f} "
                   f"({r['ratio']:.3f}x clean){extra}")
+    gap = None
+    if args.int8:
+        from cats.int8 import int8_gap, quantized
+
+        gap = int8_gap(model, quantized(model, data.train), part, windows, args.max_windows,
+                       args.batch)  # fmt: skip
+        if not args.json:
+            print("  int8 swarm vs float: " + ", ".join(f"{k} {v:.4f}" for k, v in gap.items()
+                                                       if k != "windows"))  # fmt: skip
     return {
         "ok": True,
+        "int8": gap,
         "checkpoint": str(args.checkpoint),
         "dataset": data.name,
         "split": args.split,

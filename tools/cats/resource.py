@@ -48,6 +48,7 @@ RESIDUAL_CONST_BYTES = 32  # per block: two residual adds x two operand rescales
 POS_BYTES = 4  # int32 per (token, own column): positional embedding + embedding bias, folded
 COLMAP_BYTES = 2  # uint16 per held and per kept column id of every exchange (D > 1 only)
 SCORE_BYTES = 4  # int32 per key of the one attention score row being computed
+MATMUL_OUT_BLOCK = 16  # CATS_MATMUL_OUT_BLOCK: outputs whose weight rows the matmul widens at once
 
 INFERENCE_ID_MAX = frames.INFERENCE_ID_MASK  # ids go on the air modulo 2^16
 PARTITION_TAG_MAX = frames.PARTITION_TAG_MAX  # fixed32: always 5 bytes when non-zero
@@ -424,6 +425,18 @@ def stored_params(lay: Layout) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
+def matmul_scratch_bytes(n_in, n_out):
+    """CATS_MATMUL_SCRATCH_BYTES(in, out) of cats_kernels.h (elementwise; 0 where n_out = 0:
+    no matmul runs): the Cortex-M4 matmul's scratch. Inputs padded to K = 4 ceil(in / 4),
+    one token pair widened to int16 (4 K bytes), the widened weight rows of one block of
+    ob = min(out rounded up to even, 16) outputs (2 K bytes each) and 24 bytes per block
+    output (requantisation constants, dot products)."""
+    n_in, n_out = np.asarray(n_in, dtype=np.int64), np.asarray(n_out, dtype=np.int64)
+    k = (n_in + 3) // 4 * 4
+    ob = np.minimum((n_out + 1) // 2 * 2, MATMUL_OUT_BLOCK)
+    return np.where(n_out > 0, 4 * k + ob * (2 * k + 24), 0)
+
+
 def ram_phases(lay: Layout) -> dict[str, dict[str, np.ndarray]]:
     """Live int8 activation buffers in every phase of the schedule, per node ((G, D) each).
 
@@ -442,24 +455,55 @@ def ram_phases(lay: Layout) -> dict[str, dict[str, np.ndarray]]:
     b.w2       own hidden + receive buffer for others' kept hidden columns (N x (held - h));
                W2's output is added into X in place
     head       receive buffer of head_in (rows x held; rows = 1) + own outputs (rows x o)
+
+    Every phase that runs a matmul also holds the matmul's scratch (``matmul_scratch_bytes``
+    of that layer's inputs and outputs: int16-widened rows for the M4's SMLAD).
     """
     n = lay.cfg.tokens
     m, h, o = lay.own_model, lay.own_hidden, lay.own_out
     held, rows = lay.held, lay.rows
     x = n * m
     zero = np.zeros_like(m)
+    mm = matmul_scratch_bytes
     phases: dict[str, dict[str, np.ndarray]] = {
-        "embed": {"residual": x, "input": np.full_like(m, n * lay.cfg.patch)}
+        "embed": {
+            "residual": x,
+            "input": np.full_like(m, n * lay.cfg.patch),
+            "matmul": mm(lay.cfg.patch, m),
+        }
     }
     for b in range(lay.blocks):
         e = 4 * b
-        phases[f"b{b}.qkv"] = {"residual": x, "receive": n * held[:, e], "qkv": 3 * x}
+        phases[f"b{b}.qkv"] = {
+            "residual": x,
+            "receive": n * held[:, e],
+            "qkv": 3 * x,
+            "matmul": mm(held[:, e], m),
+        }
         phases[f"b{b}.attn"] = {"residual": x, "qkv": 3 * x, "scores": zero + SCORE_BYTES * n}
-        phases[f"b{b}.wo"] = {"residual": x, "head_out": x, "receive": n * (held[:, e + 1] - m)}
-        phases[f"b{b}.w1"] = {"residual": x, "receive": n * held[:, e + 2], "hidden": n * h}
-        phases[f"b{b}.w2"] = {"residual": x, "hidden": n * h, "receive": n * (held[:, e + 3] - h)}
+        phases[f"b{b}.wo"] = {
+            "residual": x,
+            "head_out": x,
+            "receive": n * (held[:, e + 1] - m),
+            "matmul": mm(held[:, e + 1], m),
+        }
+        phases[f"b{b}.w1"] = {
+            "residual": x,
+            "receive": n * held[:, e + 2],
+            "hidden": n * h,
+            "matmul": mm(held[:, e + 2], h),
+        }
+        phases[f"b{b}.w2"] = {
+            "residual": x, "hidden": n * h, "receive": n * (held[:, e + 3] - h),
+            "matmul": mm(held[:, e + 3], m),
+        }  # fmt: skip
     r = rows[-1]
-    phases["head"] = {"residual": x, "receive": r * held[:, -1], "output": r * o}
+    phases["head"] = {
+        "residual": x,
+        "receive": r * held[:, -1],
+        "output": r * o,
+        "matmul": mm(held[:, -1], o),
+    }
     return phases
 
 
@@ -769,6 +813,7 @@ __all__ = [
     "largest_fitting",
     "layout",
     "matrix_count",
+    "matmul_scratch_bytes",
     "node_resources",
     "param_count",
     "ram_breakdown",

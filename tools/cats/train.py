@@ -501,7 +501,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     names = ("context", "blocks", "features", "heads", "ffn", "horizon", "patch")
     over = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     cfg = preset(args.preset, task=args.task, **over)

@@ -39,9 +39,20 @@ extern const uint16_t cats_exp_lut[256];
 #define CATS_HAVE_DSP_PATH 0
 #endif
 
-/* Scratch bytes cats_matmul_s8() needs for an input width `in` (two input rows widened to
- * 16 bits for SMLAD). Reserved on every build so the memory plan is the same everywhere. */
-#define CATS_MATMUL_SCRATCH_BYTES(in) (4u * (size_t)(in) + 8u)
+/* Scratch bytes cats_matmul_s8() needs for `in` inputs and `out` outputs (any number of rows).
+ * The DSP path widens int8 rows to 16 bits for SMLAD, zero-padded to K = CATS_MATMUL_K(in)
+ * inputs: one token pair (4 K bytes) and the weight rows of one block of CATS_MATMUL_OB(out)
+ * outputs (2 K bytes each), plus 24 bytes per output of the block (requantisation constants
+ * and dot products). Blocks hold at most CATS_MATMUL_OUT_BLOCK outputs (more outputs: several
+ * blocks, each re-widening the tokens). Reserved on every build so the memory plan is the same
+ * everywhere; cats_matmul_s8_scratch_bytes() returns the same number. */
+#define CATS_MATMUL_OUT_BLOCK 16u
+#define CATS_MATMUL_K(in) (((size_t)(in) + 3u) & ~(size_t)3u)
+#define CATS_MATMUL_OB(out)                                                                 \
+	((size_t)(out) < CATS_MATMUL_OUT_BLOCK ? (((size_t)(out) + 1u) & ~(size_t)1u)           \
+					       : (size_t)CATS_MATMUL_OUT_BLOCK)
+#define CATS_MATMUL_SCRATCH_BYTES(in, out)                                                  \
+	(4u * CATS_MATMUL_K(in) + CATS_MATMUL_OB(out) * (2u * CATS_MATMUL_K(in) + 24u))
 
 /* qref shifts right arithmetically (floor). C99 leaves >> of a negative value
  * implementation-defined; GCC, Clang, armclang and IAR all define it as the arithmetic shift,
@@ -74,11 +85,13 @@ uint32_t cats_isqrt64(uint64_t v);
 
 /* qref.linear: y[r][o] = sat8(requant(sum_c x[r][c] * w[o][c] + bias[o], m[o], sh[o])).
  * x: rows x in, w: out x in, y: rows x out (must not overlap x). `scratch` must hold
- * CATS_MATMUL_SCRATCH_BYTES(in) bytes, 8-byte aligned (unused by the plain C path);
+ * CATS_MATMUL_SCRATCH_BYTES(in, out) bytes, 8-byte aligned (unused by the plain C path);
  * in <= 65535 keeps the int32 sum exact. */
 void cats_matmul_s8(const int8_t *x, int rows, int in, const int8_t *w, int out,
 		    const int32_t *bias, const int32_t *m, const int32_t *sh, int8_t *y,
 		    void *scratch);
+/* CATS_MATMUL_SCRATCH_BYTES(in, out) as a function (for bindings that cannot see macros). */
+size_t cats_matmul_s8_scratch_bytes(int in, int out);
 /* The two implementations behind cats_matmul_s8(), exposed for the tests. */
 void cats_matmul_s8_c(const int8_t *x, int rows, int in, const int8_t *w, int out,
 		      const int32_t *bias, const int32_t *m, const int32_t *sh, int8_t *y);

@@ -7,10 +7,17 @@
  *  1. frames of this exchange that arrived early (stashed, see below) are fed in first;
  *  2. the node's kept columns go out: cats_sg_frame_count() frames of at most link.mtu bytes,
  *     cats_sg_encode() + link.send() each;
- *  3. received frames are fed to cats_sg_receive() until every held column is complete or the
- *     exchange deadline (start + exchange_timeout_ms) passes; between empty polls the optional
- *     `idle` hook lets the platform sleep until the link has something (Zephyr: a semaphore);
+ *  3. received frames are fed to cats_sg_receive() until every held column is complete (early
+ *     completion: the node never waits when nothing is missing), the link reports the end of
+ *     this exchange's slot (recv() == CATS_LINK_SLOT_END, see cats_port.h), or the exchange
+ *     deadline (start + exchange_timeout_ms) passes; between empty polls the optional `idle`
+ *     hook lets the platform sleep until the link has something (Zephyr: a semaphore);
  *  4. cats_sg_compute(): what is still missing is zero, and the node runs to the next exchange.
+ * Slot ends: one for the current exchange of the current inference (ids compared modulo 2^16)
+ * closes it; one for an earlier exchange or another inference is ignored; one for a later
+ * exchange (the schedule moved on without us) closes the current exchange and every exchange
+ * up to that one as soon as its frames are sent. With a scheduled link the deadline is only a
+ * last-resort safety net, so which frames count is decided by the link, not by timing.
  * A node that finishes an exchange early broadcasts the next one while slower nodes are still
  * in the previous one; they would reject those frames as "future". The runner keeps up to
  * CATS_RUNNER_STASH such frames and replays them when it reaches their exchange, so a fast
@@ -43,7 +50,9 @@ struct cats_runner {
 	void *idle_ctx;
 	struct cats_sg_stats stats;
 	uint32_t exchanges_timed_out; /* exchanges closed by the deadline, not completeness */
+	uint32_t exchanges_slot_ended; /* exchanges closed by the link's slot end, incomplete */
 	uint32_t stash_dropped;       /* early frames that did not fit the stash */
+	int32_t slot_closed;          /* highest exchange of this inference whose slot ended */
 	uint16_t n_stash;
 	uint16_t stash_len[CATS_RUNNER_STASH];
 	uint8_t stash[CATS_RUNNER_STASH][CATS_SG_FRAME_MAX];

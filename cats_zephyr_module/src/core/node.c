@@ -59,10 +59,14 @@ static void plan_memory(const struct cats_manifest_info *info, struct cats_plan 
 	 * need one layer output (n x own_m or n x own_h) before the residual add / activation. */
 	size_t scratch = 3u * n * own_m;
 	const size_t max_in = info->max_held > s->patch ? info->max_held : s->patch;
+	size_t max_out = own_m > own_h ? own_m : own_h; /* outputs of any one matmul */
 	size_t off = 0;
 
 	if (n * own_h > scratch) {
 		scratch = n * own_h;
+	}
+	if (own_o > max_out) {
+		max_out = own_o;
 	}
 	p->node = off, off += align8(sizeof(struct cats_node));
 	p->ex = off, off += align8(info->n_ex * sizeof(struct cats_exchange));
@@ -77,7 +81,7 @@ static void plan_memory(const struct cats_manifest_info *info, struct cats_plan 
 	p->scratch = off, off += align8(scratch);
 	p->logits = off, off += align8(n * sizeof(int64_t));
 	p->probs = off, off += align8(n);
-	p->mm = off, off += align8(CATS_MATMUL_SCRATCH_BYTES(max_in));
+	p->mm = off, off += align8(CATS_MATMUL_SCRATCH_BYTES(max_in, max_out));
 	p->total = off;
 }
 

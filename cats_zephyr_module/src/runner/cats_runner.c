@@ -19,6 +19,7 @@ void cats_runner_init(struct cats_runner *r, struct cats_node *node,
 	r->node = node;
 	r->port = port;
 	r->exchange_timeout_ms = exchange_timeout_ms;
+	r->slot_closed = -1;
 }
 
 /* Every held column complete: nothing more to wait for in this exchange. */
@@ -112,14 +113,27 @@ int cats_runner_exchange(struct cats_runner *r)
 	while (!all_present(n)) {
 		uint32_t now = p->now_ms(p->ctx);
 		uint32_t elapsed = now - start;
+		int e = cats_node_current_exchange(n);
 		int len;
 
+		if (r->slot_closed >= e) {
+			r->exchanges_slot_ended++;
+			break;
+		}
 		if (elapsed >= r->exchange_timeout_ms) {
 			r->exchanges_timed_out++;
 			break;
 		}
 		len = p->link.recv(p->link.ctx, r->frame, sizeof(r->frame));
-		if (len > 0) {
+		if (len == CATS_LINK_SLOT_END) {
+			uint32_t inf, ex;
+
+			cats_link_slot_end_get(r->frame, &inf, &ex);
+			if (((inf ^ cats_node_inference(n)) & CATS_SG_INFERENCE_MASK) == 0 &&
+			    ex >= (uint32_t)e && ex < CATS_MAX_EXCHANGES) {
+				r->slot_closed = (int32_t)ex;
+			}
+		} else if (len > 0) {
 			(void)feed(r, r->frame, (size_t)len, 1);
 		} else if (len == 0 && r->idle != NULL) {
 			r->idle(r->idle_ctx, r->exchange_timeout_ms - elapsed);
@@ -134,8 +148,9 @@ int cats_runner_infer(struct cats_runner *r, uint32_t inference_id, const int8_t
 {
 	int rc = cats_node_begin(r->node, inference_id, input, len);
 
-	/* Frames stashed for another inference can never be used now. */
+	/* Frames stashed for another inference can never be used now, nor its slot ends. */
 	r->n_stash = 0;
+	r->slot_closed = -1;
 	while (rc == CATS_OK && cats_node_current_exchange(r->node) >= 0) {
 		rc = cats_runner_exchange(r);
 	}

@@ -1,0 +1,542 @@
+/*
+ * cats_node_sim: one node of the simulated swarm, the portable C core on the host.
+ *
+ *   cats_node_sim --node-dir DIR --medium HOST:PORT [--arena BYTES] [--mtu N]
+ *                 [--timeout-ms N]
+ *
+ * Loads DIR/manifest.pb + DIR/weights.bin, connects to the radio medium, sends SimHello
+ * (node id, nodes, partition tag, mtu), prints "ready" on stdout, then loops: assembles the
+ * gateway's InputFrames (AirType 2), runs the inference through cats_runner over the medium
+ * (ColumnFrames out and in as type-1 AIR frames, SlotEnd = the end of an exchange's slot),
+ * and sends its output slice in OutputFrames (AirType 3) with NodeCounters (cumulative
+ * SomeGather/runner counters; compute_us = thread CPU time of the inference, macs = the
+ * multiply-accumulates of its matmuls and attention from the manifest's shapes). Exits 0 on
+ * EOF from the medium or SIGTERM. Logs to stderr.
+ *
+ * --mtu: the largest protobuf message per air frame (the AirType byte not counted): 115 for
+ * IEEE 802.15.4 (default), 240 for BLE 2M. --timeout-ms: the last-resort exchange deadline
+ * (default 10000); with the medium, SlotEnd closes exchanges, not the clock.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <pb_decode.h>
+#include <pb_encode.h>
+
+#include "cats.pb.h"
+#include "cats/cats_node.h"
+#include "cats/cats_runner.h"
+#include "cats/cats_somegather.h"
+#include "cats/cats_stream.h"
+#include "port_host.h"
+#include "sim_net.h"
+
+#define INPUT_MAX 4096
+#define MAX_FRAGMENTS INPUT_MAX
+
+static struct cats_node *node;
+static struct cats_port port;
+static struct cats_runner runner;
+static int sock = -1;
+static size_t mtu = 115;
+static uint32_t tag;
+static char line[256];
+
+/* Frames and slot ends read from the medium, in order, waiting for the runner. */
+struct item {
+	uint8_t slot_end;
+	uint16_t len;
+	uint8_t data[CATS_SG_FRAME_MAX];
+};
+static struct item *items;
+static size_t n_items, items_head, items_cap;
+
+/* The input being assembled, and the one ready to run. */
+static struct {
+	int active;
+	uint32_t id;
+	uint32_t fragments, got;
+	size_t end;
+	uint8_t seen[MAX_FRAGMENTS];
+	int8_t buf[INPUT_MAX];
+} asm_in;
+static int ready, ran_any;
+static uint32_t ready_id, last_id;
+static int8_t ready_input[INPUT_MAX], run_input[INPUT_MAX];
+static size_t input_len;
+
+static uint8_t rx_buf[CATS_STREAM_SIM_MAX_LEN + CATS_STREAM_OVERHEAD];
+static struct cats_stream_decoder dec;
+
+#define LOG(level, ...)                                                                     \
+	do {                                                                                \
+		snprintf(line, sizeof(line), __VA_ARGS__);                                  \
+		cats_port_host_log(NULL, (level), line);                                    \
+	} while (0)
+
+static void finish(int code)
+{
+	LOG(CATS_LOG_INF, "node %u: exiting (%s)", node ? cats_node_id(node) : 0,
+	    code ? "error" : "done");
+	if (sock >= 0) {
+		close(sock);
+	}
+	exit(code);
+}
+
+static void push(int slot_end, const uint8_t *data, size_t len)
+{
+	struct item *it;
+
+	if (items_head > 0 && items_head == n_items) {
+		n_items = items_head = 0;
+	}
+	if (n_items == items_cap) {
+		size_t cap = items_cap ? items_cap * 2 : 64;
+		struct item *p = realloc(items, cap * sizeof(*p));
+
+		if (p == NULL) {
+			LOG(CATS_LOG_ERR, "out of memory");
+			finish(1);
+		}
+		items = p;
+		items_cap = cap;
+	}
+	it = &items[n_items++];
+	it->slot_end = (uint8_t)slot_end;
+	it->len = (uint16_t)len;
+	memcpy(it->data, data, len);
+}
+
+static void on_input(const uint8_t *p, size_t n)
+{
+	cats_InputFrame f = cats_InputFrame_init_zero;
+	pb_istream_t is = pb_istream_from_buffer(p, n);
+
+	if (!pb_decode(&is, cats_InputFrame_fields, &f)) {
+		LOG(CATS_LOG_WRN, "malformed InputFrame ignored");
+		return;
+	}
+	if (f.partition_tag != tag) {
+		LOG(CATS_LOG_WRN, "InputFrame of another partition (tag %08x) ignored",
+		    (unsigned)f.partition_tag);
+		return;
+	}
+	if ((ran_any && f.inference_id == last_id) || (ready && f.inference_id == ready_id)) {
+		return; /* already have it */
+	}
+	if (!asm_in.active || asm_in.id != f.inference_id) {
+		memset(&asm_in, 0, sizeof(asm_in));
+		asm_in.active = 1;
+		asm_in.id = f.inference_id;
+		asm_in.fragments = f.fragments;
+	}
+	if (f.fragments != asm_in.fragments || f.fragments == 0 || f.fragments > MAX_FRAGMENTS ||
+	    f.fragment >= f.fragments || f.offset > input_len ||
+	    f.payload.size > input_len - f.offset) {
+		LOG(CATS_LOG_WRN, "InputFrame %u/%u of inference %u does not fit the input",
+		    (unsigned)f.fragment, (unsigned)f.fragments, (unsigned)f.inference_id);
+		return;
+	}
+	if (asm_in.seen[f.fragment]) {
+		return;
+	}
+	asm_in.seen[f.fragment] = 1;
+	asm_in.got++;
+	memcpy(&asm_in.buf[f.offset], f.payload.bytes, f.payload.size);
+	if (f.offset + f.payload.size > asm_in.end) {
+		asm_in.end = f.offset + f.payload.size;
+	}
+	if (asm_in.got == asm_in.fragments) {
+		if (asm_in.end != input_len) {
+			LOG(CATS_LOG_WRN, "input of inference %u has %zu bytes, want %zu",
+			    (unsigned)asm_in.id, asm_in.end, input_len);
+		} else {
+			if (ready) {
+				LOG(CATS_LOG_WRN, "inference %u superseded by %u before it ran",
+				    (unsigned)ready_id, (unsigned)asm_in.id);
+			}
+			memcpy(ready_input, asm_in.buf, input_len);
+			ready_id = asm_in.id;
+			ready = 1;
+		}
+		asm_in.active = 0;
+	}
+}
+
+static void dispatch(const struct cats_stream_msg *m)
+{
+	switch (m->type) {
+	case CATS_STREAM_AIR:
+		if (m->len < 1) {
+			return;
+		}
+		if (m->payload[0] == CATS_AIR_COLUMN) {
+			if (m->len - 1u <= CATS_SG_FRAME_MAX) {
+				push(0, &m->payload[1], m->len - 1u);
+			}
+		} else if (m->payload[0] == CATS_AIR_INPUT) {
+			on_input(&m->payload[1], m->len - 1u);
+		}
+		break;
+	case CATS_STREAM_SLOT_END: {
+		cats_SlotEnd se = cats_SlotEnd_init_zero;
+		pb_istream_t is = pb_istream_from_buffer(m->payload, m->len);
+		uint8_t b[CATS_LINK_SLOT_END_LEN];
+
+		if (pb_decode(&is, cats_SlotEnd_fields, &se)) {
+			cats_link_slot_end_put(b, se.inference_id, se.exchange);
+			push(1, b, sizeof(b));
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+/* Wait up to timeout_ms (-1: forever) for the medium, read what is there, dispatch it. */
+static void pump(int timeout_ms)
+{
+	static uint8_t buf[65536];
+	struct pollfd pfd = {.fd = sock, .events = POLLIN};
+	ssize_t n;
+	const uint8_t *p;
+	size_t left;
+
+	if (sim_stop) {
+		finish(0);
+	}
+	if (poll(&pfd, 1, timeout_ms) <= 0) {
+		if (sim_stop) {
+			finish(0);
+		}
+		return;
+	}
+	n = recv(sock, buf, sizeof(buf), 0);
+	if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) {
+		LOG(CATS_LOG_INF, "medium closed the connection");
+		finish(0);
+	}
+	if (n < 0) {
+		return;
+	}
+	p = buf;
+	left = (size_t)n;
+	for (;;) {
+		struct cats_stream_msg m;
+		size_t used;
+		int got = cats_stream_decode(&dec, p, left, &used, &m);
+
+		p += used;
+		left -= used;
+		if (!got) {
+			break;
+		}
+		dispatch(&m);
+	}
+}
+
+/* --- the link the runner uses ------------------------------------------------------------- */
+
+static int link_send(void *ctx, const uint8_t *frame, size_t len)
+{
+	const uint8_t air = CATS_AIR_COLUMN;
+
+	(void)ctx;
+	return sim_send(sock, CATS_STREAM_AIR, &air, 1, frame, len) == 0 ? 0 : -5;
+}
+
+static int link_recv(void *ctx, uint8_t *buf, size_t cap)
+{
+	struct item *it;
+
+	(void)ctx;
+	if (items_head == n_items) {
+		pump(0);
+	}
+	if (items_head == n_items) {
+		return 0;
+	}
+	it = &items[items_head++];
+	if (it->len > cap) {
+		return -90; /* EMSGSIZE */
+	}
+	memcpy(buf, it->data, it->len);
+	return it->slot_end ? CATS_LINK_SLOT_END : (int)it->len;
+}
+
+static void link_idle(void *ctx, uint32_t max_ms)
+{
+	(void)ctx;
+	pump(max_ms > 100 ? 100 : (int)max_ms);
+}
+
+/* --- MACs of one inference, from the node's shapes ------------------------------------------ */
+
+static uint64_t count_macs(const struct cats_node *n)
+{
+	const struct cats_model_shape *s = cats_node_shape(n);
+	uint64_t tokens = s->tokens, macs, own_model, own_hidden = 0, own_out, pairs;
+	uint16_t exchanges = cats_node_exchanges(n), d = cats_node_id(n), nodes = cats_node_count(n);
+	const struct cats_exchange *ex0 = cats_node_exchange(n, 0);
+
+	own_model = (uint64_t)(ex0->own_end - ex0->own_start);
+	own_out = s->outputs / nodes + (d < s->outputs % nodes ? 1u : 0u);
+	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
+	macs = tokens * s->patch * own_model; /* input embedding */
+	for (uint16_t e = 0; e < exchanges; e++) {
+		const struct cats_exchange *ex = cats_node_exchange(n, e);
+
+		if (ex->kind == CATS_FFN_HIDDEN) {
+			own_hidden = (uint64_t)(ex->own_end - ex->own_start);
+		}
+	}
+	for (uint16_t e = 0; e < exchanges; e++) {
+		const struct cats_exchange *ex = cats_node_exchange(n, e);
+		uint64_t held = ex->n_held;
+
+		switch (ex->kind) {
+		case CATS_ATTN_IN: /* Q, K, V of the own heads; scores and weighted values */
+			macs += 3 * tokens * held * own_model;
+			macs += 2 * pairs * own_model;
+			break;
+		case CATS_ATTN_OUT: /* output projection */
+		case CATS_FFN_HIDDEN: /* FFN layer 2 */
+			macs += tokens * held * own_model;
+			break;
+		case CATS_FFN_IN: /* FFN layer 1 */
+			macs += tokens * held * own_hidden;
+			break;
+		default: /* the head: one row */
+			macs += held * own_out;
+			break;
+		}
+	}
+	return macs;
+}
+
+/* --- one inference ------------------------------------------------------------------------ */
+
+static uint64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void send_outputs(uint32_t id, int status, uint32_t compute_us, uint64_t macs)
+{
+	static uint8_t buf[CATS_STREAM_SIM_MAX_LEN];
+	cats_OutputFrame f = cats_OutputFrame_init_zero;
+	const struct cats_sg_stats *st = &runner.stats;
+	uint16_t start = 0, count = 0;
+	const int8_t *y = status == CATS_OK ? cats_node_output(node, &start, &count) : NULL;
+	size_t offset = 0;
+	int first = 1;
+
+	if (y == NULL) {
+		count = 0;
+	}
+	f.inference_id = id;
+	f.partition_tag = tag;
+	f.sender = cats_node_id(node);
+	f.status = status;
+	f.start = start;
+	f.counters.frames_sent = st->frames_sent;
+	f.counters.frames_received = st->frames_received;
+	f.counters.columns_received = st->columns_received;
+	f.counters.columns_lost = st->columns_lost;
+	f.counters.rejected_malformed = st->rejected_malformed;
+	f.counters.rejected_partition = st->rejected_partition;
+	f.counters.rejected_stale = st->rejected_stale;
+	f.counters.rejected_future = st->rejected_future + runner.stash_dropped;
+	f.counters.rejected_column = st->rejected_column;
+	f.counters.rejected_self = st->rejected_self;
+	f.counters.rejected_sender = st->rejected_sender;
+	f.counters.duplicates = st->duplicates;
+	f.counters.exchanges_timed_out = runner.exchanges_timed_out;
+	f.counters.compute_us = compute_us;
+	f.counters.macs = macs;
+	do {
+		size_t hdr = 0, room, n;
+		pb_ostream_t os;
+
+		f.has_counters = first != 0;
+		f.offset = (uint32_t)offset;
+		f.payload.size = 0;
+		pb_get_encoded_size(&hdr, cats_OutputFrame_fields, &f);
+		room = mtu > hdr + 3 ? mtu - hdr - 3 : 0; /* payload tag + length (<= 2) */
+		n = count - offset;
+		if (n > room) {
+			n = room;
+		}
+		if (n > sizeof(f.payload.bytes)) {
+			n = sizeof(f.payload.bytes);
+		}
+		if (n == 0 && offset < count && !first) {
+			LOG(CATS_LOG_ERR, "MTU %zu too small for an OutputFrame", mtu);
+			return;
+		}
+		memcpy(f.payload.bytes, &y[offset], n);
+		f.payload.size = (pb_size_t)n;
+		buf[0] = CATS_AIR_OUTPUT;
+		os = pb_ostream_from_buffer(&buf[1], sizeof(buf) - 1);
+		if (!pb_encode(&os, cats_OutputFrame_fields, &f)) {
+			LOG(CATS_LOG_ERR, "OutputFrame does not encode");
+			return;
+		}
+		if (os.bytes_written > mtu) {
+			LOG(CATS_LOG_WRN, "OutputFrame of %zu bytes exceeds the MTU %zu",
+			    os.bytes_written, mtu);
+		}
+		if (sim_send(sock, CATS_STREAM_AIR, buf, 1 + os.bytes_written, NULL, 0) != 0) {
+			LOG(CATS_LOG_ERR, "medium write failed");
+			finish(0);
+		}
+		offset += n;
+		first = 0;
+	} while (offset < count);
+}
+
+static void run_ready(uint64_t macs)
+{
+	uint32_t id = ready_id;
+	uint64_t t0, t1;
+	uint32_t timed_out = runner.exchanges_timed_out, slot = runner.exchanges_slot_ended;
+	int rc;
+
+	ready = 0;
+	last_id = id;
+	ran_any = 1;
+	memcpy(run_input, ready_input, input_len); /* the next input may arrive meanwhile */
+	t0 = thread_cpu_us();
+	rc = cats_runner_infer(&runner, id, run_input, input_len);
+	t1 = thread_cpu_us();
+	LOG(CATS_LOG_INF,
+	    "node %u: inference %u: %s, %llu us compute, %u exchanges closed by slot end, %u by "
+	    "timeout, %u columns lost so far",
+	    cats_node_id(node), (unsigned)id, cats_strerror(rc), (unsigned long long)(t1 - t0),
+	    (unsigned)(runner.exchanges_slot_ended - slot),
+	    (unsigned)(runner.exchanges_timed_out - timed_out),
+	    (unsigned)runner.stats.columns_lost);
+	send_outputs(id, rc, (uint32_t)(t1 - t0), macs);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: cats_node_sim --node-dir DIR --medium HOST:PORT [--arena BYTES] "
+			"[--mtu N] [--timeout-ms N]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *dir = NULL, *medium = NULL;
+	char path[4096];
+	size_t arena_size = 0, man_len = 0, blob_len = 0, needed = 0;
+	unsigned long timeout_ms = 10000;
+	uint8_t *man, *blob, *arena;
+	cats_SimHello hello = cats_SimHello_init_zero;
+	uint8_t hb[cats_SimHello_size];
+	pb_ostream_t os;
+	uint64_t macs;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (i + 1 >= argc) {
+			usage();
+		}
+		if (!strcmp(argv[i], "--node-dir")) {
+			dir = argv[++i];
+		} else if (!strcmp(argv[i], "--medium")) {
+			medium = argv[++i];
+		} else if (!strcmp(argv[i], "--arena")) {
+			arena_size = strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--mtu")) {
+			mtu = strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--timeout-ms")) {
+			timeout_ms = strtoul(argv[++i], NULL, 0);
+		} else {
+			usage();
+		}
+	}
+	if (dir == NULL || medium == NULL || mtu < 16 || mtu > CATS_SG_FRAME_MAX) {
+		usage();
+	}
+	sim_install_signals();
+	cats_port_host_init(&port);
+	snprintf(path, sizeof(path), "%s/manifest.pb", dir);
+	man = sim_read_file(path, &man_len);
+	snprintf(path, sizeof(path), "%s/weights.bin", dir);
+	blob = sim_read_file(path, &blob_len);
+	if (man == NULL || blob == NULL) {
+		return 1;
+	}
+	if (arena_size == 0) {
+		arena_size = cats_node_arena_needed(man, man_len);
+	}
+	arena = malloc(arena_size ? arena_size : 1);
+	if (arena == NULL) {
+		return 1;
+	}
+	rc = cats_node_init(&node, man, man_len, blob, blob_len, arena, arena_size, &needed);
+	if (rc != CATS_OK) {
+		LOG(CATS_LOG_ERR, "%s: %s (%d)%s%zu", dir, cats_strerror(rc), rc,
+		    rc == CATS_ERR_ARENA ? ", arena bytes needed: " : ", ",
+		    rc == CATS_ERR_ARENA ? needed : (size_t)0);
+		return 1;
+	}
+	input_len = (size_t)cats_node_shape(node)->tokens * cats_node_shape(node)->patch;
+	if (input_len > INPUT_MAX) {
+		LOG(CATS_LOG_ERR, "input of %zu bytes is larger than %d", input_len, INPUT_MAX);
+		return 1;
+	}
+	tag = cats_sg_partition_tag(node);
+	macs = count_macs(node);
+	cats_stream_decoder_init(&dec, rx_buf, sizeof(rx_buf));
+
+	sock = sim_connect(medium);
+	if (sock < 0) {
+		return 1;
+	}
+	hello.node_id = cats_node_id(node);
+	hello.nodes = cats_node_count(node);
+	hello.partition_tag = tag;
+	hello.mtu = (uint32_t)mtu;
+	os = pb_ostream_from_buffer(hb, sizeof(hb));
+	if (!pb_encode(&os, cats_SimHello_fields, &hello) ||
+	    sim_send(sock, CATS_STREAM_HELLO, hb, os.bytes_written, NULL, 0) != 0) {
+		LOG(CATS_LOG_ERR, "hello to the medium failed");
+		return 1;
+	}
+
+	port.link.ctx = NULL;
+	port.link.mtu = mtu;
+	port.link.send = link_send;
+	port.link.recv = link_recv;
+	cats_runner_init(&runner, node, &port, (uint32_t)timeout_ms);
+	runner.idle = link_idle;
+
+	LOG(CATS_LOG_INF, "node %u of %u on %s: tag %08x, mtu %zu, arena %zu, %llu MACs per "
+	    "inference", cats_node_id(node), cats_node_count(node), medium, (unsigned)tag, mtu,
+	    arena_size, (unsigned long long)macs);
+	printf("ready\n");
+	fflush(stdout);
+	for (;;) {
+		if (ready) {
+			run_ready(macs);
+		} else {
+			pump(1000);
+		}
+	}
+}

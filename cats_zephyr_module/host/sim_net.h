@@ -1,0 +1,35 @@
+/*
+ * Host side of the simulated swarm (cats_node_sim, cats_gateway_sim): TCP to the radio-medium
+ * process and the framed byte stream (cats_stream.h) over it. POSIX; not part of the core.
+ */
+#ifndef CATS_SIM_NET_H_
+#define CATS_SIM_NET_H_
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Set by SIGTERM / SIGINT (sim_install_signals). */
+extern volatile sig_atomic_t sim_stop;
+
+void sim_install_signals(void);
+
+/* "HOST:PORT" -> a connected TCP socket (TCP_NODELAY), or -1 (logged). */
+int sim_connect(const char *hostport);
+
+/* A listening TCP socket on 127.0.0.1:port, or -1. */
+int sim_listen(int port);
+
+/* Write all of buf (blocking; retries on EINTR). 0 or -1. */
+int sim_write_all(int fd, const uint8_t *buf, size_t len);
+
+/* One framed message: type + payload a (na bytes) + b (nb bytes). 0 or -1. */
+int sim_send(int fd, uint8_t type, const uint8_t *a, size_t na, const uint8_t *b, size_t nb);
+
+/* Read a whole file into a malloc'd buffer (16-byte aligned); NULL on error. */
+uint8_t *sim_read_file(const char *path, size_t *len);
+
+/* Monotonic milliseconds. */
+uint32_t sim_now_ms(void);
+
+#endif /* CATS_SIM_NET_H_ */

@@ -1,0 +1,623 @@
+/*
+ * The gateway role (see include/cats/cats_gateway.h).
+ */
+#include "cats/cats_gateway.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <pb_decode.h>
+#include <pb_encode.h>
+
+#include "cats/cats_node.h"
+#include "cats/cats_somegather.h"
+
+#define PAYLOAD_MAX 240 /* cats.options: InputFrame.payload / OutputFrame.payload max_size */
+
+static void gw_log(struct cats_gateway *gw, enum cats_log_level level, const char *msg)
+{
+	if (gw->io.log != NULL) {
+		gw->io.log(gw->io.ctx, level, msg);
+	}
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static void gw_logf(struct cats_gateway *gw, enum cats_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (gw->io.log == NULL) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(gw->text, sizeof(gw->text), fmt, ap); /* long lines are cut */
+	va_end(ap);
+	gw->io.log(gw->io.ctx, level, gw->text);
+}
+
+#define GW_LOGF gw_logf
+
+void cats_gateway_default_config(struct cats_gateway_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->mtu = 115;           /* 802.15.4: 127 - MHR 9 - FCS 2 - AirType 1 */
+	cfg->deadline_ms = 5000;
+	cfg->liveness_ms = 10000;
+	cfg->instr_per_mac = 1.5f;
+	cfg->cpu_hz = 64e6f;
+	cfg->phy_overhead_bytes = 17; /* SHR + PHR 6, MHR 9, FCS 2 (cats.sim.phy.IEEE802154) */
+	cfg->phy_framing_bytes = 17;
+	cfg->phy_us_per_byte = 32.0f;
+	cfg->phy_extra_us = 0.0f;
+}
+
+static uint32_t now(const struct cats_gateway *gw)
+{
+	return gw->io.now_ms(gw->io.ctx);
+}
+
+int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config *cfg,
+		      const struct cats_gateway_io *io, const uint8_t *manifest, size_t len)
+{
+	cats_NodeManifest man = cats_NodeManifest_init_zero;
+	pb_istream_t is = pb_istream_from_buffer(manifest, len);
+	uint32_t base, extra, start = 0;
+	const cats_ModelShape *m;
+
+	if (gw == NULL || cfg == NULL || io == NULL || io->now_ms == NULL ||
+	    io->air_send == NULL || io->reply == NULL || manifest == NULL) {
+		return CATS_ERR_ARG;
+	}
+	memset(gw, 0, sizeof(*gw));
+	gw->cfg = *cfg;
+	gw->io = *io;
+	if (gw->cfg.mtu > CATS_GW_AIR_MAX - 1) {
+		gw->cfg.mtu = CATS_GW_AIR_MAX - 1;
+	}
+	if (gw->cfg.phy_us_per_byte < 0.0f || gw->cfg.cpu_hz <= 0.0f) {
+		return CATS_ERR_ARG;
+	}
+	if (!pb_decode(&is, cats_NodeManifest_fields, &man) || !man.has_model) {
+		gw_log(gw, CATS_LOG_ERR, "gateway: manifest does not decode");
+		return CATS_ERR_MANIFEST;
+	}
+	m = &man.model;
+	if (man.format_version != CATS_FORMAT_VERSION) {
+		return CATS_ERR_VERSION;
+	}
+	if (man.nodes < 1 || man.nodes > CATS_GW_MAX_NODES || m->patch == 0 ||
+	    m->context < m->patch || m->blocks == 0) {
+		GW_LOGF(gw, CATS_LOG_ERR, "gateway: partition of %u nodes, patch %u: unsupported",
+			(unsigned)man.nodes, (unsigned)m->patch);
+		return CATS_ERR_MANIFEST;
+	}
+	memcpy(gw->hash, man.partition_hash, sizeof(gw->hash));
+	gw->tag = (uint32_t)gw->hash[0] | (uint32_t)gw->hash[1] << 8 |
+		  (uint32_t)gw->hash[2] << 16 | (uint32_t)gw->hash[3] << 24;
+	gw->nodes = (uint16_t)man.nodes;
+	gw->patch = (uint16_t)m->patch;
+	gw->tokens = (uint16_t)(m->context / m->patch);
+	gw->outputs = (uint16_t)(m->task == cats_Task_TASK_CLASSIFY ? m->n_classes : m->horizon);
+	gw->exchanges = (uint16_t)(4u * m->blocks + 1u);
+	gw->input_len = (size_t)gw->tokens * gw->patch;
+	gw->input_scale = man.input_scale;
+	gw->output_scale = man.output_scale;
+	if (gw->input_len > CATS_GW_INPUT_MAX || gw->outputs == 0 ||
+	    gw->outputs > CATS_GW_OUTPUT_MAX) {
+		GW_LOGF(gw, CATS_LOG_ERR, "gateway: input %u or outputs %u beyond this gateway",
+			(unsigned)gw->input_len, (unsigned)gw->outputs);
+		return CATS_ERR_MANIFEST;
+	}
+	/* tools/cats/partition.py split_ranges: sizes differ by one, the larger first. */
+	base = gw->outputs / gw->nodes;
+	extra = gw->outputs % gw->nodes;
+	for (uint16_t d = 0; d < gw->nodes; d++) {
+		uint32_t size = base + (d < extra ? 1u : 0u);
+
+		gw->node[d].out_start = (uint16_t)start;
+		gw->node[d].out_count = (uint16_t)size;
+		gw->node[d].link_quality = 1.0f;
+		start += size;
+	}
+	gw->next_inference = 1;
+	GW_LOGF(gw, CATS_LOG_INF,
+		"gateway: partition %02x%02x%02x%02x.., %u nodes, input %u x %u, %u outputs",
+		gw->hash[0], gw->hash[1], gw->hash[2], gw->hash[3], gw->nodes, gw->tokens,
+		gw->patch, gw->outputs);
+	return CATS_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Replies                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static void send_msg(struct cats_gateway *gw, uint32_t client)
+{
+	pb_ostream_t os = pb_ostream_from_buffer(gw->enc, sizeof(gw->enc));
+
+	if (!pb_encode(&os, cats_GatewayMessage_fields, &gw->msg)) {
+		gw_log(gw, CATS_LOG_ERR, "gateway: reply does not encode");
+		return;
+	}
+	if (gw->io.reply(gw->io.ctx, client, gw->enc, os.bytes_written) < 0) {
+		GW_LOGF(gw, CATS_LOG_WRN, "gateway: reply to client %u failed", (unsigned)client);
+	}
+}
+
+static void reply_error(struct cats_gateway *gw, uint32_t client, uint64_t request_id,
+			int status, const char *what)
+{
+	cats_InferResult *res = &gw->msg.msg.infer_result;
+
+	memset(&gw->msg, 0, sizeof(gw->msg));
+	gw->msg.which_msg = cats_GatewayMessage_infer_result_tag;
+	res->request_id = request_id;
+	res->status = status;
+	res->output_scale = gw->output_scale;
+	snprintf(res->message, sizeof(res->message), "%s", what); /* `what` may be gw->text */
+	GW_LOGF(gw, CATS_LOG_WRN, "gateway: request %llu refused: %s",
+		(unsigned long long)request_id, res->message);
+	send_msg(gw, client);
+}
+
+static int node_alive(const struct cats_gateway *gw, const struct cats_gw_node *n, uint32_t t)
+{
+	if (n->link == CATS_GW_LINK_UP) {
+		return 1;
+	}
+	if (n->link == CATS_GW_LINK_DOWN) {
+		return 0;
+	}
+	return n->heard && (uint32_t)(t - n->last_seen) < gw->cfg.liveness_ms;
+}
+
+static void node_status(const struct cats_gateway *gw, uint16_t d, uint32_t t,
+			cats_NodeStatus *st)
+{
+	const struct cats_gw_node *n = &gw->node[d];
+
+	memset(st, 0, sizeof(*st));
+	st->node = d;
+	st->alive = node_alive(gw, n, t) != 0;
+	st->last_seen_ms = n->heard ? (uint32_t)(t - n->last_seen) : CATS_GW_NEVER;
+	st->responded = n->answer == CATS_GW_DONE;
+	st->has_counters = n->has_counters != 0;
+	st->counters = n->counters;
+	st->link_quality = n->link_quality;
+	if (n->heard && n->tag_ok) {
+		memcpy(st->partition_hash, gw->hash, sizeof(st->partition_hash));
+	}
+}
+
+static void reply_status(struct cats_gateway *gw, uint32_t client)
+{
+	cats_SwarmStatus *s = &gw->msg.msg.swarm_status;
+	uint32_t t = now(gw);
+
+	memset(&gw->msg, 0, sizeof(gw->msg));
+	gw->msg.which_msg = cats_GatewayMessage_swarm_status_tag;
+	memcpy(s->partition_hash, gw->hash, sizeof(s->partition_hash));
+	s->nodes = gw->nodes;
+	s->node_status_count = gw->nodes;
+	for (uint16_t d = 0; d < gw->nodes; d++) {
+		node_status(gw, d, t, &s->node_status[d]);
+	}
+	s->tokens = gw->tokens;
+	s->patch = gw->patch;
+	s->outputs = gw->outputs;
+	s->input_scale = gw->input_scale;
+	s->output_scale = gw->output_scale;
+	s->inferences = gw->inferences;
+	send_msg(gw, client);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Inferences                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One air frame of `len` bytes (AirType byte + message) of the gateway's own traffic. */
+static void count_frame(struct cats_gateway *gw, size_t len)
+{
+	gw->air_bytes += len + gw->cfg.phy_overhead_bytes;
+	gw->airtime_us += (double)(len + gw->cfg.phy_framing_bytes) * gw->cfg.phy_us_per_byte +
+			  gw->cfg.phy_extra_us;
+}
+
+static size_t varint_len(uint32_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80u) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static void start_next(struct cats_gateway *gw);
+
+static void finish(struct cats_gateway *gw)
+{
+	struct cats_gw_request *rq = &gw->queue[gw->q_head];
+	cats_InferResult *res = &gw->msg.msg.infer_result;
+	uint32_t t = now(gw);
+	uint64_t max_macs = 0;
+	uint16_t answered = 0;
+
+	memset(&gw->msg, 0, sizeof(gw->msg));
+	gw->msg.which_msg = cats_GatewayMessage_infer_result_tag;
+	res->request_id = rq->request_id;
+	res->inference_id = gw->inference_id;
+	res->output.size = gw->outputs;
+	memcpy(res->output.bytes, gw->output, gw->outputs);
+	res->output_scale = gw->output_scale;
+	for (uint16_t d = 0; d < gw->nodes; d++) {
+		struct cats_gw_node *n = &gw->node[d];
+
+		if (n->answer == CATS_GW_DONE) {
+			answered++;
+		} else {
+			res->missing_nodes[res->missing_nodes_count++] = d;
+		}
+		if (n->fresh) {
+			/* Counters of this inference: link quality from their change. */
+			const cats_NodeCounters *c = &n->counters, *p = &n->prev_counters;
+			uint32_t rx = c->columns_received >= p->columns_received
+					      ? c->columns_received - p->columns_received
+					      : c->columns_received;
+			uint32_t lost = c->columns_lost >= p->columns_lost
+						? c->columns_lost - p->columns_lost
+						: c->columns_lost;
+
+			n->link_quality = rx + lost ? (float)rx / (float)(rx + lost) : 1.0f;
+			n->prev_counters = *c;
+			if (c->macs > max_macs) {
+				max_macs = c->macs;
+			}
+		}
+		node_status(gw, d, t, &res->nodes[d]);
+	}
+	res->nodes_count = gw->nodes;
+	res->degraded = res->missing_nodes_count > 0;
+	res->frames_lost = gw->slot_frames_lost;
+	res->air_bytes = gw->air_bytes;
+	res->modelled_latency_s =
+		(float)(gw->airtime_us / 1e6 +
+			(double)max_macs * gw->cfg.instr_per_mac / gw->cfg.cpu_hz);
+	if (answered == 0) {
+		res->status = CATS_GW_ERR_NO_NODES;
+		snprintf(res->message, sizeof(res->message),
+			 "no node delivered its output (deadline %u ms)", (unsigned)rq->deadline_ms);
+	} else if (res->degraded) {
+		snprintf(res->message, sizeof(res->message),
+			 "degraded: %u of %u nodes did not deliver their output (zeros)",
+			 (unsigned)res->missing_nodes_count, (unsigned)gw->nodes);
+	} else {
+		snprintf(res->message, sizeof(res->message), "ok");
+	}
+	GW_LOGF(gw, CATS_LOG_INF,
+		"gateway: inference %u (request %llu): %s; %u slots, %u frames lost, %llu air "
+		"bytes, %.4f s modelled",
+		(unsigned)gw->inference_id, (unsigned long long)rq->request_id, res->message,
+		(unsigned)gw->slots, (unsigned)gw->slot_frames_lost,
+		(unsigned long long)gw->air_bytes, (double)res->modelled_latency_s);
+	gw->running = 0;
+	gw->inferences++;
+	gw->q_head = (uint16_t)((gw->q_head + 1u) % (CATS_GW_QUEUE + 1u));
+	gw->q_count--;
+	send_msg(gw, rq->client);
+	start_next(gw);
+}
+
+/* Every node answered or is known dead. */
+static int all_in(const struct cats_gateway *gw)
+{
+	for (uint16_t d = 0; d < gw->nodes; d++) {
+		const struct cats_gw_node *n = &gw->node[d];
+
+		if (n->answer == CATS_GW_WAITING && n->link != CATS_GW_LINK_DOWN) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int broadcast_input(struct cats_gateway *gw, const uint8_t *input)
+{
+	cats_InputFrame f = cats_InputFrame_init_zero;
+	size_t total = gw->input_len, hdr, chunk, fragments;
+
+	/* Worst-case header: every varint as long as the input length makes it. */
+	hdr = 1 + varint_len(gw->inference_id) + 5 + 3 * (1 + varint_len((uint32_t)total)) + 1 +
+	      varint_len(PAYLOAD_MAX);
+	if (gw->cfg.mtu <= hdr) {
+		return CATS_GW_ERR_LINK;
+	}
+	chunk = gw->cfg.mtu - hdr;
+	if (chunk > PAYLOAD_MAX) {
+		chunk = PAYLOAD_MAX;
+	}
+	fragments = (total + chunk - 1) / chunk;
+	for (size_t i = 0; i < fragments; i++) {
+		size_t off = i * chunk, n = total - off < chunk ? total - off : chunk;
+		pb_ostream_t os = pb_ostream_from_buffer(&gw->air[1], gw->cfg.mtu);
+
+		f.inference_id = gw->inference_id;
+		f.partition_tag = gw->tag;
+		f.fragment = (uint32_t)i;
+		f.fragments = (uint32_t)fragments;
+		f.offset = (uint32_t)off;
+		f.payload.size = (pb_size_t)n;
+		memcpy(f.payload.bytes, &input[off], n);
+		gw->air[0] = CATS_AIR_INPUT;
+		if (!pb_encode(&os, cats_InputFrame_fields, &f)) {
+			return CATS_GW_ERR_LINK;
+		}
+		if (gw->io.air_send(gw->io.ctx, gw->air, 1 + os.bytes_written) < 0) {
+			return CATS_GW_ERR_LINK;
+		}
+		count_frame(gw, 1 + os.bytes_written);
+	}
+	return CATS_OK;
+}
+
+static void start_next(struct cats_gateway *gw)
+{
+	while (!gw->running && gw->q_count > 0) {
+		struct cats_gw_request *rq = &gw->queue[gw->q_head];
+		int rc;
+
+		gw->inference_id = gw->next_inference++;
+		if (gw->next_inference == 0) {
+			gw->next_inference = 1;
+		}
+		gw->running = 1;
+		gw->deadline = now(gw) + rq->deadline_ms;
+		gw->slot_frames_lost = gw->slot_frames_sent = gw->slots = 0;
+		gw->air_bytes = 0;
+		gw->airtime_us = 0;
+		memset(gw->output, 0, sizeof(gw->output));
+		memset(gw->out_have, 0, sizeof(gw->out_have));
+		for (uint16_t d = 0; d < gw->nodes; d++) {
+			gw->node[d].answer = CATS_GW_WAITING;
+			gw->node[d].got = 0;
+			gw->node[d].fresh = 0;
+		}
+		GW_LOGF(gw, CATS_LOG_INF, "gateway: inference %u for request %llu (client %u)",
+			(unsigned)gw->inference_id, (unsigned long long)rq->request_id,
+			(unsigned)rq->client);
+		rc = broadcast_input(gw, rq->input);
+		if (rc != CATS_OK) {
+			gw->running = 0;
+			gw->q_head = (uint16_t)((gw->q_head + 1u) % (CATS_GW_QUEUE + 1u));
+			gw->q_count--;
+			reply_error(gw, rq->client, rq->request_id, rc,
+				    "broadcasting the input to the swarm failed");
+			continue;
+		}
+		if (all_in(gw)) {
+			finish(gw); /* every node is down: answered at once */
+			return;
+		}
+	}
+}
+
+/* rq is the scratch message, which every reply reuses: read it before replying. */
+static int on_request(struct cats_gateway *gw, uint32_t client, const cats_InferRequest *rq)
+{
+	struct cats_gw_request *slot;
+
+	if (rq->partition_hash.size != 0 &&
+	    (rq->partition_hash.size != sizeof(gw->hash) ||
+	     memcmp(rq->partition_hash.bytes, gw->hash, sizeof(gw->hash)) != 0)) {
+		reply_error(gw, client, rq->request_id, CATS_GW_ERR_HASH,
+			    "partition hash does not match the swarm's");
+		return CATS_GW_ERR_HASH;
+	}
+	if (rq->input.size != gw->input_len) {
+		snprintf(gw->text, sizeof(gw->text),
+			 "input must be %u int8 values (tokens %u x patch %u), got %u",
+			 (unsigned)gw->input_len, gw->tokens, gw->patch, (unsigned)rq->input.size);
+		reply_error(gw, client, rq->request_id, CATS_GW_ERR_INPUT, gw->text);
+		return CATS_GW_ERR_INPUT;
+	}
+	if (gw->q_count >= CATS_GW_QUEUE + 1u) {
+		reply_error(gw, client, rq->request_id, CATS_GW_ERR_BUSY,
+			    "gateway busy: too many requests waiting");
+		return CATS_GW_ERR_BUSY;
+	}
+	slot = &gw->queue[(gw->q_head + gw->q_count) % (CATS_GW_QUEUE + 1u)];
+	slot->request_id = rq->request_id;
+	slot->client = client;
+	slot->deadline_ms = rq->deadline_ms ? rq->deadline_ms : gw->cfg.deadline_ms;
+	memcpy(slot->input, rq->input.bytes, gw->input_len);
+	gw->q_count++;
+	start_next(gw);
+	return CATS_OK;
+}
+
+int cats_gateway_on_bridge(struct cats_gateway *gw, uint32_t client, uint8_t type,
+			   const uint8_t *msg, size_t len)
+{
+	pb_istream_t is = pb_istream_from_buffer(msg, len);
+
+	if (type != CATS_STREAM_GATEWAY) {
+		snprintf(gw->text, sizeof(gw->text),
+			 "unexpected stream message type %u (want 8, GatewayMessage)", type);
+		reply_error(gw, client, 0, CATS_GW_ERR_UNEXPECTED, gw->text);
+		return CATS_GW_ERR_UNEXPECTED;
+	}
+	memset(&gw->msg, 0, sizeof(gw->msg));
+	if (!pb_decode(&is, cats_GatewayMessage_fields, &gw->msg)) {
+		reply_error(gw, client, 0, CATS_GW_ERR_MALFORMED,
+			    "malformed GatewayMessage (does not decode, or a field is too large)");
+		return CATS_GW_ERR_MALFORMED;
+	}
+	switch (gw->msg.which_msg) {
+	case cats_GatewayMessage_infer_request_tag:
+		return on_request(gw, client, &gw->msg.msg.infer_request);
+	case cats_GatewayMessage_status_request_tag:
+		reply_status(gw, client);
+		return CATS_OK;
+	default:
+		reply_error(gw, client, 0, CATS_GW_ERR_UNEXPECTED,
+			    "expected an InferRequest or a StatusRequest");
+		return CATS_GW_ERR_UNEXPECTED;
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The swarm side                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static void heard(struct cats_gateway *gw, struct cats_gw_node *n, uint32_t tag)
+{
+	n->heard = 1;
+	n->last_seen = now(gw);
+	n->tag_ok = tag == gw->tag;
+	if (n->link == CATS_GW_LINK_DOWN) {
+		n->link = CATS_GW_LINK_UNKNOWN; /* back (its join may come later) */
+	}
+}
+
+int cats_gateway_on_air(struct cats_gateway *gw, const uint8_t *frame, size_t len)
+{
+	cats_OutputFrame f = cats_OutputFrame_init_zero;
+	pb_istream_t is;
+	struct cats_gw_node *n;
+
+	if (len < 1 || frame[0] != CATS_AIR_OUTPUT) {
+		return CATS_OK; /* inputs (our own), columns: not for the gateway */
+	}
+	is = pb_istream_from_buffer(&frame[1], len - 1);
+	if (!pb_decode(&is, cats_OutputFrame_fields, &f) || f.sender >= gw->nodes) {
+		gw->frames_ignored++;
+		gw_log(gw, CATS_LOG_WRN, "gateway: malformed OutputFrame ignored");
+		return CATS_ERR_ARG;
+	}
+	n = &gw->node[f.sender];
+	heard(gw, n, f.partition_tag);
+	if (!n->tag_ok) {
+		gw->frames_ignored++;
+		GW_LOGF(gw, CATS_LOG_WRN, "gateway: node %u is on another partition (tag %08x)",
+			(unsigned)f.sender, (unsigned)f.partition_tag);
+		return CATS_ERR_STATE;
+	}
+	if (!gw->running || f.inference_id != gw->inference_id) {
+		gw->frames_ignored++;
+		return CATS_ERR_STATE; /* late: its inference is over */
+	}
+	count_frame(gw, len);
+	if (f.has_counters) {
+		n->counters = f.counters;
+		n->has_counters = 1;
+		n->fresh = 1;
+	}
+	n->status = f.status;
+	if (f.status != 0) {
+		GW_LOGF(gw, CATS_LOG_WRN, "gateway: node %u failed inference %u: %d",
+			(unsigned)f.sender, (unsigned)f.inference_id, (int)f.status);
+		n->answer = CATS_GW_FAILED;
+	} else if (n->answer == CATS_GW_WAITING) {
+		if (f.start != n->out_start || f.offset > n->out_count ||
+		    f.payload.size > n->out_count - f.offset) {
+			gw->frames_ignored++;
+			GW_LOGF(gw, CATS_LOG_WRN,
+				"gateway: node %u sent outputs [%u+%u, +%u), owns [%u, +%u)",
+				(unsigned)f.sender, (unsigned)f.start, (unsigned)f.offset,
+				(unsigned)f.payload.size, n->out_start, n->out_count);
+			return CATS_ERR_COLUMN;
+		}
+		for (pb_size_t i = 0; i < f.payload.size; i++) {
+			uint32_t k = (uint32_t)n->out_start + f.offset + i;
+			uint8_t bit = (uint8_t)(1u << (k & 7u));
+
+			gw->output[k] = (int8_t)f.payload.bytes[i];
+			if (!(gw->out_have[k >> 3] & bit)) {
+				gw->out_have[k >> 3] |= bit;
+				n->got++;
+			}
+		}
+		if (n->got >= n->out_count) {
+			n->answer = CATS_GW_DONE;
+		}
+	}
+	if (all_in(gw)) {
+		finish(gw);
+	}
+	return CATS_OK;
+}
+
+int cats_gateway_on_slot_end(struct cats_gateway *gw, const uint8_t *msg, size_t len)
+{
+	cats_SlotEnd se = cats_SlotEnd_init_zero;
+	pb_istream_t is = pb_istream_from_buffer(msg, len);
+
+	if (!pb_decode(&is, cats_SlotEnd_fields, &se)) {
+		return CATS_ERR_ARG;
+	}
+	if (!gw->running ||
+	    ((se.inference_id ^ gw->inference_id) & CATS_SG_INFERENCE_MASK) != 0) {
+		return CATS_ERR_STATE;
+	}
+	gw->slots++;
+	gw->slot_frames_sent += se.frames_sent;
+	gw->slot_frames_lost += se.frames_lost;
+	gw->air_bytes += se.air_bytes;
+	gw->airtime_us += (double)se.airtime_us;
+	return CATS_OK;
+}
+
+int cats_gateway_on_station(struct cats_gateway *gw, const uint8_t *msg, size_t len)
+{
+	cats_StationEvent ev = cats_StationEvent_init_zero;
+	pb_istream_t is = pb_istream_from_buffer(msg, len);
+	struct cats_gw_node *n;
+
+	if (!pb_decode(&is, cats_StationEvent_fields, &ev)) {
+		return CATS_ERR_ARG;
+	}
+	if (ev.node_id < 0 || ev.node_id >= (int32_t)gw->nodes) {
+		return CATS_OK; /* the gateway itself, or not of this partition */
+	}
+	n = &gw->node[ev.node_id];
+	if (ev.alive) {
+		heard(gw, n, ev.partition_tag);
+		n->link = CATS_GW_LINK_UP;
+		if (!n->tag_ok) {
+			GW_LOGF(gw, CATS_LOG_WRN, "gateway: node %d joined with partition tag %08x, "
+				"ours is %08x", (int)ev.node_id, (unsigned)ev.partition_tag,
+				(unsigned)gw->tag);
+		} else {
+			GW_LOGF(gw, CATS_LOG_INF, "gateway: node %d joined", (int)ev.node_id);
+		}
+	} else {
+		n->link = CATS_GW_LINK_DOWN;
+		GW_LOGF(gw, CATS_LOG_WRN, "gateway: node %d left", (int)ev.node_id);
+		if (gw->running && all_in(gw)) {
+			finish(gw);
+		}
+	}
+	return CATS_OK;
+}
+
+void cats_gateway_poll(struct cats_gateway *gw)
+{
+	if (gw->running && (int32_t)(now(gw) - gw->deadline) >= 0) {
+		finish(gw);
+	}
+}
+
+uint32_t cats_gateway_next_ms(const struct cats_gateway *gw)
+{
+	int32_t left;
+
+	if (!gw->running) {
+		return UINT32_MAX;
+	}
+	left = (int32_t)(gw->deadline - now(gw));
+	return left > 0 ? (uint32_t)left : 0;
+}

@@ -1,0 +1,787 @@
+"""The simulated swarm's C stations without the Python medium: the framed byte stream (C
+stream.c against tools/cats/stream.py: golden bytes both ways, resynchronisation after garbage),
+and D = 4 `cats_node_sim` processes + `cats_gateway_sim` on a tiny in-test hub that forwards
+everything losslessly and ends each exchange's slot (SlotEnd) once every live node has sent all
+its fragments. The gateway's answers are bit-exact with `cats.qref`, degrade cleanly when a
+node is gone, and bad requests get clear error results."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import random
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cats import cnode, export, qref, stream
+from cats.partition import Partition
+from cats.wire import pb
+
+ROOT = Path(__file__).resolve().parents[1]
+# An already built host tree may be named (skips the build); default: build/host, built here.
+BUILD = Path(os.environ.get("CATS_SIM_BUILD", ROOT / "build" / "host"))
+NODES = 4
+OVERHEAD_802154 = 17  # SHR + PHR 6, MHR 9, FCS 2: bytes on the air besides the radio frame
+US_PER_BYTE = 32  # 250 kbit/s
+INSTR_PER_MAC = 1.5
+CPU_HZ = 64e6
+
+
+# ----------------------------------------------------------------------------------------------
+# The framed byte stream: C against Python
+# ----------------------------------------------------------------------------------------------
+
+
+class _Decoder(ctypes.Structure):
+    _fields_ = [
+        ("buf", ctypes.POINTER(ctypes.c_uint8)),
+        ("cap", ctypes.c_size_t),
+        ("have", ctypes.c_size_t),
+        ("emitted", ctypes.c_size_t),
+        ("max_len", ctypes.c_uint16),
+        ("messages", ctypes.c_uint32),
+        ("bad_crc", ctypes.c_uint32),
+        ("bad_length", ctypes.c_uint32),
+        ("skipped", ctypes.c_uint32),
+        ("stalled", ctypes.c_uint32),
+    ]
+
+
+class _Msg(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("len", ctypes.c_uint16),
+        ("payload", ctypes.POINTER(ctypes.c_uint8)),
+    ]
+
+
+@pytest.fixture(scope="module")
+def clib() -> ctypes.CDLL:
+    if "CATS_SIM_BUILD" in os.environ:
+        lib = ctypes.CDLL(str(BUILD / cnode.LIB_NAME))
+    else:
+        lib = cnode.lib()
+    u8p, sz = ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t
+    lib.cats_stream_crc16.restype = ctypes.c_uint16
+    lib.cats_stream_crc16.argtypes = [ctypes.c_uint16, u8p, sz]
+    lib.cats_stream_encode.restype = ctypes.c_int
+    lib.cats_stream_encode.argtypes = [ctypes.c_uint8, u8p, sz, u8p, sz, u8p, sz]
+    lib.cats_stream_decoder_init.restype = None
+    lib.cats_stream_decoder_init.argtypes = [ctypes.POINTER(_Decoder), u8p, sz]
+    lib.cats_stream_decode.restype = ctypes.c_int
+    lib.cats_stream_decode.argtypes = [ctypes.POINTER(_Decoder), u8p, sz,
+                                       ctypes.POINTER(sz), ctypes.POINTER(_Msg)]  # fmt: skip
+    lib.cats_stream_flush.restype = ctypes.c_int
+    lib.cats_stream_flush.argtypes = [ctypes.POINTER(_Decoder), ctypes.POINTER(_Msg)]
+    return lib
+
+
+def _u8(data: bytes):
+    return (ctypes.c_uint8 * max(1, len(data))).from_buffer_copy(data or b"\0")
+
+
+def c_encode(lib, msg_type: int, a: bytes, b: bytes = b"") -> bytes | None:
+    out = (ctypes.c_uint8 * (len(a) + len(b) + 7))()
+    n = lib.cats_stream_encode(msg_type, _u8(a), len(a), _u8(b), len(b), out, len(out))
+    return None if n < 0 else bytes(out[:n])
+
+
+class CDecoder:
+    """struct cats_stream_decoder through ctypes, with the Python Decoder's interface."""
+
+    def __init__(self, lib, max_len: int = stream.MAX_PAYLOAD) -> None:
+        self.lib = lib
+        self.buf = (ctypes.c_uint8 * (max_len + 7))()
+        self.d = _Decoder()
+        lib.cats_stream_decoder_init(ctypes.byref(self.d), self.buf, len(self.buf))
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        out, src, off = [], _u8(data), 0
+        used, msg = ctypes.c_size_t(0), _Msg()
+        while True:
+            ptr = ctypes.cast(ctypes.byref(src, off), ctypes.POINTER(ctypes.c_uint8))
+            got = self.lib.cats_stream_decode(ctypes.byref(self.d), ptr, len(data) - off,
+                                              ctypes.byref(used), ctypes.byref(msg))  # fmt: skip
+            off += used.value
+            if not got:
+                break
+            out.append((msg.type, ctypes.string_at(msg.payload, msg.len) if msg.len else b""))
+        assert off == len(data)
+        return out
+
+    def flush(self) -> list[tuple[int, bytes]]:
+        out, msg = [], _Msg()
+        while self.lib.cats_stream_flush(ctypes.byref(self.d), ctypes.byref(msg)):
+            out.append((msg.type, ctypes.string_at(msg.payload, msg.len) if msg.len else b""))
+        return out
+
+    def counters(self) -> tuple[int, ...]:
+        d = self.d
+        return d.messages, d.bad_crc, d.bad_length, d.skipped, d.stalled
+
+
+def _counters(dec: stream.Decoder) -> tuple[int, ...]:
+    return dec.messages, dec.bad_crc, dec.bad_length, dec.skipped, dec.stalled
+
+
+# Golden messages: (type, payload hex, framed hex). A SimHello of the gateway (node -1, 4
+# nodes, tag 0xdeadbeef, MTU 115), a SlotEnd, a one-byte AIR frame, an empty GatewayMessage.
+GOLDEN = [
+    (2, "08ffffffffffffffffff0110041defbeadde2073",
+     "ca7502140008ffffffffffffffffff0110041defbeadde2073caa4"),
+    (3, "08071003180c28dc0b3080f702", "ca75030d0008071003180c28dc0b3080f7024d1f"),
+    (1, "02", "ca750101000206e5"),
+    (8, "", "ca750800003d65"),
+]  # fmt: skip
+
+
+def _golden_bytes(msg_type: int, payload: bytes) -> bytes:
+    """The spec, written out: sync, type, length LE, payload, CRC-16/CCITT-FALSE LE."""
+    import binascii
+    import struct
+
+    body = bytes([msg_type]) + struct.pack("<H", len(payload)) + payload
+    return b"\xca\x75" + body + struct.pack("<H", binascii.crc_hqx(body, 0xFFFF))
+
+
+def test_crc_is_ccitt_false(clib) -> None:
+    data = b"123456789"
+    assert stream.crc16(data) == 0x29B1  # the CRC-16/CCITT-FALSE check value
+    assert clib.cats_stream_crc16(0xFFFF, _u8(data), len(data)) == 0x29B1
+
+
+def test_golden_bytes_both_ways(clib) -> None:
+    h = pb().SimHello(node_id=-1, nodes=4, partition_tag=0xDEADBEEF, mtu=115)
+    assert h.SerializeToString().hex() == GOLDEN[0][1]
+    for msg_type, payload_hex, framed_hex in GOLDEN:
+        payload, framed = bytes.fromhex(payload_hex), bytes.fromhex(framed_hex)
+        assert stream.encode(msg_type, payload) == framed
+        assert c_encode(clib, msg_type, payload[:1], payload[1:]) == framed
+        assert stream.Decoder().feed(framed) == [(msg_type, payload)]
+        assert CDecoder(clib).feed(framed) == [(msg_type, payload)]
+    rng = random.Random(1)
+    cases = [(1, b""), (2, b"\x08\x01"), (3, bytes(range(256)) * 4), (8, b"\xca\x75" * 40),
+             (4, bytes(rng.randrange(256) for _ in range(1024))),
+             (8, bytes(rng.randrange(256) for _ in range(stream.MAX_PAYLOAD)))]  # fmt: skip
+    for msg_type, payload in cases:
+        py = stream.encode(msg_type, payload)
+        assert py == _golden_bytes(msg_type, payload)
+        assert c_encode(clib, msg_type, payload[:3], payload[3:]) == py
+        # Python bytes -> C decoder, C bytes -> Python decoder
+        assert CDecoder(clib).feed(py) == [(msg_type, payload)]
+        assert stream.Decoder().feed(c_encode(clib, msg_type, payload)) == [(msg_type, payload)]
+    assert stream.air(stream.AIR_INPUT, b"\x08\x07") == stream.encode(1, b"\x02\x08\x07")
+    # nothing above the protocol's maximum is encoded
+    assert c_encode(clib, 8, bytes(stream.MAX_PAYLOAD + 1)) is None
+    with pytest.raises(ValueError):
+        stream.encode(8, bytes(stream.MAX_PAYLOAD + 1))
+
+
+def test_resync_after_garbage(clib) -> None:
+    good = stream.encode(3, b"slot")
+    other = stream.encode(1, b"\x01frame")
+    cases = {
+        # plain garbage before and between messages
+        "garbage": b"\x00\xff\xca\x00\x75" + good + b"\x13\x37" + other,
+        # a false header whose length swallows the next message: the CRC fails, the scan goes
+        # on from the byte after the false sync and finds the message inside
+        "swallowed": b"\xca\x75\x01\x10\x00" + good + other,
+        # a false header with an impossible length
+        "too long": b"\xca\x75\x08\xff\xff" + good,
+        # a message with a broken CRC, then a good one
+        "bad crc": good[:-1] + bytes([good[-1] ^ 1]) + other,
+        # sync bytes doubled
+        "double sync": b"\xca\xca\x75\xca" + good,
+        # a false header with a plausible length, then silence: only flush() finds the rest
+        "stall": b"\xca\x75\x08\x00\x02" + good + other,
+    }
+    for name, data in cases.items():
+        py = stream.Decoder(max_len=1024)
+        msgs = py.feed(data)
+        assert (name == "stall") == (msgs == [])
+        msgs += py.flush()
+        assert py.pending == 0
+        assert (3, b"slot") in msgs or name == "bad crc", name
+        assert (1, b"\x01frame") in msgs or name in ("too long", "double sync"), name
+        for chunk in (1, 2, 7, len(data)):
+            c, p = CDecoder(clib, 1024), stream.Decoder(max_len=1024)
+            got_c, got_p = [], []
+            for i in range(0, len(data), chunk):
+                got_c += c.feed(data[i : i + chunk])
+                got_p += p.feed(data[i : i + chunk])
+            got_c += c.flush()
+            got_p += p.flush()
+            assert got_c == got_p == msgs, (name, chunk)
+            assert c.counters() == _counters(p) == _counters(py), (name, chunk)
+
+
+def test_random_streams_c_equals_python(clib) -> None:
+    rng = random.Random(7)
+    for trial in range(60):
+        max_len = rng.choice([16, 64, 1024])
+        parts = []
+        for _ in range(rng.randrange(1, 25)):
+            kind = rng.random()
+            n = rng.choice([0, 1, 5, 17, 63, 64, 65, 200])
+            payload = bytes(rng.randrange(256) for _ in range(n))
+            if kind < 0.5:
+                parts.append(stream.encode(rng.randrange(256), payload))
+            elif kind < 0.7:  # corrupted message
+                m = bytearray(stream.encode(rng.randrange(256), payload))
+                m[rng.randrange(len(m))] ^= 1 << rng.randrange(8)
+                parts.append(bytes(m))
+            elif kind < 0.8:  # truncated message
+                m = stream.encode(1, payload)
+                parts.append(m[: rng.randrange(len(m))])
+            else:  # garbage, rich in sync bytes
+                parts.append(bytes(rng.choice([0xCA, 0x75, rng.randrange(256)])
+                                   for _ in range(n)))  # fmt: skip
+        data = b"".join(parts)
+        c, p = CDecoder(clib, max_len), stream.Decoder(max_len=max_len)
+        got_c, got_p, i = [], [], 0
+        while i < len(data):
+            step = rng.randrange(1, 90)
+            got_c += c.feed(data[i : i + step])
+            got_p += p.feed(data[i : i + step])
+            i += step
+            if rng.random() < 0.1:  # the line goes idle now and then
+                got_c += c.flush()
+                got_p += p.flush()
+        assert got_c == got_p, trial
+        assert c.counters() == _counters(p), trial
+        assert all(len(m) <= max_len for _, m in got_p)
+
+
+# ----------------------------------------------------------------------------------------------
+# An in-test radio medium: lossless, SlotEnd when every live node has sent its fragments
+# ----------------------------------------------------------------------------------------------
+
+
+class Hub:
+    """Forwards ColumnFrames to every other node (except where loss[exchange][s, r] is
+    False), InputFrames to every node, OutputFrames to the gateway (except from
+    `drop_outputs_from`); keeps the slot accounting."""
+
+    def __init__(self, drop_outputs_from: tuple[int, ...] = (),
+                 loss: dict[int, np.ndarray] | None = None) -> None:  # fmt: skip
+        self.pb = pb()
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.srv, selectors.EVENT_READ)
+        self.station: dict[socket.socket, int | None] = {}
+        self.decoder: dict[socket.socket, stream.Decoder] = {}
+        self.drop_outputs_from = set(drop_outputs_from)
+        self.loss = loss or {}
+        self.max_fragments = 0
+        self.slot_lost: dict[tuple[int, int], int] = defaultdict(int)
+        # (inference, exchange) -> sender -> [frames sent, fragments]
+        self.slots: dict[tuple[int, int], dict[int, list[int]]] = defaultdict(dict)
+        self.slot_bytes: dict[tuple[int, int], int] = defaultdict(int)
+        self.slots_done: set[tuple[int, int]] = set()
+        # per inference id: air bytes of the InputFrames / OutputFrames and of all slots
+        self.io_air: dict[int, list[int]] = defaultdict(list)
+        self.slot_air: dict[int, int] = defaultdict(int)
+        self.errors: list[str] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(5)
+        for s in list(self.station):
+            s.close()
+        self.srv.close()
+
+    def _send(self, sock: socket.socket, msg_type: int, payload: bytes) -> None:
+        try:
+            sock.sendall(stream.encode(msg_type, payload))
+        except OSError:
+            pass
+
+    def _nodes(self) -> dict[int, socket.socket]:
+        return {i: s for s, i in self.station.items() if i is not None and i >= 0}
+
+    def _gateway(self) -> socket.socket | None:
+        return next((s for s, i in self.station.items() if i == -1), None)
+
+    def _event(self, node: int, alive: bool, tag: int = 0) -> None:
+        gw = self._gateway()
+        if gw is not None:
+            ev = self.pb.StationEvent(node_id=node, alive=alive, partition_tag=tag)
+            self._send(gw, stream.STATION, ev.SerializeToString())
+
+    def _run(self) -> None:
+        while not self._stop:
+            for key, _ in self.sel.select(0.05):
+                if key.fileobj is self.srv:
+                    conn, _ = self.srv.accept()
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.station[conn] = None
+                    self.decoder[conn] = stream.Decoder(stream.SIM_MAX_PAYLOAD)
+                    self.sel.register(conn, selectors.EVENT_READ)
+                    continue
+                conn = key.fileobj
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._gone(conn)
+                    continue
+                for msg_type, payload in self.decoder[conn].feed(data):
+                    try:
+                        self._handle(conn, msg_type, payload)
+                    except Exception as exc:  # keep the hub alive; the test reports it
+                        self.errors.append(repr(exc))
+
+    def _gone(self, conn: socket.socket) -> None:
+        sid = self.station.pop(conn, None)
+        self.sel.unregister(conn)
+        conn.close()
+        if sid is not None and sid >= 0:
+            self._event(sid, False)
+            self._check_slots()
+
+    def _handle(self, conn: socket.socket, msg_type: int, payload: bytes) -> None:
+        p = self.pb
+        if msg_type == stream.HELLO:
+            hello = p.SimHello.FromString(payload)
+            self.station[conn] = hello.node_id
+            if hello.node_id >= 0:
+                self.tag = hello.partition_tag
+                self._event(hello.node_id, True, hello.partition_tag)
+            else:
+                for d in self._nodes():
+                    self._event(d, True, self.tag)
+            return
+        sid = self.station.get(conn)
+        if msg_type != stream.AIR or sid is None or not payload:
+            return
+        air_len = len(payload)
+        if payload[0] == stream.AIR_INPUT and sid == -1:
+            f = p.InputFrame.FromString(payload[1:])
+            self.io_air[f.inference_id].append(air_len)
+            for s in self._nodes().values():
+                self._send(s, stream.AIR, payload)
+        elif payload[0] == stream.AIR_OUTPUT and sid >= 0:
+            f = p.OutputFrame.FromString(payload[1:])
+            gw = self._gateway()
+            if gw is not None and sid not in self.drop_outputs_from:
+                self.io_air[f.inference_id].append(air_len)
+                self._send(gw, stream.AIR, payload)
+        elif payload[0] == stream.AIR_COLUMN and sid >= 0:
+            f = p.ColumnFrame.FromString(payload[1:])
+            key = (f.inference_id, f.exchange)
+            sent = self.slots[key].setdefault(sid, [0, f.fragments])
+            sent[0] += 1
+            self.max_fragments = max(self.max_fragments, f.fragments)
+            self.slot_bytes[key] += air_len + OVERHEAD_802154
+            dm = self.loss.get(f.exchange)
+            for d, s in self._nodes().items():
+                if d == sid:
+                    continue
+                if dm is not None and not dm[sid, d]:
+                    self.slot_lost[key] += 1
+                    continue
+                self._send(s, stream.AIR, payload)
+            self._check_slots()
+
+    def _check_slots(self) -> None:
+        live = set(self._nodes())
+        for key, senders in list(self.slots.items()):
+            if key in self.slots_done or not live:
+                continue
+            if all(d in senders and senders[d][0] >= senders[d][1] for d in live):
+                self.slots_done.add(key)
+                frames = sum(v[0] for v in senders.values())
+                air = self.slot_bytes[key]
+                self.slot_air[key[0]] += air
+                end = self.pb.SlotEnd(inference_id=key[0], exchange=key[1], frames_sent=frames,
+                                      frames_lost=self.slot_lost[key], air_bytes=air,
+                                      airtime_us=air * US_PER_BYTE)  # fmt: skip
+                data = end.SerializeToString()
+                for s in self._nodes().values():
+                    self._send(s, stream.SLOT_END, data)
+                gw = self._gateway()
+                if gw is not None:
+                    self._send(gw, stream.SLOT_END, data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+# ----------------------------------------------------------------------------------------------
+
+
+def _build() -> Path:
+    if "CATS_SIM_BUILD" in os.environ:
+        return BUILD
+    cnode.build_host(BUILD)
+    with open(BUILD.parent / f".{BUILD.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = subprocess.run(["cmake", "--build", str(BUILD), "-j2", "--target", "cats_node_sim",
+                              "cats_gateway_sim"], capture_output=True, text=True)  # fmt: skip
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return BUILD
+
+
+def _wait_ready(proc: subprocess.Popen, timeout: float = 20.0) -> str:
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sel.select(0.1):
+            line = proc.stdout.readline()
+            if line.startswith("ready"):
+                return line.strip()
+            if not line and proc.poll() is not None:
+                break
+    raise AssertionError(f"{proc.args[0]} not ready (exit {proc.poll()})")
+
+
+class Swarm:
+    def __init__(self, build: Path, part_dir: Path, logs: Path, hub: Hub,
+                 deadline_ms: int = 3000) -> None:  # fmt: skip
+        self.hub = hub
+        self.procs: dict[str, subprocess.Popen] = {}
+        logs.mkdir(parents=True, exist_ok=True)
+        self.logs = logs
+        for d in range(NODES):
+            self._start(f"node-{d}", [str(build / "cats_node_sim"), "--node-dir",
+                                      str(part_dir / f"node-{d}"), "--medium", hub.address])  # fmt: skip
+        line = self._start("gateway", [str(build / "cats_gateway_sim"), "--partition",
+                                       str(part_dir), "--medium", hub.address, "--listen", "0",
+                                       "--deadline-ms", str(deadline_ms),
+                                       "--instr-per-mac", str(INSTR_PER_MAC)])  # fmt: skip
+        self.port = int(line.split("port=")[1])
+
+    def _start(self, name: str, argv: list[str]) -> str:
+        log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (lives with the process)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True)
+        log.close()
+        self.procs[name] = proc
+        return _wait_ready(proc)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        self.hub.close()
+
+
+class Client:
+    """A bridge connection to the gateway."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.dec = stream.Decoder()
+        self.pending: list[tuple[int, bytes]] = []
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, msg) -> None:
+        self.send_raw(stream.encode(stream.GATEWAY, msg.SerializeToString()))
+
+    def receive(self):
+        while not self.pending:
+            data = self.sock.recv(65536)
+            assert data, "gateway closed the connection"
+            self.pending += self.dec.feed(data)
+        msg_type, payload = self.pending.pop(0)
+        assert msg_type == stream.GATEWAY
+        return pb().GatewayMessage.FromString(payload)
+
+    def call(self, msg):
+        self.send(msg)
+        return self.receive()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def infer_msg(request_id: int, inp: np.ndarray, hash_: bytes = b"", deadline_ms: int = 0):
+    g = pb().GatewayMessage()
+    g.infer_request.request_id = request_id
+    g.infer_request.partition_hash = hash_
+    g.infer_request.input = np.ascontiguousarray(inp, np.int8).tobytes()
+    g.infer_request.deadline_ms = deadline_ms
+    return g
+
+
+def status_msg():
+    g = pb().GatewayMessage()
+    g.status_request.SetInParent()
+    return g
+
+
+def _output(res) -> np.ndarray:
+    return np.frombuffer(res.output, dtype=np.int8)
+
+
+def _expected_macs(spec: qref.NodeSpec) -> int:
+    """Multiply-accumulates of one inference on one node (what cats_node_sim reports)."""
+    cfg, n = spec.cfg, spec.cfg.tokens
+    own = {sp: spec.ranges[sp][1] - spec.ranges[sp][0] for sp in ("model", "hidden", "output")}
+    pairs = n * (n + 1) // 2 if cfg.task == "forecast" else n * n
+    macs = n * cfg.patch * own["model"]
+    for ex in spec.exchanges:
+        held = ex.held_cols.size
+        macs += {
+            "attn_in": 3 * n * held * own["model"] + 2 * pairs * own["model"],
+            "attn_out": n * held * own["model"],
+            "ffn_in": n * held * own["hidden"],
+            "ffn_hidden": n * held * own["model"],
+            "head_in": held * own["output"],
+        }[ex.kind]
+    return macs
+
+
+# ----------------------------------------------------------------------------------------------
+# The swarm
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def partition(tmp_path_factory) -> tuple[Path, list, np.ndarray]:
+    """An exported untrained `test` partition for D = 4, its qref nodes and a few inputs."""
+    model, qm = export.untrained("test", seed=21)
+    part = Partition.full(qm.cfg, NODES)
+    out = tmp_path_factory.mktemp("sim-part")
+    export.export_partition(qm, part, out)
+    loaded = export.load_partition(out)
+    rng = np.random.default_rng(3)
+    patches = model.normalise(export.synthetic_calibration(qm.cfg, 5, batch=3))[0]
+    inputs = [qref.quantize_input(p.reshape(qm.cfg.tokens, qm.cfg.patch).numpy(), qm.input_scale)
+              for p in patches]  # fmt: skip
+    inputs.append(rng.integers(-128, 128, (qm.cfg.tokens, qm.cfg.patch), dtype=np.int8))
+    return out, loaded, np.stack(inputs)
+
+
+def _reference(loaded, inp: np.ndarray, dead: int | None = None,
+               delivery: dict[int, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+    nodes = [ln.runtime() for ln in loaded]
+    if dead is not None:
+        dm = np.ones((NODES, NODES), dtype=bool)
+        dm[dead, :] = False
+        delivery = {e: dm for e in range(loaded[0].spec.cfg.exchanges)}
+    y = qref.run_swarm(nodes, inp, delivery)
+    if dead is not None:
+        a, b = loaded[dead].spec.ranges["output"]
+        y = y.copy()
+        y[a:b] = 0
+    return y
+
+
+@pytest.fixture(scope="module")
+def swarm(partition, tmp_path_factory):
+    build = _build()
+    sw = Swarm(build, partition[0], tmp_path_factory.mktemp("sim-logs"), Hub())
+    yield sw
+    sw.close()
+
+
+def test_status_of_a_fresh_swarm(swarm, partition) -> None:
+    _, loaded, _ = partition
+    man = loaded[0].manifest
+    client = Client(swarm.port)
+    deadline = time.monotonic() + 5
+    while True:  # StationEvents reach the gateway right after its hello
+        st = client.call(status_msg()).swarm_status
+        if all(n.alive for n in st.node_status) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    client.close()
+    assert st.partition_hash == man.partition_hash and st.nodes == NODES
+    assert (st.tokens, st.patch, st.outputs) == (man.model.context // man.model.patch,
+                                                  man.model.patch, man.model.horizon)  # fmt: skip
+    assert st.input_scale == pytest.approx(man.input_scale)
+    assert st.output_scale == pytest.approx(man.output_scale)
+    assert [n.node for n in st.node_status] == list(range(NODES))
+    assert all(n.alive and n.partition_hash == man.partition_hash for n in st.node_status)
+
+
+def test_inferences_are_bit_exact(swarm, partition) -> None:
+    _, loaded, inputs = partition
+    man = loaded[0].manifest
+    client = Client(swarm.port)
+    for i, inp in enumerate(inputs):
+        res = client.call(infer_msg(100 + i, inp, man.partition_hash)).infer_result
+        assert res.status == 0, res.message
+        assert res.request_id == 100 + i and res.message == "ok"
+        assert not res.degraded and list(res.missing_nodes) == []
+        assert np.array_equal(_output(res), _reference(loaded, inp)), i
+        assert res.output_scale == pytest.approx(man.output_scale)
+        assert res.frames_lost == 0
+        # air bytes: every slot's frames plus the input and output frames, as the hub saw them
+        io = swarm.hub.io_air[res.inference_id]
+        assert res.air_bytes == swarm.hub.slot_air[res.inference_id] + sum(
+            n + OVERHEAD_802154 for n in io
+        )
+        macs = [_expected_macs(ln.spec) for ln in loaded]
+        assert [n.counters.macs for n in res.nodes] == macs
+        airtime = res.air_bytes * US_PER_BYTE / 1e6
+        assert res.modelled_latency_s == pytest.approx(
+            airtime + max(macs) * INSTR_PER_MAC / CPU_HZ, rel=1e-5
+        )
+        for d, st in enumerate(res.nodes):
+            assert st.node == d and st.responded and st.alive
+            assert st.link_quality == 1.0
+            assert st.counters.frames_sent > 0 and st.counters.columns_lost == 0
+            assert st.counters.exchanges_timed_out == 0
+    # requests pipelined on one connection are queued and answered in order
+    for i, inp in enumerate(inputs[:3]):
+        client.send(infer_msg(200 + i, inp))
+    for i, inp in enumerate(inputs[:3]):
+        res = client.receive().infer_result
+        assert res.request_id == 200 + i and res.status == 0
+        assert np.array_equal(_output(res), _reference(loaded, inp))
+    client.close()
+    assert not swarm.hub.errors
+
+
+def test_bad_requests_get_clear_errors(swarm, partition) -> None:
+    _, loaded, inputs = partition
+    man = loaded[0].manifest
+    client = Client(swarm.port)
+    res = client.call(infer_msg(1, inputs[0], b"\x00" * 32)).infer_result
+    assert res.request_id == 1 and res.status == -102 and "hash" in res.message
+    res = client.call(infer_msg(2, inputs[0], man.partition_hash[:8])).infer_result
+    assert res.status == -102
+    res = client.call(infer_msg(3, inputs[0][:3])).infer_result
+    n_in = inputs[0].size
+    assert res.request_id == 3 and res.status == -103 and f"must be {n_in}" in res.message
+    # garbage on the port: no frame, no answer; the next request is served
+    client.send_raw(bytes(random.Random(3).randrange(256) for _ in range(3000)) + b"\xca\x75")
+    # a frame of the wrong stream type, a GatewayMessage that does not decode, a result
+    client.send_raw(stream.encode(5, b"hello"))
+    res = client.receive().infer_result
+    assert res.status == -105 and "type 5" in res.message
+    client.send_raw(stream.encode(stream.GATEWAY, b"\xff\xff\xff\xff"))
+    res = client.receive().infer_result
+    assert res.status == -101 and "malformed" in res.message
+    wrong = pb().GatewayMessage()
+    wrong.infer_result.request_id = 9
+    res = client.call(wrong).infer_result
+    assert res.status == -105
+    # still working, on this connection and another one
+    res = client.call(infer_msg(4, inputs[1], man.partition_hash)).infer_result
+    assert res.status == 0 and np.array_equal(_output(res), _reference(loaded, inputs[1]))
+    other = Client(swarm.port)
+    assert other.call(status_msg()).swarm_status.nodes == NODES
+    other.close()
+    client.close()
+    assert "garbage" in swarm.log("gateway")
+
+
+def test_missing_output_is_degraded_at_the_deadline(partition, tmp_path) -> None:
+    """Node 1's OutputFrames never reach the gateway: the result comes at the deadline,
+    degraded, with node 1's slice zero and the rest exact."""
+    path, loaded, inputs = partition
+    sw = Swarm(_build(), path, tmp_path / "logs", Hub(drop_outputs_from=(1,)))
+    try:
+        client = Client(sw.port)
+        t0 = time.monotonic()
+        res = client.call(infer_msg(7, inputs[0], deadline_ms=700)).infer_result
+        elapsed = time.monotonic() - t0
+        assert 0.65 <= elapsed < 3.0
+        assert res.status == 0 and res.degraded and list(res.missing_nodes) == [1]
+        assert "degraded" in res.message
+        want = _reference(loaded, inputs[0])
+        a, b = loaded[1].spec.ranges["output"]
+        want[a:b] = 0
+        assert np.array_equal(_output(res), want)
+        assert [n.responded for n in res.nodes] == [True, False, True, True]
+        client.close()
+    finally:
+        sw.close()
+
+
+def test_lost_frames_close_by_slot_end(partition, tmp_path) -> None:
+    """The hub loses a fixed 30 % of the (frame, receiver) deliveries: the nodes close those
+    exchanges on the hub's SlotEnd (never on their clock) and compute exactly what qref does
+    with the same columns missing."""
+    path, loaded, inputs = partition
+    rng = np.random.default_rng(11)
+    exchanges = loaded[0].spec.cfg.exchanges
+    loss = {e: rng.random((NODES, NODES)) >= 0.3 for e in range(exchanges)}
+    for dm in loss.values():
+        np.fill_diagonal(dm, True)
+    lost = sum(int((~dm).sum()) for dm in loss.values())
+    sw = Swarm(_build(), path, tmp_path / "logs", Hub(loss=loss))
+    try:
+        client = Client(sw.port)
+        for i, inp in enumerate(inputs):
+            res = client.call(infer_msg(i, inp)).infer_result
+            assert res.status == 0 and not res.degraded, res.message
+            assert np.array_equal(_output(res), _reference(loaded, inp, delivery=loss)), i
+            assert res.frames_lost == lost
+            for st in res.nodes:
+                assert st.counters.exchanges_timed_out == 0
+                assert st.counters.columns_lost > 0 and 0.0 < st.link_quality < 1.0
+        assert sw.hub.max_fragments == 1  # one frame per sender: the mask is per (s, r)
+        client.close()
+    finally:
+        sw.close()
+    assert not sw.hub.errors
+
+
+def test_dead_node_gives_degraded_result(partition, tmp_path) -> None:
+    """A killed node: the gateway hears of it (StationEvent), the hub's slots go on without
+    it, the others' outputs are what qref computes with its columns lost."""
+    path, loaded, inputs = partition
+    sw = Swarm(_build(), path, tmp_path / "logs", Hub(), deadline_ms=3000)
+    try:
+        client = Client(sw.port)
+        res = client.call(infer_msg(1, inputs[0])).infer_result
+        assert res.status == 0 and not res.degraded
+        dead = 2
+        sw.procs[f"node-{dead}"].kill()
+        sw.procs[f"node-{dead}"].wait()
+        deadline = time.monotonic() + 5
+        while client.call(status_msg()).swarm_status.node_status[dead].alive:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for i, inp in enumerate(inputs[:2]):
+            t0 = time.monotonic()
+            res = client.call(infer_msg(10 + i, inp)).infer_result
+            assert time.monotonic() - t0 < 3.0  # before the deadline: the gateway knows
+            assert res.status == 0 and res.degraded and list(res.missing_nodes) == [dead]
+            assert np.array_equal(_output(res), _reference(loaded, inp, dead=dead)), i
+            assert not res.nodes[dead].alive and not res.nodes[dead].responded
+            for d in range(NODES):
+                if d != dead:
+                    assert res.nodes[d].counters.exchanges_timed_out == 0
+                    assert res.nodes[d].link_quality < 1.0
+        client.close()
+    finally:
+        sw.close()
+    for d in range(NODES):
+        if d != 2:
+            assert "exiting (done)" in sw.log(f"node-{d}")

@@ -1,0 +1,332 @@
+"""`cats sim`: run inferences of an exported partition on the simulated swarm and check them.
+
+    cats sim <partition-dir> [--link ieee802154|ble2m|ble2m-aux] [--loss SPEC] [--seed S]
+             [--inferences K] [--data default|CSV] [--pcap FILE] [--log FILE] [--json]
+
+The swarm (``cats.sim.swarm``: radio medium + one C node process per node + the C gateway)
+runs K inferences on real test windows of the data set the export was made for (partition.json
+``data`` when it records one, else the default data set): RevIN per window and int8 input
+quantisation exactly as ``cats.int8.predict_int8``, the gateway's int8 output dequantised and
+de-normalised, scored against the truth (MSE / MAE in the train-normalised space, like
+``cats evaluate``; accuracy for classifiers).
+
+Every result is checked bit for bit against the integer reference ``cats.qref`` run on the
+loaded export: without loss by ``qref.run_swarm``; otherwise by ``cats.sim.replay.replay``
+with exactly the columns the medium did not deliver to each receiver in each exchange (read
+from the medium's log) and the output slices of the nodes that gave none set to zero.
+
+Modelled latency per inference = Cortex-M4 compute (``cats.sim.latency``: MACs per node and
+stage x measured instructions per MAC / 64 MHz, slowest node per stage) + the airtime of the
+schedule as the medium serialised it (input broadcast + every exchange slot + output frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cats.config import ModelConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="run an export on the simulated swarm (medium + C nodes)",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument("partition_dir", type=Path, help="export directory (cats export --out)")
+    p.add_argument("--link", default="ieee802154", choices=("ieee802154", "ble2m", "ble2m-aux"))
+    p.add_argument(
+        "--loss",
+        action="append",
+        default=[],
+        help="medium loss model, e.g. iid:0.1, ge:0.05,0.3,0,0.8, cut:0-3/4-7, "
+        "die:2@inference=1,exchange=3 (combine with '+'; see cats.sim.loss)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="loss model seed")
+    p.add_argument("--inferences", type=int, default=4, help="test windows to run (K)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="CSV path or 'default' (default: partition.json's data, else default)",
+    )
+    p.add_argument("--pcap", type=Path, default=None, help="write the air trace (pcap)")
+    p.add_argument("--log", type=Path, default=None, help="keep the medium's JSON-lines log")
+    p.add_argument("--workdir", type=Path, default=None, help="process logs (default: temp)")
+    p.add_argument("--deadline-ms", type=int, default=10000, help="gateway deadline")
+    p.add_argument("--slot-timeout", type=float, default=2.0, help="medium slot timeout, s")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+def test_windows(cfg: ModelConfig, data: str | None, k: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """(dataset name, x (k, context) float32, truth) of k evenly spaced test windows, in the
+    train-normalised space (``cats.train.prepare_data`` without torch)."""
+    from cats.data import ClassificationWindows, ForecastWindows, dataset_from_arg, split_series
+    from cats.evaluate import eval_indices
+
+    name, values, scheme = dataset_from_arg(data, context=cfg.context, horizon=cfg.horizon)
+    split = split_series(values, scheme, cfg.context, cfg.horizon, normalise=False)
+    test = split.normaliser.apply(split.test)
+    if cfg.task == "forecast":
+        wins: Any = ForecastWindows(test, cfg.context, cfg.horizon)
+    else:
+        wins = ClassificationWindows(test, cfg.context, cfg.horizon, n_classes=cfg.n_classes)
+    idx = eval_indices(len(wins), k)
+    x, y = wins.batch(idx)
+    return name, x, y
+
+
+def revin_int8(cfg: ModelConfig, x: np.ndarray, input_scale: float):
+    """RevIN (CatsModel.normalise, in float32) and the gateway's int8 input quantisation."""
+    from cats.qref import quantize_input
+
+    x = np.asarray(x, dtype=np.float32)
+    mu = x.mean(axis=1, keepdims=True, dtype=np.float32)
+    sd = np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float32) + np.float32(1e-5))
+    patches = ((x - mu) / sd).reshape(len(x), cfg.tokens, cfg.patch)
+    return quantize_input(patches, input_scale), mu.astype(np.float64), sd.astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+
+def simulate(
+    partition_dir: Path,
+    *,
+    link: str = "ieee802154",
+    loss: list[str] | None = None,
+    seed: int = 0,
+    inferences: int = 4,
+    data: str | None = None,
+    pcap: Path | None = None,
+    log: Path | None = None,
+    workdir: Path | None = None,
+    deadline_ms: int = 10000,
+    slot_timeout: float = 2.0,
+    inputs: np.ndarray | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the swarm on K windows (or the given int8 `inputs`, (K, tokens, patch), without
+    prediction metrics) and check every result against qref; returns the JSON summary."""
+    from cats import export, qref
+    from cats.sim import latency, replay
+    from cats.sim.swarm import Swarm
+
+    partition_dir = Path(partition_dir)
+    summary = json.loads((partition_dir / "partition.json").read_text())
+    loaded = export.load_partition(partition_dir)
+    specs = [n.spec for n in loaded]
+    cfg = specs[0].cfg
+    man = loaded[0].manifest
+    in_scale, out_scale = float(man.input_scale), float(man.output_scale)
+    truth = mu = sd = None
+    dataset = None
+    if inputs is None:
+        data = data if data is not None else summary.get("data") or "default"
+        dataset, x, truth = test_windows(cfg, data, inferences)
+        inputs, mu, sd = revin_int8(cfg, x, in_scale)
+    inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, cfg.tokens, cfg.patch)
+    k = len(inputs)
+    compute = latency.compute(specs)
+    loss = list(loss or [])
+    swarm = Swarm(
+        partition_dir,
+        link=link,
+        loss=loss,
+        seed=seed,
+        pcap=pcap,
+        log=log,
+        workdir=workdir,
+        slot_timeout=slot_timeout,
+        deadline_ms=deadline_ms,
+    )
+    results = []
+    t_start = time.monotonic()
+    try:
+        swarm.start()
+        t_ready = time.monotonic()
+        with swarm.client(timeout=deadline_ms / 1e3 + 30) as gw:
+            for i in range(k):
+                t0 = time.monotonic()
+                res = gw.infer(
+                    inputs[i],
+                    request_id=i + 1,
+                    partition_hash=swarm.partition_hash,
+                    deadline_ms=deadline_ms,
+                )
+                results.append((res, time.monotonic() - t0))
+                if progress:
+                    print(
+                        f"  inference {i + 1}/{k}: status {res.status}"
+                        f"{' degraded' if res.degraded else ''}",
+                        file=sys.stderr,
+                    )
+        t_done = time.monotonic()
+    finally:
+        swarm.stop()
+    records = replay.read_log(swarm.log)
+    counters: dict[str, int] = {}
+    for r in records:
+        if r.get("event") == "counters":
+            counters = {k2: v for k2, v in r.items() if k2 not in ("event", "t")}
+    lossy = bool(loss) and any(s.strip() not in ("", "none") for s in loss)
+    nodes = [n.runtime() for n in loaded]
+    per = []
+    for i, (res, wall) in enumerate(results):
+        recs = replay.inference_records(records, res.inference_id)
+        slots = [r for r in recs if r.get("event") == "slot"]
+        inp_recs = [r for r in recs if r.get("event") == "input"]
+        outs = [r for r in recs if r.get("event") == "output"]
+        missing = sorted(int(m) for m in res.missing_nodes)
+        clean = qref.run_swarm(nodes, inputs[i])
+        if lossy or missing:
+            lost = replay.lost_columns(specs, recs)
+            ref = replay.replay(nodes, inputs[i], lost, missing)
+        else:
+            ref = clean
+        got = np.frombuffer(res.output, dtype=np.int8)
+        air_in = sum(r["air_bytes"] for r in inp_recs)
+        air_ex = sum(r["air_bytes"] for r in slots)
+        air_out = sum(r["air_bytes"] for r in outs)
+        t_in = sum(r["airtime_us"] for r in inp_recs) / 1e6
+        t_ex = sum(r["airtime_us"] for r in slots) / 1e6
+        t_out = sum(r["airtime_us"] for r in outs) / 1e6
+        row = {
+            "request_id": int(res.request_id),
+            "inference_id": int(res.inference_id),
+            "status": int(res.status),
+            "message": res.message,
+            "degraded": bool(res.degraded),
+            "missing_nodes": missing,
+            "output": got.tolist(),
+            "bit_exact": bool(
+                res.status == 0 and got.shape == ref.shape and np.array_equal(got, ref)
+            ),
+            "slots": len(slots),
+            "frames_sent": sum(r["frames_sent"] for r in slots),
+            "payload_bytes": sum(len(f[4]) * f[3] for r in slots for f in r["frames"]),
+            "frames_lost": sum(r["frames_lost"] for r in slots),
+            "air_bytes": air_in + air_ex + air_out,
+            "air_bytes_input": air_in,
+            "air_bytes_exchanges": air_ex,
+            "air_bytes_output": air_out,
+            "airtime_s": t_in + t_ex + t_out,
+            "compute_s": compute["compute_s"],
+            "modelled_latency_s": compute["compute_s"] + t_in + t_ex + t_out,
+            "wall_s": wall,
+            "gateway": {
+                "air_bytes": int(res.air_bytes),
+                "frames_lost": int(res.frames_lost),
+                "modelled_latency_s": float(res.modelled_latency_s),
+            },
+        }
+        if truth is not None and res.status == 0:
+            y = got.astype(np.float64) * float(res.output_scale or out_scale)
+            y_ref = clean.astype(np.float64) * out_scale
+            if cfg.task == "forecast":
+                pred = y * sd[i] + mu[i]
+                pred_ref = y_ref * sd[i] + mu[i]
+                row["mse"] = float(((pred - truth[i]) ** 2).mean())
+                row["mae"] = float(np.abs(pred - truth[i]).mean())
+                row["reference_mse"] = float(((pred_ref - truth[i]) ** 2).mean())
+            else:
+                row["correct"] = bool(int(np.argmax(y)) == int(truth[i]))
+        per.append(row)
+    n = max(1, len(per))
+    out: dict[str, Any] = {
+        "ok": len(per) == k and all(r["status"] == 0 for r in per),
+        "partition_dir": str(partition_dir),
+        "partition_hash": summary.get("partition_hash"),
+        "nodes": len(specs),
+        "pruning_ratio": summary.get("pruning_ratio"),
+        "link": link,
+        "loss": "+".join(loss) or "none",
+        "seed": seed,
+        "inferences": k,
+        "dataset": dataset,
+        "bit_exact": len(per) == k and all(r["bit_exact"] for r in per),
+        "air_bytes": sum(r["air_bytes"] for r in per) / n,
+        "air_bytes_exchanges": sum(r["air_bytes_exchanges"] for r in per) / n,
+        "frames_lost": sum(r["frames_lost"] for r in per),
+        "frames_sent": sum(r["frames_sent"] for r in per),
+        "modelled_latency_s": sum(r["modelled_latency_s"] for r in per) / n,
+        "airtime_s": sum(r["airtime_s"] for r in per) / n,
+        "compute_s": compute["compute_s"],
+        "compute": compute,
+        "wall_s": t_done - t_start,
+        "wall_s_startup": t_ready - t_start,
+        "wall_s_per_inference": (t_done - t_ready) / n,
+        "degraded": sum(r["degraded"] for r in per),
+        "medium_counters": counters,
+        "log": str(swarm.log),
+        "pcap": str(pcap) if pcap else None,
+        "per_inference": per,
+    }
+    scored = [r for r in per if "mse" in r]
+    if scored:
+        out["mse"] = sum(r["mse"] for r in scored) / len(scored)
+        out["mae"] = sum(r["mae"] for r in scored) / len(scored)
+        out["reference_mse"] = sum(r["reference_mse"] for r in scored) / len(scored)
+    judged = [r for r in per if "correct" in r]
+    if judged:
+        out["accuracy"] = sum(r["correct"] for r in judged) / len(judged)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.inferences < 1:
+        raise ValueError("--inferences must be >= 1")
+    res = simulate(
+        args.partition_dir,
+        link=args.link,
+        loss=args.loss,
+        seed=args.seed,
+        inferences=args.inferences,
+        data=args.data,
+        pcap=args.pcap,
+        log=args.log,
+        workdir=args.workdir,
+        deadline_ms=args.deadline_ms,
+        slot_timeout=args.slot_timeout,
+        progress=not args.json,
+    )
+    if not args.json:
+        print(
+            f"{res['partition_dir']}: D={res['nodes']}, {res['link']}, loss {res['loss']}, "
+            f"seed {res['seed']}, {res['inferences']} inferences"
+            + (f" on {res['dataset']}" if res["dataset"] else "")
+        )
+        print(f"  bit-exact with cats.qref: {'yes' if res['bit_exact'] else 'NO'}")
+        print(
+            f"  air bytes / inference: {res['air_bytes']:.0f} "
+            f"(exchanges {res['air_bytes_exchanges']:.0f}), frames lost: "
+            f"{res['frames_lost']} of {res['frames_sent']} sent"
+        )
+        print(
+            f"  modelled latency: {res['modelled_latency_s'] * 1e3:.1f} ms "
+            f"(compute {res['compute_s'] * 1e3:.1f} ms + air {res['airtime_s'] * 1e3:.1f} ms)"
+        )
+        if "mse" in res:
+            print(
+                f"  MSE {res['mse']:.4f} (qref without loss: {res['reference_mse']:.4f}), "
+                f"MAE {res['mae']:.4f}"
+            )
+        if "accuracy" in res:
+            print(f"  accuracy {res['accuracy']:.3f}")
+        print(f"  wall: {res['wall_s']:.2f} s ({res['wall_s_per_inference']:.3f} s / inference)")
+        if res["degraded"]:
+            print(f"  degraded results: {res['degraded']}")
+    return res

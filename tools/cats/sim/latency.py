@@ -1,0 +1,158 @@
+"""Modelled latency of one inference on the swarm: Cortex-M4 compute + airtime of the schedule.
+
+Compute. Every matmul a node runs is counted in multiply-accumulates (MACs) per *stage* (stage
+0: the input embedding; stage e + 1: what the node computes after exchange e closes, up to its
+next broadcast) and converted to time as MACs x instructions per MAC / 64 MHz (nRF52840). The
+instructions per MAC are the measured Cortex-M4 numbers of ``bench/kernels/results.json``
+(``cats_matmul_s8_dsp``, instructions executed in QEMU with -icount, see bench/kernels/README):
+
+* a matmul whose (rows, in, out) is one of the measured shapes uses its DSP number;
+* any other shape uses the measured shape with the same rows and inputs and the nearest
+  number of outputs (per-output overhead dominates the difference), else the one with the
+  same rows, else DEFAULT_INSN_PER_MAC;
+* attention (QK^T and PV of the node's own heads; causal rows count only their valid prefix,
+  as ``cats_attention_s8`` computes them) runs plain C loops with a 64-bit requantisation per
+  logit, not the DSP matmul: it uses the mean of the *plain C* matmul numbers of the same file
+  (an estimate, not a measurement of the attention kernel).
+
+LayerNorm, softmax, residual adds and the activation table are not counted (linear in the
+activation size, small next to the matmuls), nor are instruction-to-cycle effects (QEMU counts
+instructions, not cycles; see bench/kernels/README). The nodes of a stage run in parallel and
+wait for each other at every exchange, so the compute time of an inference is the sum over
+stages of the slowest node's stage time.
+
+Airtime. The medium serialises every frame on one channel (``cats.sim.phy``): the input
+broadcast, each exchange's slot, the output frames; the modelled latency adds those airtimes
+to the compute time (no radio turnaround, scheduling or processing gaps).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cats import qref
+from cats.paths import REPO_ROOT
+
+KERNEL_RESULTS = REPO_ROOT / "bench" / "kernels" / "results.json"
+CPU_HZ = 64e6  # nRF52840
+DEFAULT_INSN_PER_MAC = 1.5  # DSP matmul, block shapes (bench/kernels: 1.39 .. 1.61)
+DEFAULT_ATTENTION_INSN_PER_MAC = 5.8  # plain C matmul mean (bench/kernels), when no file
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """Measured instructions per MAC by (rows, in, out)."""
+
+    dsp: dict[tuple[int, int, int], float]
+    c: dict[tuple[int, int, int], float]
+    source: str
+
+    @classmethod
+    @lru_cache(maxsize=4)
+    def load(cls, path: Path = KERNEL_RESULTS) -> KernelTable:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return cls({}, {}, f"defaults ({path} not readable)")
+        dsp, c = {}, {}
+        for r in data.get("results", []):
+            key = (int(r["rows"]), int(r["in"]), int(r["out"]))
+            m4 = r.get("m4") or {}
+            if "dsp" in m4:
+                dsp[key] = float(m4["dsp"]["insn_per_mac"])
+            if "c" in m4:
+                c[key] = float(m4["c"]["insn_per_mac"])
+        return cls(dsp, c, str(path))
+
+    def matmul(self, rows: int, n_in: int, n_out: int) -> float:
+        """Instructions per MAC of the DSP matmul for this shape (see the module docstring)."""
+        if (rows, n_in, n_out) in self.dsp:
+            return self.dsp[(rows, n_in, n_out)]
+        for match in (
+            lambda k: k[0] == rows and k[1] == n_in,
+            lambda k: k[0] == rows,
+        ):
+            cands = [k for k in self.dsp if match(k)]
+            if cands:
+                best = min(cands, key=lambda k: (abs(k[2] - n_out), k))
+                return self.dsp[best]
+        return DEFAULT_INSN_PER_MAC
+
+    @property
+    def attention(self) -> float:
+        if not self.c:
+            return DEFAULT_ATTENTION_INSN_PER_MAC
+        return sum(self.c.values()) / len(self.c)
+
+
+@dataclass(frozen=True)
+class Op:
+    stage: int
+    name: str
+    rows: int
+    n_in: int
+    n_out: int
+    macs: int
+    insn_per_mac: float
+
+    @property
+    def seconds(self) -> float:
+        return self.macs * self.insn_per_mac / CPU_HZ
+
+
+def node_ops(spec: qref.NodeSpec, table: KernelTable | None = None) -> list[Op]:
+    """Every matmul node `spec` runs in one inference, by stage."""
+    table = table or KernelTable.load()
+    cfg = spec.cfg
+    n = cfg.tokens
+    own = {sp: b - a for sp, (a, b) in spec.ranges.items()}
+    ops: list[Op] = []
+
+    def mm(stage: int, name: str, rows: int, n_in: int, n_out: int) -> None:
+        if rows and n_in and n_out:
+            macs = rows * n_in * n_out
+            ops.append(Op(stage, name, rows, n_in, n_out, macs, table.matmul(rows, n_in, n_out)))
+
+    mm(0, "embed", n, cfg.patch, own["model"])
+    for ex in spec.exchanges:
+        stage, held = ex.index + 1, int(ex.held_cols.size)
+        pre = f"b{ex.block}." if ex.block >= 0 else ""
+        if ex.kind == "attn_in":
+            for w in ("wq", "wk", "wv"):
+                mm(stage, pre + w, n, held, own["model"])
+            heads = own["model"] // cfg.head_dim
+            pairs = n * (n + 1) // 2 if cfg.task == "forecast" else n * n
+            macs = 2 * heads * pairs * cfg.head_dim
+            if macs:
+                ops.append(Op(stage, pre + "attention", n, n, own["model"], macs, table.attention))
+        elif ex.kind == "attn_out":
+            mm(stage, pre + "wo", n, held, own["model"])
+        elif ex.kind == "ffn_in":
+            mm(stage, pre + "w1", n, held, own["hidden"])
+        elif ex.kind == "ffn_hidden":
+            mm(stage, pre + "w2", n, held, own["model"])
+        else:
+            mm(stage, "head", ex.rows, held, own["output"])
+    return ops
+
+
+def compute(specs: list[qref.NodeSpec], table: KernelTable | None = None) -> dict:
+    """Per node MACs and seconds, and the critical path: sum over stages of the slowest node."""
+    table = table or KernelTable.load()
+    per_node = [node_ops(s, table) for s in specs]
+    stages = max((op.stage for ops in per_node for op in ops), default=-1) + 1
+    stage_s = [[0.0] * stages for _ in specs]
+    for d, ops in enumerate(per_node):
+        for op in ops:
+            stage_s[d][op.stage] += op.seconds
+    critical = sum(max(stage_s[d][k] for d in range(len(specs))) for k in range(stages))
+    return {
+        "cpu_hz": CPU_HZ,
+        "kernel_table": table.source,
+        "macs_per_node": [sum(op.macs for op in ops) for ops in per_node],
+        "compute_s_per_node": [sum(row) for row in stage_s],
+        "compute_s": critical,
+    }

@@ -1,0 +1,470 @@
+"""Start, drive and stop a simulated swarm: the radio medium (``python -m cats.sim.medium``),
+D ``cats_node_sim`` processes and one ``cats_gateway_sim`` (host builds of the C node core and
+gateway, ``build/host``, built with CMake when missing or stale), for an export directory.
+
+    with Swarm(export_dir, link="ieee802154", loss="iid:0.1", seed=1) as swarm:
+        with swarm.client() as gw:
+            result = gw.infer(int8_input)
+        swarm.kill_node(3); swarm.restart_node(3); swarm.restart_gateway()
+
+Every child runs in one process group of its own (not the terminal's, so a Ctrl-C reaches only
+this process, which then stops the children in order) and gets PR_SET_PDEATHSIG = SIGTERM, so
+it ends even if this process is killed outright. ``stop()`` sends SIGTERM to the group, waits,
+then SIGKILLs what is left; it runs on ``__exit__``, at interpreter exit (atexit) and on SIGINT /
+SIGTERM (handlers installed while a swarm runs, restored afterwards). Each child's stdout and
+stderr go to ``<workdir>/<name>.log``; a child is up when its log has a line starting with
+``ready``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cats import cnode
+from cats.export import load_node
+from cats.frames import partition_tag
+from cats.paths import REPO_ROOT
+from cats.sim import phy as phys
+from cats.sim.gateway_client import GatewayClient
+
+NODE_EXE = "cats_node_sim"
+GATEWAY_EXE = "cats_gateway_sim"
+READY_TIMEOUT = 20.0
+STOP_GRACE = 3.0
+PR_SET_PDEATHSIG = 1
+
+_live: weakref.WeakSet[Swarm] = weakref.WeakSet()
+_lock = threading.Lock()
+_prev_handlers: dict[int, Any] = {}
+
+
+class SwarmError(RuntimeError):
+    """A process of the swarm failed to start or died unexpectedly."""
+
+
+def build_executables(build_dir: Path = cnode.BUILD_DIR) -> Path:
+    """The host build (``cnode.build_host``, the same CMake project as the node library) with
+    the simulator executables; returns the build dir."""
+    build_dir = cnode.build_host(build_dir)
+    missing = [x for x in (NODE_EXE, GATEWAY_EXE) if not (build_dir / x).is_file()]
+    if missing:
+        build_dir = cnode.build_host(build_dir, force=True)
+        missing = [x for x in (NODE_EXE, GATEWAY_EXE) if not (build_dir / x).is_file()]
+        if missing:
+            raise SwarmError(f"the host build in {build_dir} has no {', '.join(missing)}")
+    return build_dir
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _signal_stop(signum: int, frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM while swarms run: stop them all, then behave as before."""
+    for swarm in list(_live):
+        swarm.stop()
+    prev = _prev_handlers.get(signum, signal.SIG_DFL)
+    if callable(prev):
+        prev(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:
+        raise SystemExit(128 + signum)
+
+
+def _install_handlers() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        cur = signal.getsignal(sig)
+        if cur is not _signal_stop:
+            _prev_handlers[sig] = cur
+            signal.signal(sig, _signal_stop)
+
+
+def _restore_handlers() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig, prev in list(_prev_handlers.items()):
+        if signal.getsignal(sig) is _signal_stop:
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        del _prev_handlers[sig]
+
+
+@atexit.register
+def _stop_all() -> None:
+    for swarm in list(_live):
+        swarm.stop()
+
+
+class Proc:
+    """One child process with its log file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, pgid: int | None) -> None:
+        self.name, self.argv, self.log = name, argv, log
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        tools = str(REPO_ROOT / "tools")
+        env["PYTHONPATH"] = tools + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in wait()/kill paths
+        kw: dict[str, Any] = {"process_group": 0 if pgid is None else pgid}
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+            preexec_fn=_pdeathsig,
+            **kw,
+        )
+        self._ready_at = 0  # log offset searched so far
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
+        """The first log line starting with 'ready' (its text)."""
+        end = time.monotonic() + timeout
+        while True:
+            text = self.log.read_text(errors="replace")
+            for line in text.splitlines():
+                if line.startswith("ready"):
+                    return line
+            if not self.alive():
+                raise SwarmError(
+                    f"{self.name} exited ({self.popen.returncode}) before it was "
+                    f"ready:\n{self.tail()}"
+                )
+            if time.monotonic() > end:
+                raise SwarmError(f"{self.name} not ready after {timeout:.0f} s:\n{self.tail()}")
+            time.sleep(0.01)
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.popen.send_signal(sig)
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait()
+        self._out.close()
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.popen.wait()
+        self._out.close()
+
+
+class Swarm:
+    """A running simulated swarm for one export (see the module docstring)."""
+
+    def __init__(
+        self,
+        export_dir: Path,
+        *,
+        link: str = "ieee802154",
+        loss: str | list[str] | None = None,
+        seed: int = 0,
+        pcap: Path | None = None,
+        log: Path | None = None,
+        workdir: Path | None = None,
+        slot_timeout: float = 2.0,
+        deadline_ms: int = 10000,
+        build_dir: Path | None = None,
+        extra_node_args: list[str] | None = None,
+    ) -> None:
+        self.export_dir = Path(export_dir).resolve()
+        self.phy = phys.get(link)
+        self.loss = [loss] if isinstance(loss, str) else list(loss or [])
+        self.seed = seed
+        self.slot_timeout = slot_timeout
+        self.deadline_ms = deadline_ms
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cats-sim-")).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.pcap = Path(pcap).resolve() if pcap else None
+        self.log = Path(log).resolve() if log else self.workdir / "medium.jsonl"
+        self.build_dir = Path(build_dir) if build_dir else None
+        self.extra_node_args = list(extra_node_args or [])
+        node0 = load_node(self.export_dir / "node-0")
+        self.nodes = int(node0.manifest.nodes)
+        self.partition_hash = bytes(node0.manifest.partition_hash)
+        self.tag = partition_tag(self.partition_hash)
+        self.medium: Proc | None = None
+        self.node: dict[int, Proc] = {}
+        self.gateway: Proc | None = None
+        self.medium_port = 0
+        self.gateway_port = 0
+        self._pgid: int | None = None
+        self._restarts: dict[str, int] = {}
+        self._joins_seen: dict[int, int] = {}
+        self._stopped = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Swarm:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Swarm:
+        bdir = self.build_dir or build_executables()
+        self.build_dir = bdir
+        with _lock:
+            _live.add(self)
+            _install_handlers()
+        try:
+            self._start_medium()
+            for d in range(self.nodes):
+                self._start_node(d, wait=False)
+            for d in range(self.nodes):
+                self.node[d].wait_ready()
+            self.wait_joined(range(self.nodes))
+            self._start_gateway()
+            self.wait_joined([-1])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _log_path(self, name: str) -> Path:
+        k = self._restarts.get(name, 0)
+        self._restarts[name] = k + 1
+        return self.workdir / (f"{name}.log" if k == 0 else f"{name}.{k}.log")
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        proc = Proc(name, argv, self._log_path(name), self._pgid)
+        if self._pgid is None:
+            self._pgid = proc.pid
+        return proc
+
+    def _start_medium(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "cats.sim.medium",
+            "--port",
+            "0",
+            "--link",
+            self.phy.name,
+            "--seed",
+            str(self.seed),
+            "--nodes",
+            str(self.nodes),
+            "--tag",
+            hex(self.tag),
+            "--slot-timeout",
+            str(self.slot_timeout),
+            "--log",
+            str(self.log),
+        ]
+        for spec in self.loss:
+            argv += ["--loss", spec]
+        if self.pcap:
+            argv += ["--pcap", str(self.pcap)]
+        self.medium = self._spawn("medium", argv)
+        line = self.medium.wait_ready()
+        m = re.search(r"port=(\d+)", line)
+        if not m:
+            raise SwarmError(f"medium ready line without a port: {line!r}")
+        self.medium_port = int(m.group(1))
+
+    @property
+    def medium_address(self) -> str:
+        return f"127.0.0.1:{self.medium_port}"
+
+    def node_argv(self, d: int) -> list[str]:
+        assert self.build_dir is not None
+        return [
+            str(self.build_dir / NODE_EXE),
+            "--medium",
+            self.medium_address,
+            "--node-dir",
+            str(self.export_dir / f"node-{d}"),
+            "--mtu",
+            str(self.phy.column_mtu),
+        ] + self.extra_node_args
+
+    def gateway_argv(self, port: int) -> list[str]:
+        assert self.build_dir is not None
+        return [
+            str(self.build_dir / GATEWAY_EXE),
+            "--medium",
+            self.medium_address,
+            "--partition",
+            str(self.export_dir),
+            "--listen",
+            str(port),
+            "--phy",
+            "ieee802154" if self.phy.name == "ieee802154" else "ble2m",
+            "--mtu",
+            str(self.phy.column_mtu),
+            "--deadline-ms",
+            str(self.deadline_ms),
+        ]
+
+    def _start_node(self, d: int, wait: bool = True) -> Proc:
+        proc = self._spawn(f"node-{d}", self.node_argv(d))
+        self.node[d] = proc
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    def _start_gateway(self, port: int = 0) -> None:
+        port = port or free_port()
+        self.gateway = self._spawn("gateway", self.gateway_argv(port))
+        line = self.gateway.wait_ready()
+        m = re.search(r"port=(\d+)", line)
+        self.gateway_port = int(m.group(1)) if m else port
+
+    def joins(self) -> list[int]:
+        """Station ids of the medium's join events so far, in order."""
+        try:
+            text = self.log.read_text()
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            if '"event":"join"' in line:
+                with contextlib.suppress(ValueError, KeyError):
+                    out.append(int(json.loads(line)["station"]))
+        return out
+
+    def wait_joined(self, ids, timeout: float = READY_TIMEOUT) -> None:
+        """Until the medium has logged a join of every station in `ids` (since the last
+        restart of each: counts joins, so a restarted node must join once more)."""
+        want = Counter(ids)
+        for i in want:
+            want[i] += self._joins_seen.get(i, 0)
+        end = time.monotonic() + timeout
+        while True:
+            have = Counter(self.joins())
+            if all(have[i] >= n for i, n in want.items()):
+                self._joins_seen.update({i: have[i] for i in want})
+                return
+            if self.medium is not None and not self.medium.alive():
+                raise SwarmError(f"the medium exited:\n{self.medium.tail()}")
+            if time.monotonic() > end:
+                raise SwarmError(f"stations {sorted(want)} did not join the medium")
+            time.sleep(0.01)
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.gateway_port}"
+
+    def client(self, timeout: float = 60.0) -> GatewayClient:
+        return GatewayClient(self.endpoint, timeout=timeout)
+
+    def pids(self) -> list[int]:
+        procs = [self.medium, self.gateway, *self.node.values()]
+        return [p.pid for p in procs if p is not None]
+
+    def stop(self) -> None:
+        """SIGTERM to every child (gateway and nodes first, the medium last, so it writes its
+        final counters), wait, SIGKILL what is left; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        procs = [p for p in (self.gateway, *self.node.values()) if p is not None]
+        for p in procs:
+            if p.alive():
+                p.signal(signal.SIGTERM)
+        end = time.monotonic() + STOP_GRACE
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.popen.wait(max(0.0, end - time.monotonic()))
+        if self.medium is not None:
+            self.medium.stop()
+        for p in procs:
+            p.stop(grace=0.0)
+        if self._pgid is not None:  # anything else that joined the group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pgid, signal.SIGKILL)
+        with _lock:
+            _live.discard(self)
+            if not _live:
+                _restore_handlers()
+
+    def cleanup(self) -> None:
+        """stop() and remove the work directory if this swarm made it."""
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- faults ------------------------------------------------------------------------------
+    def kill_node(self, d: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.node[d]
+        proc.signal(sig)
+        proc.popen.wait(STOP_GRACE)
+
+    def restart_node(self, d: int) -> None:
+        """A new process for node d; returns once the medium has seen it join."""
+        old = self.node.get(d)
+        if old is not None and old.alive():
+            old.stop()
+        self._start_node(d)
+        self.wait_joined([d])
+
+    def kill_gateway(self, sig: int = signal.SIGKILL) -> None:
+        assert self.gateway is not None
+        self.gateway.signal(sig)
+        self.gateway.popen.wait(STOP_GRACE)
+
+    def restart_gateway(self, same_port: bool = True) -> None:
+        """A new gateway process (on the same bridge port by default)."""
+        if self.gateway is not None and self.gateway.alive():
+            self.gateway.stop()
+        self._start_gateway(self.gateway_port if same_port else 0)
+        self.wait_joined([-1])
+
+    def check_alive(self) -> None:
+        for p in (self.medium, self.gateway, *self.node.values()):
+            if p is not None and not p.alive():
+                raise SwarmError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
