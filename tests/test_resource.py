@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cats import cli, resource
+from cats import cli, cnode, resource
 from cats.config import preset
 from cats.model import CatsModel
 from cats.partition import Partition
@@ -52,11 +52,14 @@ def test_verytiny_single_device_numbers() -> None:
     fl = flash_breakdown(lay)
     # one device stores every matrix entry once, as int8
     assert int(fl["weights"][0, 0]) == matrix_count(VT) == 604_160
-    # peak: X + LN1 buffer + Q, K, V = 5 x N x F int8
+    # peak: X + LN1 buffer + Q, K, V = 5 x N x F int8, and the matmul scratch: one token pair
+    # (2 x 128 int16) + the weight rows of 16 outputs (16 x 128 int16) + 24 bytes per output
     ram = ram_breakdown(lay)
-    assert int(ram["arena"][0, 0]) == 5 * 32 * 128
+    mm = 4 * 128 + 16 * (2 * 128 + 24)
+    assert int(resource.matmul_scratch_bytes(128, 128)) == mm == 4992
+    assert int(ram["arena"][0, 0]) == 5 * 32 * 128 + mm
     assert ram["peak_phase"][0, 0] == "b0.qkv"
-    assert int(ram["total"][0, 0]) == 5 * 32 * 128 + 2 * 127 + 24 * 1024
+    assert int(ram["total"][0, 0]) == 5 * 32 * 128 + mm + 2 * 127 + 24 * 1024
     assert air(lay)["payload_bytes"].tolist() == [0]
 
 
@@ -119,9 +122,21 @@ def test_ram_peak_accounts_for_receive_buffers() -> None:
     held0 = int(lay.held[0, 0, 0])
     assert held0 == 16 + 7 * 8  # own 16 + 7 nodes x 8 kept
     assert ram["peak_phase"][0, 0] == "b0.qkv"
-    assert int(ram["arena"][0, 0]) == 32 * (16 + held0 + 3 * 16)
+    mm = 4 * held0 + 16 * (2 * held0 + 24)  # matmul scratch: 72 inputs, 16 outputs
+    assert int(ram["arena"][0, 0]) == 32 * (16 + held0 + 3 * 16) + mm
     t = ram["peak_terms"]
     assert int(t["receive"][0, 0]) == 32 * held0 and int(t["qkv"][0, 0]) == 3 * 32 * 16
+    assert int(t["matmul"][0, 0]) == mm
+
+
+def test_matmul_scratch_matches_the_c_macro() -> None:
+    """resource.matmul_scratch_bytes mirrors CATS_MATMUL_SCRATCH_BYTES (cats_kernels.h)."""
+    lib = cnode.lib()
+    for n_in in (1, 3, 4, 16, 72, 128, 129):
+        for n_out in (1, 2, 5, 16, 17, 96, 128):
+            want = lib.cats_matmul_s8_scratch_bytes(n_in, n_out)
+            assert int(resource.matmul_scratch_bytes(n_in, n_out)) == want, (n_in, n_out)
+    assert int(resource.matmul_scratch_bytes(128, 0)) == 0  # no outputs: no matmul runs
 
 
 def test_fits() -> None:

@@ -7,6 +7,7 @@ node is gone, and bad requests get clear error results."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -309,10 +310,8 @@ class Hub:
         self.srv.close()
 
     def _send(self, sock: socket.socket, msg_type: int, payload: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):  # a station that just left
             sock.sendall(stream.encode(msg_type, payload))
-        except OSError:
-            pass
 
     def _nodes(self) -> dict[int, socket.socket]:
         return {i: s for s, i in self.station.items() if i is not None and i >= 0}
@@ -462,8 +461,9 @@ class Swarm:
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = logs
         for d in range(NODES):
-            self._start(f"node-{d}", [str(build / "cats_node_sim"), "--node-dir",
-                                      str(part_dir / f"node-{d}"), "--medium", hub.address])  # fmt: skip
+            node_dir = str(part_dir / f"node-{d}")
+            self._start(f"node-{d}", [str(build / "cats_node_sim"), "--node-dir", node_dir,
+                                      "--medium", hub.address])  # fmt: skip
         line = self._start("gateway", [str(build / "cats_gateway_sim"), "--partition",
                                        str(part_dir), "--medium", hub.address, "--listen", "0",
                                        "--deadline-ms", str(deadline_ms),
@@ -662,6 +662,21 @@ def test_inferences_are_bit_exact(swarm, partition) -> None:
         res = client.receive().infer_result
         assert res.request_id == 200 + i and res.status == 0
         assert np.array_equal(_output(res), _reference(loaded, inp))
+    # a burst beyond the queue (1 running + 4 waiting): the rest is refused as busy, at once
+    burst = b"".join(stream.encode(stream.GATEWAY, infer_msg(300 + i, inputs[i % len(inputs)])
+                                   .SerializeToString()) for i in range(8))  # fmt: skip
+    client.send_raw(burst)
+    answers = {}
+    for _ in range(8):
+        res = client.receive().infer_result
+        answers[res.request_id] = res
+    assert sorted(answers) == list(range(300, 308))
+    busy = [r for r in answers.values() if r.status == -104]
+    assert all("busy" in r.message for r in busy) and len(busy) <= 3
+    for rid, res in answers.items():
+        if res.status == 0:
+            want = _reference(loaded, inputs[(rid - 300) % len(inputs)])
+            assert np.array_equal(_output(res), want)
     client.close()
     assert not swarm.hub.errors
 
@@ -721,6 +736,10 @@ def test_missing_output_is_degraded_at_the_deadline(partition, tmp_path) -> None
         client.close()
     finally:
         sw.close()
+    # SIGTERM: every station exits cleanly
+    assert all(p.returncode == 0 for p in sw.procs.values())
+    assert all("exiting (done)" in sw.log(f"node-{d}") for d in range(NODES))
+    assert "exiting after 1 inferences" in sw.log("gateway")
 
 
 def test_lost_frames_close_by_slot_end(partition, tmp_path) -> None:
@@ -779,9 +798,20 @@ def test_dead_node_gives_degraded_result(partition, tmp_path) -> None:
                 if d != dead:
                     assert res.nodes[d].counters.exchanges_timed_out == 0
                     assert res.nodes[d].link_quality < 1.0
+        # no node left: a clear error at once, and the gateway still answers status requests
+        for d in range(NODES):
+            sw.procs[f"node-{d}"].kill()
+            sw.procs[f"node-{d}"].wait()
+        deadline = time.monotonic() + 5
+        while any(n.alive for n in client.call(status_msg()).swarm_status.node_status):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        res = client.call(infer_msg(20, inputs[0])).infer_result
+        assert time.monotonic() - t0 < 1.0
+        assert res.status == -106 and "no node" in res.message
+        assert sorted(res.missing_nodes) == list(range(NODES))
+        assert client.call(status_msg()).swarm_status.inferences == 4
         client.close()
     finally:
         sw.close()
-    for d in range(NODES):
-        if d != 2:
-            assert "exiting (done)" in sw.log(f"node-{d}")

@@ -125,24 +125,31 @@ def test_link_mtus_match_the_resource_model() -> None:
     ble = (MODULE / "src" / "zephyr" / "link_ble.c").read_text()
     assert "#define CATS_BLE_MTU (255 - 10 - 4)" in ble and frames.MTU_BLE2M == 241
     kconfig = (MODULE / "Kconfig").read_text()
-    assert re.search(r"config CATS_SIM_MTU.*?default 116", kconfig, re.DOTALL)
+    # the simulated radio frame is the AirType byte + the ColumnFrame: 116 - 1 on 802.15.4
+    assert re.search(r"config CATS_SIM_MTU.*?default 115", kconfig, re.DOTALL)
+    conf = (SAMPLE / "boards" / "native_sim.conf").read_text()
+    assert "CONFIG_CATS_SIM_MTU=115" in conf
 
 
 def test_sim_link_crc_is_ccitt_false(tmp_path) -> None:
-    """link_sim.c documents binascii.crc_hqx(data, 0xFFFF); run its C loop against that."""
+    """The stream's CRC (src/core/stream.c, which link_sim.c uses rather than a framing of its
+    own) is binascii.crc_hqx(data, 0xFFFF); run its C loop against that."""
     import binascii
 
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no host C compiler")
-    src = (MODULE / "src" / "zephyr" / "link_sim.c").read_text()
-    body = re.search(r"static uint16_t cats_sim_crc16\(.*?\n}\n", src, re.DOTALL).group(0)
+    link_sim = (MODULE / "src" / "zephyr" / "link_sim.c").read_text()
+    assert "cats_stream_decode(" in link_sim and "cats_stream_header(" in link_sim
+    assert "0xCA" not in link_sim and "crc16(0xFFFF" not in link_sim
+    src = (MODULE / "src" / "core" / "stream.c").read_text()
+    body = re.search(r"uint16_t cats_stream_crc16\(.*?\n}\n", src, re.DOTALL).group(0)
     prog = tmp_path / "crc.c"
     prog.write_text(
         "#include <stdint.h>\n#include <stddef.h>\n#include <stdio.h>\n"
         + body
         + 'int main(void) { const uint8_t m[] = "123456789\\xca\\x75\\x00";\n'
-        '  printf("%u\\n", cats_sim_crc16(0xFFFF, m, 12)); return 0; }\n'
+        '  printf("%u\\n", cats_stream_crc16(0xFFFF, m, 12)); return 0; }\n'
     )
     subprocess.run([cc, "-std=c99", str(prog), "-o", str(tmp_path / "crc")], check=True)
     out = subprocess.run([str(tmp_path / "crc")], capture_output=True, text=True, check=True)

@@ -5,6 +5,7 @@ counted under QEMU.
     .venv/bin/python bench/kernels/run.py               # table on stdout
     .venv/bin/python bench/kernels/run.py --json out.json
     .venv/bin/python bench/kernels/run.py --no-m4       # host only (no arm-none-eabi / qemu)
+    .venv/bin/python bench/kernels/run.py --baseline old.json   # + before/after M4 columns
 
 Host: src/core/kernels.c + host_bench.c are compiled into one shared object (cc -O2) and timed
 in C (best of several rounds); numpy does the same integer matmul as ``x.astype(int32) @
@@ -96,6 +97,8 @@ def _ptr(a: np.ndarray) -> ctypes.c_void_p:
 
 def host_measure(lib_path: Path, shape_list: list[dict[str, Any]], budget_s: float) -> list[dict]:
     lib = ctypes.CDLL(str(lib_path))
+    lib.cats_matmul_s8_scratch_bytes.restype = ctypes.c_size_t
+    lib.cats_matmul_s8_scratch_bytes.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.cats_bench_matmul.restype = ctypes.c_double
     lib.cats_bench_matmul.argtypes = [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] + [
         ctypes.c_int,
@@ -107,7 +110,8 @@ def host_measure(lib_path: Path, shape_list: list[dict[str, Any]], budget_s: flo
     for s in shape_list:
         op = operands(s)
         y = np.zeros((s["rows"], s["out"]), dtype=np.int8)
-        scratch = np.zeros(4 * s["in"] + 16, dtype=np.uint64)
+        need = lib.cats_matmul_s8_scratch_bytes(s["in"], s["out"])
+        scratch = np.zeros((need + 7) // 8, dtype=np.uint64)  # 8-byte aligned
         reps = max(1, int(2e6 // s["macs"]))  # ~1-2 ms per round
         args = (
             _ptr(op["x"]), s["rows"], s["in"], _ptr(op["w"]), s["out"],
@@ -229,23 +233,28 @@ def parse_m4(text: str) -> dict[str, Any]:
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    base = any("m4_baseline" in r for r in results)
     head = (
         "| shape | rows x in x out | MACs | host C ns | numpy @ ns | C vs numpy @ | "
-        "C vs numpy qref.linear | M4 DSP insn/MAC | M4 C insn/MAC | DSP speed-up |"
+        "C vs numpy qref.linear | "
+        + ("M4 DSP insn/MAC baseline | " if base else "")
+        + "M4 DSP insn/MAC | M4 C insn/MAC | DSP speed-up |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * (11 if base else 10)]
     for r in results:
         m4 = r.get("m4", {})
         dsp, c = m4.get("dsp"), m4.get("c")
+        old = r.get("m4_baseline", {}).get("dsp")
         lines.append(
             "| {name} | {rows} x {in_} x {out} | {macs:,} | {hc} | {nm} | {ratio} | {ratio2} | "
-            "{dsp} | {c} | {sp} |".format(
+            "{old}{dsp} | {c} | {sp} |".format(
                 name=r["name"], rows=r["rows"], in_=r["in"], out=r["out"], macs=r["macs"],
                 hc=f"{r['host_c_ns']:,.0f}" if "host_c_ns" in r else "-",
                 nm=f"{r['numpy_matmul_ns']:,.0f}" if "numpy_matmul_ns" in r else "-",
                 ratio=f"{r['numpy_matmul_ns'] / r['host_c_ns']:.2f}x" if "host_c_ns" in r else "-",
                 ratio2=f"{r['numpy_linear_ns'] / r['host_c_ns']:.2f}x"
                 if "host_c_ns" in r else "-",
+                old=(f"{old['insn_per_mac']:.3f} | " if old else "- | ") if base else "",
                 dsp=f"{dsp['insn_per_mac']:.3f}" if dsp else "-",
                 c=f"{c['insn_per_mac']:.3f}" if c else "-",
                 sp=f"{c['instructions'] / dsp['instructions']:.2f}x" if dsp and c else "-",
@@ -261,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m4-build", type=Path, default=M4_BUILD, help="CMake build dir (build/m4)")
     p.add_argument("--budget", type=float, default=0.2, help="seconds of numpy timing per shape")
     p.add_argument("--json", type=Path, help="write all numbers as JSON")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="an earlier --json output: its M4 counts become a baseline column (and m4_baseline)",
+    )
+    p.add_argument("--baseline-label", default="", help="what the baseline was (for the JSON)")
     args = p.parse_args(argv)
 
     shape_list = shapes()
@@ -295,6 +310,18 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 print(f"error: DSP and C paths differ on {r['name']}", file=sys.stderr)
                 return 1
+    if args.baseline:
+        old = json.loads(args.baseline.read_text())
+        by_name = {r["name"]: r for r in old["results"]}
+        meta["baseline"] = {"file": args.baseline.name, "label": args.baseline_label}
+        for r in results:
+            prev = by_name.get(r["name"], {})
+            if prev.get("m4") and (prev["rows"], prev["in"], prev["out"]) == (
+                r["rows"],
+                r["in"],
+                r["out"],
+            ):
+                r["m4_baseline"] = prev["m4"]
     print(table(results))
     if not args.no_m4:
         blocks = [r for r in results if r["rows"] > 1 and r["in"] >= 64 and "dsp" in r["m4"]]

@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="evenly spaced test windows (0: the whole split, ~19.5k)")
     p.add_argument("--quick", action="store_true", help="~1 minute smoke version")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    p.add_argument("--save", type=Path, default=None,
+                   help="also save both models (DIR/plain, DIR/dropout: checkpoint, plot)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.quick:
@@ -64,11 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def table(rows: dict[str, list[dict[str, Any]]], losses: list[float]) -> str:
-    head = "| training | " + " | ".join(f"{r:.0%} loss" for r in losses) + " |"
-    lines = [head, "|" + "---|" * (len(losses) + 1)]
+def table(rows: dict[str, list[dict[str, Any]]], losses: list[float],
+          bound: dict[str, dict[str, Any]]) -> str:
+    head = "| training | " + " | ".join(f"{r:.0%} loss" for r in losses)
+    head += " | every remote frame lost |"
+    lines = [head, "|" + "---|" * (len(losses) + 2)]
     for name, res in rows.items():
-        cells = [f"{r['ratio']:.3f}x ({r['mse']:.4f})" for r in res]
+        cells = [f"{r['ratio']:.3f}x ({r['mse']:.4f})" for r in res + [bound[name]]]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -101,13 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     # the clean MSE of the model trained without message-dropout is the reference of both rows
     ref_res: float | None = None
     rows: dict[str, list[dict[str, Any]]] = {}
+    bound: dict[str, dict[str, Any]] = {}  # loss 100 %: each node sees only its own columns
     for name, res in trained.items():
         t = time.perf_counter()
         rows[name] = robustness(res.model, res.part, data.test, args.losses, args.seeds,
                                 max_windows=args.max_test_windows, reference=ref_res)
         if ref_res is None:
             ref_res = rows[name][0]["mse"] / rows[name][0]["ratio"]
+        bound[name] = robustness(res.model, res.part, data.test, [1.0], [0],
+                                 max_windows=args.max_test_windows, reference=ref_res)[0]
         timings[f"eval {name}"] = time.perf_counter() - t
+        if args.save is not None:
+            res.save(args.save / ("dropout" if "with " in name else "plain"))
     wall = time.perf_counter() - t0
 
     print(f"\nETTh2 test, D={args.nodes} nodes, preset {args.preset} "
@@ -118,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"message-dropout: p_link={drop.p_link}, p_receiver={drop.p_receiver}, "
           f"p_sender={drop.p_sender} (off-diagonal drop {drop.off_diagonal_drop():.3f})")
     print("entries: test MSE / clean MSE of the model without message-dropout (absolute MSE)\n")
-    print(table(rows, args.losses))
+    print(table(rows, args.losses, bound))
     print(f"\npaper (ETT-h2, 10 % loss): without {PAPER_ETTH2_10['without']:.3f}x, "
           f"with {PAPER_ETTH2_10['with']:.3f}x")
     print(f"wall time {wall:.0f} s on {torch.get_num_threads()} threads")
@@ -130,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             "dropout": drop.to_dict(),
             "reference_clean_mse": ref_res,
             "rows": rows,
+            "every_remote_frame_lost": bound,
             "train_metrics": {
                 n: {k: r.metrics[k] for k in ("test_mse", "test_mae", "initial_val_loss",
                                               "val_loss", "steps", "wall_time_s")}

@@ -9,8 +9,8 @@
  * gateway's InputFrames (AirType 2), runs the inference through cats_runner over the medium
  * (ColumnFrames out and in as type-1 AIR frames, SlotEnd = the end of an exchange's slot),
  * and sends its output slice in OutputFrames (AirType 3) with NodeCounters (cumulative
- * SomeGather/runner counters; compute_us = thread CPU time of the inference, macs = the
- * multiply-accumulates of its matmuls and attention from the manifest's shapes). Exits 0 on
+ * SomeGather/runner counters; compute_us = thread CPU time of the inference, macs =
+ * cats_runner_macs(): its matmuls and attention, from the manifest's shapes). Exits 0 on
  * EOF from the medium or SIGTERM. Logs to stderr.
  *
  * --mtu: the largest protobuf message per air frame (the AirType byte not counted): 115 for
@@ -50,12 +50,17 @@ static size_t mtu = 115;
 static uint32_t tag;
 static char line[256];
 
-/* Frames and slot ends read from the medium, in order, waiting for the runner. */
+/* Frames and slot ends read from the medium, in order, waiting for the runner. `gen` counts
+ * the inputs completed before the item arrived: a slot end older than the running inference's
+ * input belongs to an earlier inference, even if the id is the same (a restarted gateway
+ * numbers from 1 again), and is dropped. */
 struct item {
 	uint8_t slot_end;
 	uint16_t len;
+	uint32_t gen;
 	uint8_t data[CATS_SG_FRAME_MAX];
 };
+static uint32_t input_gen, ready_gen, run_gen;
 static struct item *items;
 static size_t n_items, items_head, items_cap;
 
@@ -68,8 +73,8 @@ static struct {
 	uint8_t seen[MAX_FRAGMENTS];
 	int8_t buf[INPUT_MAX];
 } asm_in;
-static int ready, ran_any;
-static uint32_t ready_id, last_id;
+static int ready, running;
+static uint32_t ready_id, running_id;
 static int8_t ready_input[INPUT_MAX], run_input[INPUT_MAX];
 static size_t input_len;
 
@@ -112,6 +117,7 @@ static void push(int slot_end, const uint8_t *data, size_t len)
 	}
 	it = &items[n_items++];
 	it->slot_end = (uint8_t)slot_end;
+	it->gen = input_gen;
 	it->len = (uint16_t)len;
 	memcpy(it->data, data, len);
 }
@@ -130,8 +136,9 @@ static void on_input(const uint8_t *p, size_t n)
 		    (unsigned)f.partition_tag);
 		return;
 	}
-	if ((ran_any && f.inference_id == last_id) || (ready && f.inference_id == ready_id)) {
-		return; /* already have it */
+	if ((running && f.inference_id == running_id) || (ready && f.inference_id == ready_id)) {
+		return; /* already have it. Once run, the same id may come again: a restarted
+			 * gateway numbers its inferences from 1 again */
 	}
 	if (!asm_in.active || asm_in.id != f.inference_id) {
 		memset(&asm_in, 0, sizeof(asm_in));
@@ -166,6 +173,7 @@ static void on_input(const uint8_t *p, size_t n)
 			}
 			memcpy(ready_input, asm_in.buf, input_len);
 			ready_id = asm_in.id;
+			ready_gen = ++input_gen;
 			ready = 1;
 		}
 		asm_in.active = 0;
@@ -263,6 +271,10 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 	if (items_head == n_items) {
 		pump(0);
 	}
+	while (items_head < n_items && items[items_head].slot_end &&
+	       items[items_head].gen < run_gen) {
+		items_head++; /* a slot end of an earlier inference */
+	}
 	if (items_head == n_items) {
 		return 0;
 	}
@@ -278,50 +290,6 @@ static void link_idle(void *ctx, uint32_t max_ms)
 {
 	(void)ctx;
 	pump(max_ms > 100 ? 100 : (int)max_ms);
-}
-
-/* --- MACs of one inference, from the node's shapes ------------------------------------------ */
-
-static uint64_t count_macs(const struct cats_node *n)
-{
-	const struct cats_model_shape *s = cats_node_shape(n);
-	uint64_t tokens = s->tokens, macs, own_model, own_hidden = 0, own_out, pairs;
-	uint16_t exchanges = cats_node_exchanges(n), d = cats_node_id(n), nodes = cats_node_count(n);
-	const struct cats_exchange *ex0 = cats_node_exchange(n, 0);
-
-	own_model = (uint64_t)(ex0->own_end - ex0->own_start);
-	own_out = s->outputs / nodes + (d < s->outputs % nodes ? 1u : 0u);
-	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
-	macs = tokens * s->patch * own_model; /* input embedding */
-	for (uint16_t e = 0; e < exchanges; e++) {
-		const struct cats_exchange *ex = cats_node_exchange(n, e);
-
-		if (ex->kind == CATS_FFN_HIDDEN) {
-			own_hidden = (uint64_t)(ex->own_end - ex->own_start);
-		}
-	}
-	for (uint16_t e = 0; e < exchanges; e++) {
-		const struct cats_exchange *ex = cats_node_exchange(n, e);
-		uint64_t held = ex->n_held;
-
-		switch (ex->kind) {
-		case CATS_ATTN_IN: /* Q, K, V of the own heads; scores and weighted values */
-			macs += 3 * tokens * held * own_model;
-			macs += 2 * pairs * own_model;
-			break;
-		case CATS_ATTN_OUT: /* output projection */
-		case CATS_FFN_HIDDEN: /* FFN layer 2 */
-			macs += tokens * held * own_model;
-			break;
-		case CATS_FFN_IN: /* FFN layer 1 */
-			macs += tokens * held * own_hidden;
-			break;
-		default: /* the head: one row */
-			macs += held * own_out;
-			break;
-		}
-	}
-	return macs;
 }
 
 /* --- one inference ------------------------------------------------------------------------ */
@@ -416,8 +384,9 @@ static void run_ready(uint64_t macs)
 	int rc;
 
 	ready = 0;
-	last_id = id;
-	ran_any = 1;
+	running = 1;
+	running_id = id;
+	run_gen = ready_gen;
 	memcpy(run_input, ready_input, input_len); /* the next input may arrive meanwhile */
 	t0 = thread_cpu_us();
 	rc = cats_runner_infer(&runner, id, run_input, input_len);
@@ -430,6 +399,7 @@ static void run_ready(uint64_t macs)
 	    (unsigned)(runner.exchanges_timed_out - timed_out),
 	    (unsigned)runner.stats.columns_lost);
 	send_outputs(id, rc, (uint32_t)(t1 - t0), macs);
+	running = 0;
 }
 
 static void usage(void)
@@ -502,7 +472,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	tag = cats_sg_partition_tag(node);
-	macs = count_macs(node);
+	macs = cats_runner_macs(node);
 	cats_stream_decoder_init(&dec, rx_buf, sizeof(rx_buf));
 
 	sock = sim_connect(medium);

@@ -9,7 +9,8 @@
  *
  * Portable C99, no allocation, no OS calls. cats_matmul_s8() uses the Cortex-M4 DSP
  * extension (SXTB16 + SMLAD, two 16-bit MACs per instruction) where __ARM_FEATURE_DSP is
- * defined; the plain C path gives identical results because integer sums are exact.
+ * defined, with its inner loops in Thumb-2 assembly (GCC/Clang inline asm) when compiled as
+ * Thumb-2; the plain C path gives identical results because integer sums are exact.
  */
 #ifndef CATS_KERNELS_H_
 #define CATS_KERNELS_H_

@@ -70,6 +70,13 @@ int cats_runner_exchange(struct cats_runner *r);
 int cats_runner_infer(struct cats_runner *r, uint32_t inference_id, const int8_t *input,
 		      size_t len);
 
+/* Multiply-accumulates of one inference on this node (NodeCounters.macs), from its shapes:
+ * the input embedding (tokens x patch x own features), per block Q/K/V (3 x tokens x held x
+ * own features), attention (2 x own features x token pairs: the lower triangle for the causal
+ * forecaster, all pairs for the classifier), output projection, FFN layers 1 and 2 (tokens x
+ * held x own units), and the head (held x own outputs, one row). */
+uint64_t cats_runner_macs(const struct cats_node *n);
+
 #ifdef __cplusplus
 }
 #endif

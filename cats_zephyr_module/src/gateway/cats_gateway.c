@@ -300,10 +300,11 @@ static void finish(struct cats_gateway *gw)
 	}
 	GW_LOGF(gw, CATS_LOG_INF,
 		"gateway: inference %u (request %llu): %s; %u slots, %u frames lost, %llu air "
-		"bytes, %.4f s modelled",
+		"bytes, %lu us modelled",
 		(unsigned)gw->inference_id, (unsigned long long)rq->request_id, res->message,
 		(unsigned)gw->slots, (unsigned)gw->slot_frames_lost,
-		(unsigned long long)gw->air_bytes, (double)res->modelled_latency_s);
+		(unsigned long long)gw->air_bytes,
+		(unsigned long)(res->modelled_latency_s * 1e6f)); /* no %f on small libcs */
 	gw->running = 0;
 	gw->inferences++;
 	gw->q_head = (uint16_t)((gw->q_head + 1u) % (CATS_GW_QUEUE + 1u));

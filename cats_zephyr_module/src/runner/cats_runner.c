@@ -156,3 +156,46 @@ int cats_runner_infer(struct cats_runner *r, uint32_t inference_id, const int8_t
 	}
 	return rc;
 }
+
+uint64_t cats_runner_macs(const struct cats_node *n)
+{
+	const struct cats_model_shape *s = cats_node_shape(n);
+	const uint16_t exchanges = cats_node_exchanges(n), d = cats_node_id(n);
+	const uint16_t nodes = cats_node_count(n);
+	const struct cats_exchange *ex0 = cats_node_exchange(n, 0);
+	uint64_t tokens = s->tokens, macs, own_model, own_hidden = 0, own_out, pairs;
+
+	own_model = (uint64_t)(ex0->own_end - ex0->own_start);
+	/* tools/cats/partition.py split_ranges: the larger slices first */
+	own_out = (uint64_t)(s->outputs / nodes) + (d < s->outputs % nodes ? 1u : 0u);
+	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
+	macs = tokens * s->patch * own_model; /* input embedding */
+	for (uint16_t e = 0; e < exchanges; e++) {
+		const struct cats_exchange *ex = cats_node_exchange(n, e);
+
+		if (ex->kind == CATS_FFN_HIDDEN) {
+			own_hidden = (uint64_t)(ex->own_end - ex->own_start);
+		}
+	}
+	for (uint16_t e = 0; e < exchanges; e++) {
+		const struct cats_exchange *ex = cats_node_exchange(n, e);
+		uint64_t held = ex->n_held;
+
+		switch (ex->kind) {
+		case CATS_ATTN_IN: /* Q, K, V of the own heads; scores and weighted values */
+			macs += 3 * tokens * held * own_model + 2 * pairs * own_model;
+			break;
+		case CATS_ATTN_OUT:   /* output projection */
+		case CATS_FFN_HIDDEN: /* FFN layer 2 */
+			macs += tokens * held * own_model;
+			break;
+		case CATS_FFN_IN: /* FFN layer 1 */
+			macs += tokens * held * own_hidden;
+			break;
+		default: /* the head: one row */
+			macs += held * own_out;
+			break;
+		}
+	}
+	return macs;
+}

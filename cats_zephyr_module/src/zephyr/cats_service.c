@@ -92,8 +92,7 @@ static void publish(int status)
 	LOG_INF("inference %u: %s, %u ms, %u exchanges timed out, %u columns lost so far",
 		result.inference_id, cats_strerror(status), result.elapsed_ms, result.timed_out,
 		result.stats.columns_lost);
-	cats_link_report(result.inference_id, status, result.start, result.count,
-			 result.values);
+	cats_link_report(&result);
 	if (result_cb != NULL) {
 		result_cb(&result, result_user);
 	}

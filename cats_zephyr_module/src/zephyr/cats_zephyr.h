@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cats/cats_port.h"
+#include "cats/cats_service.h"
 
 /* A link backend: the portable cats_link plus a way to sleep until it has a frame. */
 struct cats_zlink {
@@ -21,9 +22,9 @@ struct cats_zlink {
 int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 		    uint32_t partition_tag);
 
-/* Results back to whoever asked (the simulation medium); no-op on the radio links. */
-void cats_link_report(uint32_t inference_id, int status, uint16_t start, uint16_t count,
-		      const int8_t *values);
+/* Results back to whoever asked (the simulation medium: OutputFrames with NodeCounters);
+ * no-op on the radio links. */
+void cats_link_report(const struct cats_service_result *res);
 
 /* The port: k_uptime_get_32() and Zephyr logging around the given link. */
 void cats_port_zephyr_init(struct cats_port *port, const struct cats_link *link);

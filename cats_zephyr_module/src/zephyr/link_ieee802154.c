@@ -149,13 +149,8 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 	return 0;
 }
 
-void cats_link_report(uint32_t inference_id, int status, uint16_t start, uint16_t count,
-		      const int8_t *values)
+void cats_link_report(const struct cats_service_result *res)
 {
 	/* The gateway collects output slices through its own protocol (not over this link). */
-	ARG_UNUSED(inference_id);
-	ARG_UNUSED(status);
-	ARG_UNUSED(start);
-	ARG_UNUSED(count);
-	ARG_UNUSED(values);
+	ARG_UNUSED(res);
 }

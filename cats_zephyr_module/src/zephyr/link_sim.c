@@ -4,25 +4,23 @@
  * samples/node/boards/native_sim.overlay; on hardware any UART). The medium decides which
  * node hears which frame, models airtime and loss, and writes the pcap trace.
  *
- * Byte stream framing, both directions:
+ * The UART carries the framed byte stream of proto/cats.proto (cats/cats_stream.h, the one
+ * implementation in src/core/stream.c), both directions:
  *
- *   0xCA 0x75 | type (1) | length N (2, LE) | payload (N bytes) | CRC (2, LE)
- *
- *   CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, not reflected, no final xor; Python:
- *   binascii.crc_hqx(data, 0xFFFF)) over type, length and payload. N <= 1024. A receiver
- *   that sees a bad CRC or an impossible length drops the bytes up to the next 0xCA 0x75.
- *
- *   type 1 FRAME   medium <-> node   one radio frame: an encoded ColumnFrame (N <= MTU)
- *   type 2 INPUT   medium  -> node   u32 inference id (LE) + tokens x patch int8 input: the
- *                                    gateway's broadcast, handed to cats_service_submit()
- *   type 3 RESULT  node    -> medium u32 inference id, i32 status (cats_status), u16 start,
- *                                    u16 count (LE), count int8 values: the output slice
- *   type 4 HELLO   node    -> medium u16 node id, u16 nodes, u32 partition tag, u16 MTU (LE),
- *                                    once when the link starts: which node is on this UART
+ *   type 1 AIR       medium <-> node   one radio frame: the AirType byte + a message:
+ *                                      AIR_COLUMN + ColumnFrame (both ways; the ColumnFrame is
+ *                                      at most CONFIG_CATS_SIM_MTU bytes), AIR_INPUT +
+ *                                      InputFrame (the gateway's input: assembled here and
+ *                                      handed to cats_service_submit()), AIR_OUTPUT +
+ *                                      OutputFrame (this node's output slice + NodeCounters,
+ *                                      cats_link_report())
+ *   type 2 HELLO     node  -> medium   SimHello {node id, nodes, partition tag, MTU}, once
+ *   type 3 SLOT_END  medium -> node    SlotEnd: the exchange's slot is over; handed to the
+ *                                      runner as recv() == CATS_LINK_SLOT_END (cats_port.h)
  *
  * The UART is read by polling (uart_poll_in(), a 1 ms sleep when empty) in a small thread,
- * which works on every UART driver including native_sim's PTY; frames are queued for the
- * service thread, inputs are submitted directly.
+ * which works on every UART driver including native_sim's PTY; frames and slot ends are queued
+ * in order for the service thread, inputs are submitted directly.
  */
 #include <errno.h>
 #include <string.h>
@@ -32,10 +30,15 @@
 #include <zephyr/drivers/uart.h>
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
-#include <zephyr/sys/byteorder.h>
 
+#include <pb_decode.h>
+#include <pb_encode.h>
+
+#include "cats.pb.h"
+#include "cats/cats_runner.h"
 #include "cats/cats_service.h"
 #include "cats/cats_somegather.h"
+#include "cats/cats_stream.h"
 #include "cats_zephyr.h"
 
 LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
@@ -44,37 +47,40 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 #error "CONFIG_CATS_LINK_SIM needs a UART chosen as `cats,link-uart` (see samples/node/boards)"
 #endif
 
-#define SIM_SYNC0 0xCA
-#define SIM_SYNC1 0x75
-#define SIM_MAX_PAYLOAD 1024
-enum sim_type { SIM_FRAME = 1, SIM_INPUT = 2, SIM_RESULT = 3, SIM_HELLO = 4 };
+#define SIM_MAX_FRAGMENTS 64 /* InputFrames per input (1024 bytes need 12 at MTU 115) */
 
-struct sim_frame {
+struct sim_item {
+	uint8_t slot_end; /* 1: data holds CATS_LINK_SLOT_END_LEN bytes of a slot end */
 	uint16_t len;
+	uint32_t gen;     /* inputs submitted before it arrived */
 	uint8_t data[CATS_SG_FRAME_MAX];
 };
 
 static const struct device *const uart = DEVICE_DT_GET(DT_CHOSEN(cats_link_uart));
-K_MSGQ_DEFINE(cats_sim_rx_q, sizeof(struct sim_frame), CONFIG_CATS_SIM_RX_QUEUE, 4);
+K_MSGQ_DEFINE(cats_sim_rx_q, sizeof(struct sim_item), CONFIG_CATS_SIM_RX_QUEUE, 4);
 static K_SEM_DEFINE(rx_ready, 0, 1);
 static K_MUTEX_DEFINE(tx_lock);
-static K_THREAD_STACK_DEFINE(sim_rx_stack, 1536);
+static K_THREAD_STACK_DEFINE(sim_rx_stack, 2048);
 static struct k_thread sim_rx_thread;
 
-/* Receive state machine. */
-static uint8_t rx_buf[3 + SIM_MAX_PAYLOAD + 2]; /* type, length, payload, crc */
-static struct sim_frame rx_frame;
-
-static uint16_t cats_sim_crc16(uint16_t crc, const uint8_t *p, size_t n)
-{
-	while (n--) {
-		crc ^= (uint16_t)(*p++) << 8;
-		for (int i = 0; i < 8; i++) {
-			crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
-		}
-	}
-	return crc;
-}
+/* Receive side (the rx thread only). */
+static uint8_t rx_buf[CATS_STREAM_SIM_MAX_LEN + CATS_STREAM_OVERHEAD];
+static struct cats_stream_decoder rx_dec;
+static struct sim_item rx_item;
+static uint32_t sim_tag;
+static struct {
+	bool active;
+	uint32_t id;
+	uint32_t fragments;
+	uint64_t seen; /* fragment bitmap */
+	size_t end;
+	int8_t buf[CONFIG_CATS_INPUT_MAX];
+} input;
+static uint32_t timed_out_total;
+/* Inputs submitted so far; a slot end that arrived before the running inference's input was
+ * submitted belongs to an earlier inference even with the same id (a restarted gateway numbers
+ * from 1 again) and is dropped. */
+static atomic_t input_gen;
 
 static void put_bytes(const uint8_t *p, size_t n)
 {
@@ -83,18 +89,17 @@ static void put_bytes(const uint8_t *p, size_t n)
 	}
 }
 
-/* Send one framed message; the payload may come in two parts (header + data). */
+/* Send one framed message; the payload may come in two parts (e.g. AirType byte + message). */
 static void sim_send(uint8_t type, const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
 {
-	uint8_t head[5] = {SIM_SYNC0, SIM_SYNC1, type, 0, 0};
+	uint8_t head[CATS_STREAM_HEADER];
 	uint8_t tail[2];
-	uint16_t crc;
+	uint16_t crc = cats_stream_header(type, (uint16_t)(na + nb), head);
 
-	sys_put_le16((uint16_t)(na + nb), &head[3]);
-	crc = cats_sim_crc16(0xFFFF, &head[2], 3);
-	crc = cats_sim_crc16(crc, a, na);
-	crc = cats_sim_crc16(crc, b, nb);
-	sys_put_le16(crc, tail);
+	crc = cats_stream_crc16(crc, a, na);
+	crc = cats_stream_crc16(crc, b, nb);
+	tail[0] = (uint8_t)(crc & 0xFF);
+	tail[1] = (uint8_t)(crc >> 8);
 	k_mutex_lock(&tx_lock, K_FOREVER);
 	put_bytes(head, sizeof(head));
 	put_bytes(a, na);
@@ -103,112 +108,164 @@ static void sim_send(uint8_t type, const uint8_t *a, size_t na, const uint8_t *b
 	k_mutex_unlock(&tx_lock);
 }
 
-static void handle(uint8_t type, const uint8_t *p, uint16_t n)
+static void queue_item(void)
 {
-	switch (type) {
-	case SIM_FRAME:
-		if (n == 0 || n > CATS_SG_FRAME_MAX) {
-			return;
-		}
-		rx_frame.len = n;
-		memcpy(rx_frame.data, p, n);
-		if (k_msgq_put(&cats_sim_rx_q, &rx_frame, K_NO_WAIT) != 0) {
-			LOG_DBG("sim: rx queue full, frame dropped");
-		}
-		k_sem_give(&rx_ready);
-		break;
-	case SIM_INPUT: {
-		int rc;
+	rx_item.gen = (uint32_t)atomic_get(&input_gen);
+	if (k_msgq_put(&cats_sim_rx_q, &rx_item, K_NO_WAIT) != 0) {
+		LOG_WRN("sim: rx queue full, %s dropped", rx_item.slot_end ? "slot end" : "frame");
+	}
+	k_sem_give(&rx_ready);
+}
 
-		if (n < 4) {
+static void on_input(const uint8_t *p, size_t n)
+{
+	cats_InputFrame f = cats_InputFrame_init_zero;
+	pb_istream_t is = pb_istream_from_buffer(p, n);
+	const struct cats_node *node = cats_service_node();
+	size_t want;
+	int rc;
+
+	if (node == NULL || !pb_decode(&is, cats_InputFrame_fields, &f) ||
+	    f.partition_tag != sim_tag) {
+		LOG_DBG("sim: InputFrame ignored");
+		return;
+	}
+	want = (size_t)cats_node_shape(node)->tokens * cats_node_shape(node)->patch;
+	if (!input.active || input.id != f.inference_id) {
+		input.active = true;
+		input.id = f.inference_id;
+		input.fragments = f.fragments;
+		input.seen = 0;
+		input.end = 0;
+	}
+	if (f.fragments != input.fragments || f.fragments == 0 ||
+	    f.fragments > SIM_MAX_FRAGMENTS || f.fragment >= f.fragments ||
+	    want > sizeof(input.buf) || f.offset > want || f.payload.size > want - f.offset) {
+		LOG_WRN("sim: InputFrame %u/%u of inference %u does not fit the input",
+			f.fragment, f.fragments, f.inference_id);
+		return;
+	}
+	if (input.seen & (1ull << f.fragment)) {
+		return;
+	}
+	input.seen |= 1ull << f.fragment;
+	memcpy(&input.buf[f.offset], f.payload.bytes, f.payload.size);
+	input.end = MAX(input.end, f.offset + f.payload.size);
+	if (input.seen != (f.fragments == 64 ? ~0ull : (1ull << f.fragments) - 1u)) {
+		return;
+	}
+	input.active = false;
+	if (input.end != want) {
+		LOG_WRN("sim: input %u has %zu bytes, want %zu", input.id, input.end, want);
+		return;
+	}
+	/* The service thread must not start this inference (and read the queue) before
+	 * input_gen counts it: no preemption in between (single-core targets). */
+	k_sched_lock();
+	rc = cats_service_submit(input.id, input.buf, want);
+	if (rc == 0) {
+		atomic_inc(&input_gen);
+	}
+	k_sched_unlock();
+	if (rc != 0) {
+		LOG_WRN("sim: input %u refused: %d", input.id, rc);
+	}
+}
+
+static void handle(const struct cats_stream_msg *m)
+{
+	switch (m->type) {
+	case CATS_STREAM_AIR:
+		if (m->len < 1) {
 			return;
 		}
-		rc = cats_service_submit(sys_get_le32(p), (const int8_t *)&p[4], n - 4u);
-		if (rc != 0) {
-			LOG_WRN("sim: input %u refused: %d", sys_get_le32(p), rc);
+		if (m->payload[0] == CATS_AIR_COLUMN) {
+			if (m->len - 1u > CATS_SG_FRAME_MAX) {
+				return;
+			}
+			rx_item.slot_end = 0;
+			rx_item.len = m->len - 1u;
+			memcpy(rx_item.data, &m->payload[1], rx_item.len);
+			queue_item();
+		} else if (m->payload[0] == CATS_AIR_INPUT) {
+			on_input(&m->payload[1], m->len - 1u);
 		}
+		break;
+	case CATS_STREAM_SLOT_END: {
+		cats_SlotEnd se = cats_SlotEnd_init_zero;
+		pb_istream_t is = pb_istream_from_buffer(m->payload, m->len);
+
+		if (!pb_decode(&is, cats_SlotEnd_fields, &se)) {
+			return;
+		}
+		rx_item.slot_end = 1;
+		rx_item.len = CATS_LINK_SLOT_END_LEN;
+		cats_link_slot_end_put(rx_item.data, se.inference_id, se.exchange);
+		queue_item();
 		break;
 	}
 	default:
-		LOG_DBG("sim: message type %u ignored", type);
+		LOG_DBG("sim: message type %u ignored", m->type);
 		break;
 	}
 }
 
 static void sim_rx(void *p1, void *p2, void *p3)
 {
-	enum { SYNC0, SYNC1, BODY } state = SYNC0;
-	size_t have = 0, want = 0;
-
 	ARG_UNUSED(p1);
 	ARG_UNUSED(p2);
 	ARG_UNUSED(p3);
+	cats_stream_decoder_init(&rx_dec, rx_buf, sizeof(rx_buf));
 	for (;;) {
 		unsigned char c;
+		const uint8_t *p = &c;
+		size_t left = 1, used;
+		struct cats_stream_msg m;
+		uint32_t bad = rx_dec.bad_crc + rx_dec.bad_length;
 
 		if (uart_poll_in(uart, &c) != 0) {
 			k_sleep(K_MSEC(1));
 			continue;
 		}
-		switch (state) {
-		case SYNC0:
-			state = (c == SIM_SYNC0) ? SYNC1 : SYNC0;
-			break;
-		case SYNC1:
-			state = (c == SIM_SYNC1) ? BODY : (c == SIM_SYNC0 ? SYNC1 : SYNC0);
-			have = 0;
-			want = 3; /* type + length, then the rest */
-			break;
-		case BODY:
-			rx_buf[have++] = c;
-			if (have == 3) {
-				uint16_t n = sys_get_le16(&rx_buf[1]);
-
-				if (n > SIM_MAX_PAYLOAD) {
-					state = SYNC0;
-					break;
-				}
-				want = 3u + n + 2u;
-			}
-			if (have == want) {
-				uint16_t n = (uint16_t)(want - 5u);
-				uint16_t crc = cats_sim_crc16(0xFFFF, rx_buf, 3u + n);
-
-				if (crc == sys_get_le16(&rx_buf[3 + n])) {
-					handle(rx_buf[0], &rx_buf[3], n);
-				} else {
-					LOG_DBG("sim: CRC error, message dropped");
-				}
-				state = SYNC0;
-			}
-			break;
+		/* One byte may complete a message, and a resync may leave another one held. */
+		while (cats_stream_decode(&rx_dec, p, left, &used, &m)) {
+			p += used;
+			left -= used;
+			handle(&m);
+		}
+		if (rx_dec.bad_crc + rx_dec.bad_length != bad) {
+			LOG_DBG("sim: corrupt message dropped");
 		}
 	}
 }
 
 static int link_send(void *ctx, const uint8_t *frame, size_t len)
 {
+	const uint8_t air = CATS_AIR_COLUMN;
+
 	ARG_UNUSED(ctx);
 	if (len > CONFIG_CATS_SIM_MTU) {
 		return -EMSGSIZE;
 	}
-	sim_send(SIM_FRAME, frame, len, NULL, 0);
+	sim_send(CATS_STREAM_AIR, &air, 1, frame, len);
 	return 0;
 }
 
 static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 {
-	struct sim_frame f;
+	struct sim_item it;
 
 	ARG_UNUSED(ctx);
-	if (k_msgq_get(&cats_sim_rx_q, &f, K_NO_WAIT) != 0) {
-		return 0;
-	}
-	if (f.len > cap) {
+	do {
+		if (k_msgq_get(&cats_sim_rx_q, &it, K_NO_WAIT) != 0) {
+			return 0;
+		}
+	} while (it.slot_end && it.gen < (uint32_t)atomic_get(&input_gen));
+	if (it.len > cap) {
 		return -EMSGSIZE;
 	}
-	memcpy(buf, f.data, f.len);
-	return f.len;
+	memcpy(buf, it.data, it.len);
+	return it.slot_end ? CATS_LINK_SLOT_END : it.len;
 }
 
 static void link_wait(void *ctx, uint32_t max_ms)
@@ -222,22 +279,28 @@ static void link_wait(void *ctx, uint32_t max_ms)
 int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 		    uint32_t partition_tag)
 {
-	uint8_t hello[10];
+	cats_SimHello hello = cats_SimHello_init_zero;
+	uint8_t hb[cats_SimHello_size];
+	pb_ostream_t os = pb_ostream_from_buffer(hb, sizeof(hb));
 
 	if (!device_is_ready(uart)) {
 		LOG_ERR("sim: link UART not ready");
 		return -ENODEV;
 	}
+	sim_tag = partition_tag;
 	k_thread_create(&sim_rx_thread, sim_rx_stack, K_THREAD_STACK_SIZEOF(sim_rx_stack),
 			sim_rx, NULL, NULL, NULL, K_PRIO_PREEMPT(CONFIG_CATS_SERVICE_PRIORITY), 0,
 			K_NO_WAIT);
 	k_thread_name_set(&sim_rx_thread, "cats_sim_rx");
 
-	sys_put_le16(node_id, &hello[0]);
-	sys_put_le16(nodes, &hello[2]);
-	sys_put_le32(partition_tag, &hello[4]);
-	sys_put_le16(CONFIG_CATS_SIM_MTU, &hello[8]);
-	sim_send(SIM_HELLO, hello, sizeof(hello), NULL, 0);
+	hello.node_id = node_id;
+	hello.nodes = nodes;
+	hello.partition_tag = partition_tag;
+	hello.mtu = CONFIG_CATS_SIM_MTU;
+	if (!pb_encode(&os, cats_SimHello_fields, &hello)) {
+		return -EINVAL;
+	}
+	sim_send(CATS_STREAM_HELLO, hb, os.bytes_written, NULL, 0);
 
 	zl->link.ctx = NULL;
 	zl->link.mtu = CONFIG_CATS_SIM_MTU;
@@ -248,14 +311,63 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 	return 0;
 }
 
-void cats_link_report(uint32_t inference_id, int status, uint16_t start, uint16_t count,
-		      const int8_t *values)
+/* The output slice in OutputFrames of at most CONFIG_CATS_SIM_MTU bytes; the first carries the
+ * NodeCounters (cumulative counters; compute_us: the inference's wall time on this node). */
+void cats_link_report(const struct cats_service_result *res)
 {
-	uint8_t head[12];
+	static cats_OutputFrame f;
+	static uint8_t buf[1 + CATS_SG_FRAME_MAX];
+	const struct cats_node *node = cats_service_node();
+	const struct cats_sg_stats *st = &res->stats;
+	size_t offset = 0;
+	bool first = true;
 
-	sys_put_le32(inference_id, &head[0]);
-	sys_put_le32((uint32_t)status, &head[4]);
-	sys_put_le16(start, &head[8]);
-	sys_put_le16(count, &head[10]);
-	sim_send(SIM_RESULT, head, sizeof(head), (const uint8_t *)values, count);
+	timed_out_total += res->timed_out;
+	memset(&f, 0, sizeof(f));
+	f.inference_id = res->inference_id;
+	f.partition_tag = sim_tag;
+	f.sender = node != NULL ? cats_node_id(node) : 0;
+	f.status = res->status;
+	f.start = res->start;
+	f.counters.frames_sent = st->frames_sent;
+	f.counters.frames_received = st->frames_received;
+	f.counters.columns_received = st->columns_received;
+	f.counters.columns_lost = st->columns_lost;
+	f.counters.rejected_malformed = st->rejected_malformed;
+	f.counters.rejected_partition = st->rejected_partition;
+	f.counters.rejected_stale = st->rejected_stale;
+	f.counters.rejected_future = st->rejected_future;
+	f.counters.rejected_column = st->rejected_column;
+	f.counters.rejected_self = st->rejected_self;
+	f.counters.rejected_sender = st->rejected_sender;
+	f.counters.duplicates = st->duplicates;
+	f.counters.exchanges_timed_out = timed_out_total;
+	f.counters.compute_us = res->elapsed_ms * 1000u;
+	f.counters.macs = node != NULL ? cats_runner_macs(node) : 0;
+	do {
+		size_t hdr = 0, room, n;
+		pb_ostream_t os;
+
+		f.has_counters = first;
+		f.offset = offset;
+		f.payload.size = 0;
+		(void)pb_get_encoded_size(&hdr, cats_OutputFrame_fields, &f);
+		room = CONFIG_CATS_SIM_MTU > hdr + 3 ? CONFIG_CATS_SIM_MTU - hdr - 3 : 0;
+		n = MIN(MIN((size_t)res->count - offset, room), sizeof(f.payload.bytes));
+		if (n == 0 && offset < res->count && !first) {
+			LOG_ERR("sim: MTU %d too small for an OutputFrame", CONFIG_CATS_SIM_MTU);
+			return;
+		}
+		memcpy(f.payload.bytes, &res->values[offset], n);
+		f.payload.size = n;
+		buf[0] = CATS_AIR_OUTPUT;
+		os = pb_ostream_from_buffer(&buf[1], sizeof(buf) - 1);
+		if (!pb_encode(&os, cats_OutputFrame_fields, &f)) {
+			LOG_ERR("sim: OutputFrame does not encode");
+			return;
+		}
+		sim_send(CATS_STREAM_AIR, buf, 1 + os.bytes_written, NULL, 0);
+		offset += n;
+		first = false;
+	} while (offset < res->count);
 }

@@ -142,6 +142,10 @@ def simulate(
     k = len(inputs)
     compute = latency.compute(specs)
     loss = list(loss or [])
+    # the gateway's own latency estimate (max node MACs x instructions per MAC) gets the
+    # effective instructions per MAC of this compute model's slowest node
+    slow = int(np.argmax(compute["compute_s_per_node"]))
+    ipm = compute["compute_s_per_node"][slow] * latency.CPU_HZ / compute["macs_per_node"][slow]
     swarm = Swarm(
         partition_dir,
         link=link,
@@ -152,6 +156,7 @@ def simulate(
         workdir=workdir,
         slot_timeout=slot_timeout,
         deadline_ms=deadline_ms,
+        instr_per_mac=ipm,
     )
     results = []
     t_start = time.monotonic()
@@ -175,9 +180,15 @@ def simulate(
                         file=sys.stderr,
                     )
         t_done = time.monotonic()
+    except BaseException:
+        if workdir is None:
+            swarm.cleanup()
+        raise
     finally:
         swarm.stop()
     records = replay.read_log(swarm.log)
+    if workdir is None:  # a temp dir of process logs (and of the medium log unless --log)
+        swarm.cleanup()
     counters: dict[str, int] = {}
     for r in records:
         if r.get("event") == "counters":
@@ -219,6 +230,7 @@ def simulate(
             "frames_sent": sum(r["frames_sent"] for r in slots),
             "payload_bytes": sum(len(f[4]) * f[3] for r in slots for f in r["frames"]),
             "frames_lost": sum(r["frames_lost"] for r in slots),
+            "deliveries": sum(r["deliveries"] for r in slots),
             "air_bytes": air_in + air_ex + air_out,
             "air_bytes_input": air_in,
             "air_bytes_exchanges": air_ex,
@@ -262,6 +274,7 @@ def simulate(
         "air_bytes_exchanges": sum(r["air_bytes_exchanges"] for r in per) / n,
         "frames_lost": sum(r["frames_lost"] for r in per),
         "frames_sent": sum(r["frames_sent"] for r in per),
+        "deliveries": sum(r["deliveries"] for r in per),
         "modelled_latency_s": sum(r["modelled_latency_s"] for r in per) / n,
         "airtime_s": sum(r["airtime_s"] for r in per) / n,
         "compute_s": compute["compute_s"],
@@ -271,7 +284,7 @@ def simulate(
         "wall_s_per_inference": (t_done - t_ready) / n,
         "degraded": sum(r["degraded"] for r in per),
         "medium_counters": counters,
-        "log": str(swarm.log),
+        "log": str(swarm.log) if swarm.log.exists() else None,
         "pcap": str(pcap) if pcap else None,
         "per_inference": per,
     }
@@ -289,20 +302,11 @@ def simulate(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.inferences < 1:
         raise ValueError("--inferences must be >= 1")
-    res = simulate(
-        args.partition_dir,
-        link=args.link,
-        loss=args.loss,
-        seed=args.seed,
-        inferences=args.inferences,
-        data=args.data,
-        pcap=args.pcap,
-        log=args.log,
-        workdir=args.workdir,
-        deadline_ms=args.deadline_ms,
-        slot_timeout=args.slot_timeout,
-        progress=not args.json,
-    )
+    try:
+        res = _simulate_from_args(args)
+    except KeyboardInterrupt:
+        print("cats sim: interrupted; the swarm is stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     if not args.json:
         print(
             f"{res['partition_dir']}: D={res['nodes']}, {res['link']}, loss {res['loss']}, "
@@ -312,8 +316,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  bit-exact with cats.qref: {'yes' if res['bit_exact'] else 'NO'}")
         print(
             f"  air bytes / inference: {res['air_bytes']:.0f} "
-            f"(exchanges {res['air_bytes_exchanges']:.0f}), frames lost: "
-            f"{res['frames_lost']} of {res['frames_sent']} sent"
+            f"(exchanges {res['air_bytes_exchanges']:.0f}); {res['frames_sent']} frames sent, "
+            f"{res['frames_lost']} of {res['deliveries']} (frame, receiver) deliveries lost"
         )
         print(
             f"  modelled latency: {res['modelled_latency_s'] * 1e3:.1f} ms "
@@ -330,3 +334,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if res["degraded"]:
             print(f"  degraded results: {res['degraded']}")
     return res
+
+
+def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return simulate(
+        args.partition_dir,
+        link=args.link,
+        loss=args.loss,
+        seed=args.seed,
+        inferences=args.inferences,
+        data=args.data,
+        pcap=args.pcap,
+        log=args.log,
+        workdir=args.workdir,
+        deadline_ms=args.deadline_ms,
+        slot_timeout=args.slot_timeout,
+        progress=not args.json,
+    )

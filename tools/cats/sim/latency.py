@@ -7,9 +7,12 @@ instructions per MAC are the measured Cortex-M4 numbers of ``bench/kernels/resul
 (``cats_matmul_s8_dsp``, instructions executed in QEMU with -icount, see bench/kernels/README):
 
 * a matmul whose (rows, in, out) is one of the measured shapes uses its DSP number;
-* any other shape uses the measured shape with the same rows and inputs and the nearest
-  number of outputs (per-output overhead dominates the difference), else the one with the
-  same rows, else DEFAULT_INSN_PER_MAC;
+* any other shape (pruned models hold fewer input columns, other D own other numbers of
+  outputs): among the measured shapes with the same rows, those with the nearest number of
+  outputs (log scale); if they were measured at several input widths, instructions per MAC
+  = b + a / in through the two nearest widths (a per-(row, output) cost - requantisation,
+  loop set-up - amortised over the `in` MACs of one dot product, plus a per-MAC cost b),
+  else their one value; DEFAULT_INSN_PER_MAC when no shape has these rows;
 * attention (QK^T and PV of the node's own heads; causal rows count only their valid prefix,
   as ``cats_attention_s8`` computes them) runs plain C loops with a 64-bit requantisation per
   logit, not the DSP matmul: it uses the mean of the *plain C* matmul numbers of the same file
@@ -29,6 +32,7 @@ to the compute time (no radio turnaround, scheduling or processing gaps).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +42,7 @@ from cats.paths import REPO_ROOT
 
 KERNEL_RESULTS = REPO_ROOT / "bench" / "kernels" / "results.json"
 CPU_HZ = 64e6  # nRF52840
-DEFAULT_INSN_PER_MAC = 1.5  # DSP matmul, block shapes (bench/kernels: 1.39 .. 1.61)
+DEFAULT_INSN_PER_MAC = 1.0  # DSP matmul when no measurement applies (bench/kernels: ~0.85-0.92)
 DEFAULT_ATTENTION_INSN_PER_MAC = 5.8  # plain C matmul mean (bench/kernels), when no file
 
 
@@ -71,15 +75,22 @@ class KernelTable:
         """Instructions per MAC of the DSP matmul for this shape (see the module docstring)."""
         if (rows, n_in, n_out) in self.dsp:
             return self.dsp[(rows, n_in, n_out)]
-        for match in (
-            lambda k: k[0] == rows and k[1] == n_in,
-            lambda k: k[0] == rows,
-        ):
-            cands = [k for k in self.dsp if match(k)]
-            if cands:
-                best = min(cands, key=lambda k: (abs(k[2] - n_out), k))
-                return self.dsp[best]
-        return DEFAULT_INSN_PER_MAC
+        same = [k for k in self.dsp if k[0] == rows]
+        if not same or n_in < 1 or n_out < 1:
+            return DEFAULT_INSN_PER_MAC
+        out = min({k[2] for k in same}, key=lambda o: (abs(math.log2(o / n_out)), o))
+        by_in = sorted((k[1], v) for k, v in self.dsp.items() if k[0] == rows and k[2] == out)
+        if len(by_in) == 1:
+            return by_in[0][1]
+        # insn/MAC = b + a / in: a per-(row, output) cost (requantisation, loop set-up)
+        # amortised over the `in` MACs of each dot product, through the two nearest inputs
+        lo = max([p for p in by_in if p[0] <= n_in], default=by_in[0], key=lambda p: p[0])
+        hi = min([p for p in by_in if p[0] >= n_in], default=by_in[-1], key=lambda p: p[0])
+        if lo[0] == hi[0]:
+            lo, hi = (by_in[0], by_in[1]) if n_in < by_in[0][0] else (by_in[-2], by_in[-1])
+        a = (lo[1] - hi[1]) / (1 / lo[0] - 1 / hi[0])
+        b = hi[1] - a / hi[0]
+        return max(b + a / n_in, 0.0)
 
     @property
     def attention(self) -> float:

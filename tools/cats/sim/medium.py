@@ -64,6 +64,7 @@ from cats.wire import pb
 GATEWAY = -1
 ID_MASK = 0xFFFF  # inference ids go on the air modulo 2^16
 REJECT_LOG_LIMIT = 100
+KEEP_INFERENCES = 64  # inferences remembered (late frames of older ones count as stray)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class Slot:
     frames: list[list[Any]] = field(default_factory=list)
     frames_sent: int = 0
     frames_lost: int = 0
+    deliveries: int = 0  # (frame, receiver) pairs the loss model decided
     air_bytes: int = 0
     airtime_us: float = 0.0
     timer: asyncio.TimerHandle | None = None
@@ -385,8 +387,11 @@ class Medium:
             self._apply_deaths(ordinal, -1)
             inf = Inference(iid, ordinal, set(self.live_nodes()))
             self.inferences[iid] = inf
-            # forget the slots of an earlier inference with the same id
-            for key in [k for k in self.closed_slots if k[0] == iid]:
+            # forget the slots of an earlier inference with the same id, and old inferences
+            old = {i for i, x in self.inferences.items() if x.ordinal < ordinal - KEEP_INFERENCES}
+            for i in old:
+                del self.inferences[i]
+            for key in [k for k in self.closed_slots if k[0] == iid or k[0] in old]:
                 self.closed_slots.discard(key)
             self.log(
                 "inference",
@@ -513,6 +518,7 @@ class Medium:
             if rx is st or not rx.alive:
                 continue
             r = int(rx.node_id or 0)
+            slot.deliveries += 1
             cause = (
                 self.loss.lost(inf.ordinal, iid, e, sender, int(msg.fragment), r, elapsed)
                 if lossy
@@ -594,6 +600,7 @@ class Medium:
             exchange=slot.exchange,
             frames_sent=slot.frames_sent,
             frames_lost=slot.frames_lost,
+            deliveries=slot.deliveries,
             air_bytes=slot.air_bytes,
             airtime_us=round(slot.airtime_us, 3),
             t_air_us=round(slot.t_air_us, 1),

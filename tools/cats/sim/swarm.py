@@ -218,6 +218,7 @@ class Swarm:
         deadline_ms: int = 10000,
         build_dir: Path | None = None,
         extra_node_args: list[str] | None = None,
+        instr_per_mac: float | None = None,
     ) -> None:
         self.export_dir = Path(export_dir).resolve()
         self.phy = phys.get(link)
@@ -232,6 +233,7 @@ class Swarm:
         self.log = Path(log).resolve() if log else self.workdir / "medium.jsonl"
         self.build_dir = Path(build_dir) if build_dir else None
         self.extra_node_args = list(extra_node_args or [])
+        self.instr_per_mac = instr_per_mac
         node0 = load_node(self.export_dir / "node-0")
         self.nodes = int(node0.manifest.nodes)
         self.partition_hash = bytes(node0.manifest.partition_hash)
@@ -334,21 +336,13 @@ class Swarm:
 
     def gateway_argv(self, port: int) -> list[str]:
         assert self.build_dir is not None
-        return [
-            str(self.build_dir / GATEWAY_EXE),
-            "--medium",
-            self.medium_address,
-            "--partition",
-            str(self.export_dir),
-            "--listen",
-            str(port),
-            "--phy",
-            "ieee802154" if self.phy.name == "ieee802154" else "ble2m",
-            "--mtu",
-            str(self.phy.column_mtu),
-            "--deadline-ms",
-            str(self.deadline_ms),
-        ]
+        phy = "ieee802154" if self.phy.name == "ieee802154" else "ble2m"
+        argv = [str(self.build_dir / GATEWAY_EXE), "--medium", self.medium_address]
+        argv += ["--partition", str(self.export_dir), "--listen", str(port), "--phy", phy]
+        argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
+        if self.instr_per_mac is not None:
+            argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]
+        return argv
 
     def _start_node(self, d: int, wait: bool = True) -> Proc:
         proc = self._spawn(f"node-{d}", self.node_argv(d))

@@ -14,7 +14,7 @@
 #include "vectors.h"
 
 static int8_t y[64];
-static uint64_t scratch[(CATS_MATMUL_SCRATCH_BYTES(LIN_IN) + 7) / 8];
+static uint64_t scratch[(CATS_MATMUL_SCRATCH_BYTES(LIN_IN, LIN_OUT) + 7) / 8];
 
 ZTEST(cats_kernels, test_matmul_matches_qref)
 {
