@@ -536,6 +536,8 @@ def test_hung_node_slot_timeout_then_recovers(exports, tmp_path: Path) -> None:
 
 
 def test_gateway_restart(exports, tmp_path: Path) -> None:
+    """A new gateway process on the same port: the medium tells it which nodes are alive, and
+    the next inference (whose id repeats the old gateway's first one) runs in full."""
     d = exports[4]
     x = _inputs(d, 2)
     nodes = [n.runtime() for n in export.load_partition(d)]
