@@ -33,6 +33,7 @@ bash scripts/fetch_nanopb.sh
 
 want_stamp="$(cat requirements.txt tools/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
+    bash scripts/build_ros_interfaces.sh "$VENV"  # ROS 2 interfaces + bridge (own stamp)
     exit 0
 fi
 
@@ -55,4 +56,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet -r requirements.txt
 "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e tools/
 echo "$want_stamp" > "$STAMP"
+bash scripts/build_ros_interfaces.sh "$VENV"
 echo "setup: done"

@@ -41,7 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("partition_dir", type=Path, help="export directory (cats export --out)")
-    p.add_argument("--link", default="ieee802154", choices=("ieee802154", "ble2m", "ble2m-aux"))
+    p.add_argument(
+        "--link",
+        default="ieee802154",
+        choices=("ieee802154", "ble2m", "ble2m-aux"),
+        help="PHY model of the medium (cats.sim.phy)",
+    )
     p.add_argument(
         "--loss",
         action="append",
@@ -60,7 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log", type=Path, default=None, help="keep the medium's JSON-lines log")
     p.add_argument("--workdir", type=Path, default=None, help="process logs (default: temp)")
     p.add_argument("--deadline-ms", type=int, default=10000, help="gateway deadline")
-    p.add_argument("--slot-timeout", type=float, default=2.0, help="medium slot timeout, s")
+    p.add_argument(
+        "--slot-timeout",
+        type=float,
+        default=2.0,
+        help="medium slot timeout in seconds (wall clock), for hung nodes",
+    )
     p.set_defaults(func=run)
 
 
