@@ -21,6 +21,9 @@ from cats.frames import FrameError, RxContext
 from cats.partition import Partition
 from cats.wire import pb
 
+MTU_154 = frames.MTU_IEEE802154  # 115
+MTU_BLE = frames.MTU_BLE2M  # 240
+
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "frames"
 HOST_DIR = ROOT / "cats_zephyr_module" / "host"
@@ -34,8 +37,10 @@ CORE = ROOT / "cats_zephyr_module" / "src" / "core"
 
 
 def test_mtus_are_the_links() -> None:
-    assert frames.MTU_IEEE802154 == resource.IEEE802154.mtu == 116
-    assert frames.MTU_BLE2M == resource.BLE2M.mtu == 241
+    # the radio frame (116 / 241 bytes of MAC payload / AdvData) less the AirType byte
+    assert frames.MTU_IEEE802154 == resource.IEEE802154.column_mtu == 115
+    assert frames.MTU_BLE2M == resource.BLE2M.column_mtu == 240
+    assert (resource.IEEE802154.max_air, resource.BLE2M.max_air) == (116, 241)
 
 
 def test_decoder_limits_match_nanopb_options() -> None:
@@ -80,7 +85,7 @@ def _reassemble(data: list[bytes], rows: int) -> dict[int, bytes]:
     ("mtu", "rows"),
     [
         (m, r)
-        for m in (32, 40, 116, 241, 255)
+        for m in (32, 40, MTU_154, MTU_BLE, 255)
         for r in (1, 8, 32, 57, 200, 700)
         if m > 32 or r < 700
     ],
@@ -113,16 +118,16 @@ def test_plan_real_encoding(mtu: int, rows: int) -> None:
 
 
 def test_plan_is_greedy_and_splits_only_when_needed() -> None:
-    # 32-token columns: header ~20 B, so two whole columns (64 B) per 116-byte frame
-    p = frames.plan(5, 3, range(24, 32), 32, 116)
+    # 32-token columns: header ~20 B, so two whole columns (64 B) per 115-byte frame
+    p = frames.plan(5, 3, range(24, 32), 32, MTU_154)
     assert [len(fp.column_ids) for fp in p] == [2, 2, 2, 2]
     # greedy: no frame could have taken the next column
     for a, b in zip(p, p[1:], strict=False):
         ids = a.column_ids + b.column_ids[:1]
         vbytes = sum(frames.varint_len(c) for c in ids)
-        assert frames.frame_len(5, 3, a.fragment, len(p), vbytes, len(ids), 0, 32) > 116
-    assert [len(fp.column_ids) for fp in frames.plan(5, 3, range(24, 32), 32, 241)] == [6, 2]
-    split = frames.plan(5, 3, [7, 8], 300, 116)
+        assert frames.frame_len(5, 3, a.fragment, len(p), vbytes, len(ids), 0, 32) > MTU_154
+    assert [len(fp.column_ids) for fp in frames.plan(5, 3, range(24, 32), 32, MTU_BLE)] == [6, 2]
+    split = frames.plan(5, 3, [7, 8], 300, MTU_154)
     assert all(len(fp.column_ids) == 1 for fp in split)
     assert [fp.row_start for fp in split if fp.column_ids == (7,)][0] == 0
     assert max(fp.row_stop for fp in split if fp.column_ids == (7,)) == 300
@@ -131,22 +136,22 @@ def test_plan_is_greedy_and_splits_only_when_needed() -> None:
         if fp.row_stop < 300:
             longer = frames.frame_len(5, 3, fp.fragment, len(split), 1, 1, fp.row_start,
                                       fp.row_count + 1)  # fmt: skip
-            assert longer > 116
+            assert longer > MTU_154
     with pytest.raises(ValueError, match="one row"):
         frames.plan(0, 1, [1], 8, 12)
-    assert frames.plan(0, 1, [], 8, 116) == [] and frames.plan(0, 1, [1], 0, 116) == []
+    assert frames.plan(0, 1, [], 8, MTU_154) == [] and frames.plan(0, 1, [1], 0, MTU_154) == []
 
 
 def test_plan_fragment_count_fixed_point() -> None:
     # > 127 frames: the `fragments` varint grows to 2 bytes in every header
-    p = frames.plan(1, 1, range(300), 60, 116)
+    p = frames.plan(1, 1, range(300), 60, MTU_154)
     assert len(p) > 128
     assert [fp.fragment for fp in p] == list(range(len(p)))
     data = frames.encode_exchange(
         1, 1, list(range(300)), np.zeros((60, 300), np.int8), inference_id=0xFFFF,
         partition_tag=0xFFFFFFFF,
     )  # fmt: skip
-    assert max(len(d) for d in data) <= 116
+    assert max(len(d) for d in data) <= MTU_154
     assert [len(d) for d in data] == [fp.encoded_len for fp in p]
 
 
@@ -154,7 +159,7 @@ def test_resource_air_uses_the_plan() -> None:
     lay = resource.layout(resource.PRESETS["verytiny"], 8, 0.5)
     a = resource.air(lay)
     want = sum(
-        len(frames.plan(e, 3, lay.kept_ids(e, 3), int(lay.rows[e]), 116))
+        len(frames.plan(e, 3, lay.kept_ids(e, 3), int(lay.rows[e]), MTU_154))
         for e in range(lay.kept.shape[1])
     )
     assert a["frames"][3] == want
@@ -292,7 +297,8 @@ def _in_memory(nodes: int, out: Path | None = None):
 
 @pytest.mark.bitexact
 @pytest.mark.parametrize(
-    "case", [("golden", 116, 0.3), ("golden", 32, 0.2), ("golden", 116, 0.0), ("d3", 241, 0.4)]
+    "case",
+    [("golden", MTU_154, 0.3), ("golden", 32, 0.2), ("golden", MTU_154, 0.0), ("d3", MTU_BLE, 0.4)],
 )
 def test_swarm_over_frames_python(golden, case) -> None:
     which, mtu, p = case
@@ -377,6 +383,10 @@ def test_c_sanitizer_receive_and_fuzz(asan_run) -> None:
     20000 mutated frames never crash or touch memory outside the buffers (ASan/UBSan)."""
     _, text = asan_run
     assert "receive:" in text and "fuzz: 20000 mutations" in text
+    # the C encoder reproduced every accepted golden frame at its link's MTU
+    desc = json.loads((GOLDEN / "frames.json").read_text())
+    ok = sum(f["expect"] == "ok" for f in desc["frames"])
+    assert f", {ok} golden byte-identical" in text, text[-3000:]
 
 
 def _cframes(path: Path):
@@ -402,7 +412,7 @@ def test_python_decodes_c_frames(asan_run, golden) -> None:
     cannot, c_cannot = set(), set()
     for _e in range(nodes[0].cfg.exchanges):
         for n in nodes:
-            for mtu in (26, 32, 40, 116, 241, 255):
+            for mtu in (26, 32, 40, MTU_154, MTU_BLE, 255):  # test_somegather.c mtus[]
                 try:
                     data = frames.encode_node(n, desc["inference_id"], tag, mtu)
                 except ValueError:
@@ -517,7 +527,9 @@ def _c_frames(lib, node, mtu: int, st: _CStats) -> list[bytes]:
 
 
 @pytest.mark.bitexact
-@pytest.mark.parametrize("case", [("golden", 116, 0.3), ("golden", 32, 0.2), ("d3", 241, 0.4)])
+@pytest.mark.parametrize(
+    "case", [("golden", MTU_154, 0.3), ("golden", 32, 0.2), ("d3", MTU_BLE, 0.4)]
+)
 def test_swarm_over_frames_c(sg_lib, golden, tmp_path: Path, case) -> None:
     """C nodes exchange C-encoded frames through cats_sg_receive with seeded frame loss; the
     output equals qref.run_swarm with the same columns lost, bit for bit, and the frames are

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,7 +158,7 @@ def _check_frames(plan, e, s, rows, link) -> None:
     values = {c: np.random.default_rng(c).integers(-128, 128, rows) for c in ids}
     frames = encode_frames(plan, e, s, values)
     assert [len(f) for f in frames] == [fp.encoded_len for fp in plan]
-    assert max(len(f) for f in frames) <= link.mtu
+    assert max(len(f) for f in frames) <= link.column_mtu
     from cats.wire import pb
 
     got = {c: bytearray(rows) for c in values}
@@ -180,10 +184,11 @@ def test_fragmenter_real_encoding(link, rows: int) -> None:
 
 
 def test_fragmenter_packing_verytiny() -> None:
-    # 32-token columns: header ~20 B, so two whole columns (64 B) per 116-byte 802.15.4 frame
+    # 32-token columns: header ~20 B, so two whole columns (64 B) per 115-byte ColumnFrame
+    # (a 116-byte 802.15.4 MAC payload less the AirType byte)
     plan = fragment(5, 3, range(24, 32), 32, IEEE802154)
     assert [len(fp.column_ids) for fp in plan] == [2, 2, 2, 2]
-    assert all(fp.encoded_len <= 116 for fp in plan)
+    assert all(fp.encoded_len <= 115 for fp in plan)
     ble = fragment(5, 3, range(24, 32), 32, BLE2M)
     assert [len(fp.column_ids) for fp in ble] == [6, 2]
     # a column that does not fit on its own is split into row chunks
@@ -201,11 +206,14 @@ def test_air_counts_every_frame_fits_mtu() -> None:
         _check_frames(plan, e, 15, int(lay.rows[e]), IEEE802154)
         total += len(plan)
     assert a["frames"][15] == total
-    assert a["bytes_on_air"][15] == sum(
-        fp.encoded_len + 17
+    # per frame: AirType 1 + ColumnFrame + SHR/PHR 6 + MHR 9 + FCS 2, at 32 us per byte
+    lens = [
+        fp.encoded_len
         for e in range(lay.kept.shape[1])
         for fp in fragment(e, 15, lay.kept_ids(e, 15), int(lay.rows[e]))
-    )
+    ]
+    assert a["bytes_on_air"][15] == sum(1 + n + 17 for n in lens)
+    assert a["tx_time_ms"][15] == pytest.approx(sum((1 + n + 17) * 32e-3 for n in lens))
 
 
 def test_layout_from_partition_matches_synthetic() -> None:
@@ -260,6 +268,7 @@ def test_cli_report_json(capsys, monkeypatch) -> None:
     out = json.loads(capsys.readouterr().out)
     assert set(out["scale_ratio"]) == {str(d) for d in range(1, 17)}
     assert {"config", "limits", "link", "rows", "scale_detail"} <= set(out)
+    assert (out["link"]["name"], out["link"]["column_mtu"]) == ("ieee802154", 115)
     methods = {(r["method"], r["nodes"], r["p"]) for r in out["rows"]}
     assert ("single", 1, 0.0) in methods and ("allgather", 16, 0.0) in methods
     assert ("cats", 8, 0.5) in methods
@@ -275,3 +284,28 @@ def test_cli_report_table(capsys, monkeypatch) -> None:
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "scale ratio" in text and "allgather" in text and "NO" in text
+
+
+def test_links_come_from_one_light_module() -> None:
+    """The radio link facts are cats.sim.phy's alone: the resource model's links are its PHY
+    objects, and importing cats.resource / cats.frames pulls in that one stdlib-only module of
+    cats.sim and none of the simulator (medium, swarm, asyncio)."""
+    from cats.sim import phy
+
+    assert resource.LINKS is phy.PHYS and resource.IEEE802154 is phy.IEEE802154
+    assert resource.BLE2M is phy.BLE2M and resource.BLE2M_AUX is phy.BLE2M_AUX
+    tree = ast.parse(Path(phy.__file__).read_text())
+    imported = {
+        (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in n.names
+    }
+    assert imported <= {"__future__", "struct", "dataclasses"}, imported
+    code = (
+        "import sys, cats.resource, cats.frames; "
+        "print(sorted(m for m in sys.modules if m.startswith('cats.sim')), "
+        "'asyncio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['cats.sim',", "'cats.sim.phy']", "False"], out.stdout

@@ -26,14 +26,17 @@ import pytest
 
 from cats import cnode, export, qref, stream
 from cats.partition import Partition
+from cats.sim import phy
 from cats.wire import pb
 
 ROOT = Path(__file__).resolve().parents[1]
 # An already built host tree may be named (skips the build); default: build/host, built here.
 BUILD = Path(os.environ.get("CATS_SIM_BUILD", ROOT / "build" / "host"))
 NODES = 4
-OVERHEAD_802154 = 17  # SHR + PHR 6, MHR 9, FCS 2: bytes on the air besides the radio frame
-US_PER_BYTE = 32  # 250 kbit/s
+# the C gateway's default PHY model is cats.sim.phy.IEEE802154: SHR + PHR 6, MHR 9, FCS 2 = 17
+# bytes on the air besides the radio frame, 32 us per byte (250 kbit/s)
+OVERHEAD_802154 = phy.IEEE802154.overhead_bytes
+US_PER_BYTE = int(phy.IEEE802154.us_per_byte)
 INSTR_PER_MAC = 1.5
 CPU_HZ = 64e6
 

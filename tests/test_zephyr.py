@@ -94,7 +94,9 @@ def test_every_cmake_source_exists() -> None:
     assert core <= set(sources), core - set(sources)
     # the proto zephyr_nanopb_sources() compiles is the repository's
     text = (MODULE / "CMakeLists.txt").read_text()
-    m = re.search(r"zephyr_nanopb_sources\(\S+\s+\$\{ZEPHYR_CURRENT_MODULE_DIR\}/(\S+)\)", text)
+    # (relative to the CMakeLists itself: the module directory Zephyr reports differs between
+    # the repository root's zephyr/module.yml and cats_zephyr_module/zephyr/module.yml)
+    m = re.search(r"zephyr_nanopb_sources\(\S+\s+\$\{CMAKE_CURRENT_LIST_DIR\}/(\S+)\)", text)
     assert m and (MODULE / m.group(1)).resolve() == (ROOT / "proto" / "cats.proto").resolve()
     assert (ROOT / "proto" / "cats.options").is_file()  # picked up beside the .proto
 
@@ -118,17 +120,31 @@ def test_sample_and_suites_are_complete() -> None:
 
 
 def test_link_mtus_match_the_resource_model() -> None:
+    """The radio links' sizes are cats.sim.phy's (the one Python definition): the MAC payload /
+    AdvData carries the AirType byte + the ColumnFrame, on the air and in the C links."""
     from cats import frames
+    from cats.sim import phy
 
+    assert phy.AIR_TYPE_BYTES == 1
+    assert frames.MTU_IEEE802154 == phy.IEEE802154.column_mtu == 115
+    assert frames.MTU_BLE2M == phy.BLE2M.column_mtu == 240
     link = (MODULE / "src" / "zephyr" / "link_ieee802154.c").read_text()
-    assert "#define CATS_802154_MTU (127 - 9 - 2)" in link and frames.MTU_IEEE802154 == 116
+    payload = f"{phy.IEEE802154_PSDU_MAX} - {phy.IEEE802154_MHR} - {phy.IEEE802154_FCS}"
+    assert f"#define CATS_802154_PAYLOAD ({payload})" in link
+    assert "#define CATS_802154_MTU (CATS_802154_PAYLOAD - 1)" in link
+    assert "tx_buf[0] = CATS_AIR_COLUMN;" in link and "buf[0] == CATS_AIR_COLUMN" in link
     ble = (MODULE / "src" / "zephyr" / "link_ble.c").read_text()
-    assert "#define CATS_BLE_MTU (255 - 10 - 4)" in ble and frames.MTU_BLE2M == 241
+    payload = f"{phy.BLE_PDU_PAYLOAD_MAX} - {phy.BLE_EXT_HEADER} - {phy.BLE_AD_HEADER}"
+    assert f"#define CATS_BLE_PAYLOAD ({payload})" in ble
+    assert "#define CATS_BLE_MTU (CATS_BLE_PAYLOAD - 1)" in ble
+    assert "adv_buf[2] = CATS_AIR_COLUMN;" in ble and "data->data[2] != CATS_AIR_COLUMN" in ble
     kconfig = (MODULE / "Kconfig").read_text()
     # the simulated radio frame is the AirType byte + the ColumnFrame: 116 - 1 on 802.15.4
     assert re.search(r"config CATS_SIM_MTU.*?default 115", kconfig, re.DOTALL)
     conf = (SAMPLE / "boards" / "native_sim.conf").read_text()
     assert "CONFIG_CATS_SIM_MTU=115" in conf
+    m4 = (MODULE / "m4" / "node_main.c").read_text()
+    assert ".mtu = 115," in m4
 
 
 def test_sim_link_crc_is_ccitt_false(tmp_path) -> None:

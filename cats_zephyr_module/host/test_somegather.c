@@ -206,7 +206,8 @@ static void begin(int d)
 
 /* ------------------------------------------------------------------------------------------ */
 
-static const int mtus[] = {26, 32, 40, 116, 241, 255};
+/* 115 / 240: the ColumnFrame MTUs of 802.15.4 and BLE 2M (the golden frames' links) */
+static const int mtus[] = {26, 32, 40, 115, 240, 255};
 
 static void put_u16(FILE *f, unsigned v)
 {
@@ -326,7 +327,7 @@ static int part_encode(const char *out_dir)
 			}
 		}
 	}
-	if (cats_sg_frame_count(nodes[0].node, 116) != CATS_ERR_STATE) {
+	if (cats_sg_frame_count(nodes[0].node, 115) != CATS_ERR_STATE) {
 		fail("frame count of a finished node");
 	}
 	fclose(out);

@@ -20,6 +20,7 @@ COMMANDS = (
     "cats.demo",
     "cats.size",
     "cats.sim.cli",
+    "cats.serve",
 )
 
 

@@ -49,11 +49,13 @@ import numpy as np
 from google.protobuf import unknown_fields
 
 from cats.partition import Plan
+from cats.sim import phy
 from cats.wire import pb
 
-# Link MTUs for one encoded ColumnFrame (derivations in cats.resource: Link).
-MTU_IEEE802154 = 127 - 9 - 2  # PSDU - MHR (broadcast, short addresses) - FCS
-MTU_BLE2M = 255 - 10 - 4  # AUX_ADV_IND payload - extended header - AD structure header
+# Link MTUs for one encoded ColumnFrame: the radio frame less its AirType dispatch byte
+# (derivations in cats.sim.phy): 115 on 802.15.4, 240 on BLE 2M.
+MTU_IEEE802154 = phy.IEEE802154.column_mtu
+MTU_BLE2M = phy.BLE2M.column_mtu
 
 # Fixed limits of the node's decoder (the nanopb options of ColumnFrame in proto/cats.options).
 FRAME_MAX = 255  # longest frame a node accepts (also the largest MTU it encodes for)

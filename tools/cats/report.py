@@ -50,7 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[",".join(f"{x:g}" for x in DEFAULT_P)],
         help="CATS pruning ratios (default 0,0.3,0.5,0.7,0.9)",
     )
-    p.add_argument("--link", choices=sorted(resource.LINKS), default="ieee802154")
+    p.add_argument(
+        "--link",
+        choices=sorted(resource.LINKS),
+        default="ieee802154",
+        help="radio link of the air bytes (cats.sim.phy, as in `cats sim --link`)",
+    )
     p.add_argument("--ram-kib", type=float, default=256)
     p.add_argument("--flash-kib", type=float, default=1024)
     p.add_argument(
@@ -125,7 +130,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['config']['preset']}: {result['config']['params']:,} params; limits "
         f"{lim['ram_bytes'] / kib:g} KiB RAM, {lim['flash_bytes'] / kib:g} KiB flash; "
-        f"link {result['link']['name']} (MTU {result['link']['mtu']} B)",
+        f"link {result['link']['name']} (MTU {result['link']['column_mtu']} B)",
         f"{'D':>3} {'method':<9} {'p':>4} {'RAM KiB':>8} {'flash KiB':>9} "
         f"{'air KiB':>8} {'frames':>6} {'fits':>4}   (max over nodes, per inference)",
     ]

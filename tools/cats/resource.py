@@ -9,7 +9,8 @@ formulas over per-node column counts so the same code serves three purposes:
 * ``fits`` / ``largest_fitting``: the largest (F, L) model a swarm of D nodes can hold, and the
   scale ratio against one node (the paper's "14x at 16 nodes");
 * air bytes: a node's kept columns cut into ColumnFrames that fit the link MTU by the
-  SomeGather engine's own fragmentation rule (``cats.frames``, mirrored by the C core).
+  SomeGather engine's own fragmentation rule (``cats.frames``, mirrored by the C core), each
+  sent behind its AirType byte in one radio frame of ``cats.sim.phy`` (the link facts).
 
 Counts come from a ``Layout``: either the exact kept sets of a ``Partition`` (a pruned model) or
 a synthetic one in which every node keeps ``kept_count(w, p)`` of its w columns in every
@@ -31,6 +32,7 @@ from cats import frames
 from cats.config import PRESETS, ModelConfig
 from cats.frames import FramePlan
 from cats.partition import Partition, Plan, exchange_schedule
+from cats.sim.phy import AIR_TYPE_BYTES, BLE2M, BLE2M_AUX, IEEE802154, PHYS, Phy
 
 KIB = 1024
 
@@ -54,75 +56,11 @@ INFERENCE_ID_MAX = frames.INFERENCE_ID_MASK  # ids go on the air modulo 2^16
 PARTITION_TAG_MAX = frames.PARTITION_TAG_MAX  # fixed32: always 5 bytes when non-zero
 
 
-@dataclass(frozen=True)
-class Link:
-    """One radio link as the fragmenter and the RAM plan see it.
-
-    mtu: bytes available for one encoded ColumnFrame; overhead_bytes: every other byte on the
-    air per frame (PHY + MAC/link-layer headers and trailers); frame_buffer_bytes: one RAM frame
-    buffer; bitrate_bps: for the transmit-time estimate (no backoff, IFS or retransmissions)."""
-
-    name: str
-    mtu: int
-    overhead_bytes: int
-    frame_buffer_bytes: int
-    bitrate_bps: int
-    note: str = ""
-
-    def tx_time_us(self, frame_len: int) -> float:
-        return (frame_len + self.overhead_bytes) * 8e6 / self.bitrate_bps
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "mtu": self.mtu,
-            "overhead_bytes": self.overhead_bytes,
-            "frame_buffer_bytes": self.frame_buffer_bytes,
-            "bitrate_bps": self.bitrate_bps,
-            "note": self.note,
-        }
-
-
-# IEEE 802.15.4 (O-QPSK, 250 kbit/s): 127-byte PSDU. Broadcast data frame with short addresses
-# and PAN-ID compression: MHR = 2 frame control + 1 sequence + 2 PAN + 2 dst + 2 src = 9 bytes,
-# FCS 2 bytes -> 116 bytes for the ColumnFrame. On air also the SHR + PHR: 4 preamble + 1 SFD
-# + 1 length = 6 bytes.
-IEEE802154_PSDU = 127
-IEEE802154_MHR = 9
-IEEE802154_FCS = 2
-IEEE802154_SHR_PHR = 6
-IEEE802154 = Link(
-    name="ieee802154",
-    mtu=IEEE802154_PSDU - IEEE802154_MHR - IEEE802154_FCS,
-    overhead_bytes=IEEE802154_SHR_PHR + IEEE802154_MHR + IEEE802154_FCS,
-    frame_buffer_bytes=IEEE802154_PSDU,
-    bitrate_bps=250_000,
-    note="127 B PSDU; MHR 9 (broadcast, short addr, PAN-ID compression) + FCS 2; SHR+PHR 6",
-)
-
-# BLE 2M extended advertising, one AUX_ADV_IND PDU per frame. PDU payload <= 255 bytes:
-# extended header 10 (1 length/AdvMode + 1 flags + 6 AdvA + 2 ADI) leaves 245 bytes of AdvData,
-# of which one manufacturer-specific AD structure takes 4 (length, type 0xFF, 2-byte company
-# id) -> 241 bytes for the ColumnFrame. On air per PDU: 2 preamble + 4 access address + 2 PDU
-# header + 10 + 4 + 3 CRC = 25 bytes. The ADV_EXT_IND pointers on the primary channels (1M PHY)
-# are left out: they are per advertising event, and a node sends one event per frame only if
-# the controller cannot chain; counted as airtime by the simulator, not here.
-BLE_PDU_PAYLOAD_MAX = 255
-BLE_PDU_HEADER = 2
-BLE_EXT_HEADER = 10
-BLE_AD_HEADER = 4
-BLE_PREAMBLE_AA_CRC = 2 + 4 + 3
-BLE2M = Link(
-    name="ble2m",
-    mtu=BLE_PDU_PAYLOAD_MAX - BLE_EXT_HEADER - BLE_AD_HEADER,
-    overhead_bytes=BLE_PREAMBLE_AA_CRC + BLE_PDU_HEADER + BLE_EXT_HEADER + BLE_AD_HEADER,
-    frame_buffer_bytes=BLE_PDU_HEADER + BLE_PDU_PAYLOAD_MAX,
-    bitrate_bps=2_000_000,
-    note="AUX_ADV_IND, 255 B payload: ext header 10 + AD header 4; preamble 2 + AA 4 + "
-    "header 2 + CRC 3; primary-channel ADV_EXT_IND not counted",
-)
-
-LINKS: dict[str, Link] = {IEEE802154.name: IEEE802154, BLE2M.name: BLE2M}
+# The radio links (MTU, bytes and time on the air, RAM frame buffer) are cats.sim.phy's: the
+# one definition the simulator's medium and cats.frames use too. A ColumnFrame of n bytes goes
+# on the air as a radio frame of AIR_TYPE_BYTES + n bytes (the AirType dispatch byte first).
+Link = Phy
+LINKS: dict[str, Link] = PHYS
 
 
 @dataclass(frozen=True)
@@ -544,11 +482,12 @@ def ram_breakdown(lay: Layout, link: Link = IEEE802154, limits: Limits = Limits(
 def fragment(
     exchange: int, sender: int, column_ids: Iterable[int], rows: int, link: Link = IEEE802154
 ) -> list[FramePlan]:
-    """Cut one sender's kept columns of one exchange into ColumnFrames that fit ``link.mtu``:
-    the one fragmentation rule of the SomeGather engine, ``cats.frames.plan`` (whole columns
-    per frame, greedily; a column too tall for one frame split into row chunks). Lengths are
-    the exact protobuf encoding with the worst-case inference id and partition tag."""
-    return frames.plan(exchange, sender, column_ids, rows, link.mtu)
+    """Cut one sender's kept columns of one exchange into ColumnFrames that fit
+    ``link.column_mtu`` (the radio frame less its AirType byte): the one fragmentation rule of
+    the SomeGather engine, ``cats.frames.plan`` (whole columns per frame, greedily; a column
+    too tall for one frame split into row chunks). Lengths are the exact protobuf encoding
+    with the worst-case inference id and partition tag."""
+    return frames.plan(exchange, sender, column_ids, rows, link.column_mtu)
 
 
 def encode_frames(
@@ -565,10 +504,11 @@ def encode_frames(
 
 def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
     """What each node sends per inference over all SomeGather exchanges ((D,) arrays):
-    payload bytes (rows x kept columns, int8), frames, bytes on air (encoded ColumnFrame +
-    link overhead), transmit time. ``result_payload_bytes`` is the node's output slice for the
-    gateway (rows x own outputs), kept apart: it is not part of the exchanges and its frame
-    format belongs to the gateway protocol. One node sends no exchange frames at all."""
+    payload bytes (rows x kept columns, int8), frames, bytes on air (AirType byte + encoded
+    ColumnFrame + link overhead, ``Phy.on_air_bytes``), transmit time (``Phy.airtime_us``).
+    ``result_payload_bytes`` is the node's output slice for the gateway (rows x own outputs),
+    kept apart: it is not part of the exchanges and its frame format belongs to the gateway
+    protocol. One node sends no exchange frames at all."""
     if len(lay.features) != 1:
         raise ValueError("air() needs a single-config layout")
     d = lay.nodes
@@ -583,8 +523,9 @@ def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
                 plan = fragment(e, s, lay.kept_ids(e, s), int(rows[e]), link)
                 payload[s] += sum(fp.payload_bytes for fp in plan)
                 frames[s] += len(plan)
-                on_air[s] += sum(fp.encoded_len + link.overhead_bytes for fp in plan)
-                tx_us[s] += sum(link.tx_time_us(fp.encoded_len) for fp in plan)
+                air_lens = [AIR_TYPE_BYTES + fp.encoded_len for fp in plan]
+                on_air[s] += sum(link.on_air_bytes(n) for n in air_lens)
+                tx_us[s] += sum(link.airtime_us(n) for n in air_lens)
     return {
         "payload_bytes": payload,
         "frames": frames,
@@ -797,6 +738,7 @@ def single_node_capacity(
 
 __all__ = [
     "BLE2M",
+    "BLE2M_AUX",
     "IEEE802154",
     "LINKS",
     "FramePlan",

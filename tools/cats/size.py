@@ -181,6 +181,29 @@ def map_objects(map_path: Path, sections: list[Section]) -> dict[str, dict[str, 
     return per
 
 
+_MAP_REGION = re.compile(r"^(\S+)\s+0x([0-9a-fA-F]+)\s+0x([0-9a-fA-F]+)(?:\s+(\S+))?\s*$")
+
+
+def map_memory_regions(map_path: Path) -> dict[str, tuple[int, int]]:
+    """name -> (origin, length) of the MEMORY regions in a GNU ld map's "Memory Configuration"
+    (the limits the linker placed the image in: FLASH / RAM for the M4 and Zephyr images);
+    ``*default*`` is left out."""
+    out: dict[str, tuple[int, int]] = {}
+    in_table = False
+    for ln in Path(map_path).read_text(errors="replace").splitlines():
+        if ln.startswith("Memory Configuration"):
+            in_table = True
+            continue
+        if not in_table:
+            continue
+        if ln.startswith("Linker script and memory"):
+            break
+        m = _MAP_REGION.match(ln)
+        if m and m.group(1) not in ("Name", "*default*"):
+            out[m.group(1)] = (int(m.group(2), 16), int(m.group(3), 16))
+    return out
+
+
 def _archive_members(lib: Path) -> Iterable[tuple[str, bytes]]:
     """Members of a System V / GNU ar archive."""
     data = lib.read_bytes()

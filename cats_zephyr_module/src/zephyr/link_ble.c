@@ -5,18 +5,21 @@
  * (BT_LE_ADV_OPT_EXT_ADV without CONN/SCANNABLE; ADV_EXT_IND on the 1M primary channels
  * pointing to one AUX_ADV_IND on the 2M secondary PHY, the default for extended advertising).
  * Each frame: bt_le_ext_adv_set_data() with one AD structure [len, 0xFF, company id (2, LE),
- * ColumnFrame], then bt_le_ext_adv_start() for CONFIG_CATS_BLE_ADV_EVENTS advertising events;
+ * radio frame], then bt_le_ext_adv_start() for CONFIG_CATS_BLE_ADV_EVENTS advertising events;
  * the set's `sent` callback releases the next frame, so send() blocks while the previous
  * frame is still on the air. AUX_ADV_IND carries at most 255 bytes: 10 of extended header and
- * 4 of AD header leave 241 bytes for the ColumnFrame (cats.resource BLE2M, cats.frames MTU).
+ * 4 of AD header leave 241 bytes for the radio frame of proto/cats.proto, the AirType dispatch
+ * byte + the message: AIR_COLUMN + a ColumnFrame of at most 240 bytes (tools/cats/sim/phy.py
+ * BLE2M.column_mtu, cats.frames MTU_BLE2M).
  *
  * Receiving: continuous passive scanning (bt_le_scan_start, window = interval; with
  * CONFIG_BT_EXT_ADV the host uses the LE extended scan commands and the controller follows
  * the AUX pointers onto the 2M PHY; BT_LE_SCAN_OPT_CODED would add the coded PHY, and
  * duplicate filtering stays off because consecutive frames may repeat data). The bt_le_scan_cb
  * `recv` callback (BT RX thread) keeps extended advertisements whose manufacturer data carry
- * our company id and queues the ColumnFrame for the service thread (k_msgq); the partition
- * tag inside every frame filters other swarms.
+ * our company id and an AIR_COLUMN radio frame and queues its ColumnFrame (without the AirType
+ * byte) for the service thread (k_msgq); other air types (the gateway's InputFrame /
+ * OutputFrame) are skipped, and the partition tag inside every frame filters other swarms.
  */
 #include <errno.h>
 #include <string.h>
@@ -28,11 +31,16 @@
 #include <zephyr/sys/byteorder.h>
 
 #include "cats/cats_somegather.h"
+#include "cats/cats_stream.h"
 #include "cats_zephyr.h"
 
 LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
-#define CATS_BLE_MTU (255 - 10 - 4)
+/* AdvData of one AUX_ADV_IND less the AD header: the radio frame; the ColumnFrame follows
+ * its AirType byte. */
+#define CATS_BLE_PAYLOAD (255 - 10 - 4)
+#define CATS_BLE_MTU (CATS_BLE_PAYLOAD - 1)
+#define CATS_BLE_AD_PREFIX 3 /* company id (2) + AirType (1) in the manufacturer data */
 #define CATS_BLE_SEND_TIMEOUT_MS 500
 
 struct ble_frame {
@@ -44,7 +52,7 @@ K_MSGQ_DEFINE(cats_ble_rx_q, sizeof(struct ble_frame), CONFIG_CATS_BLE_RX_QUEUE,
 static K_SEM_DEFINE(adv_done, 1, 1);
 static K_SEM_DEFINE(rx_ready, 0, 1); /* given on every queued frame: wakes link_wait() */
 static struct bt_le_ext_adv *adv;
-static uint8_t adv_buf[2 + CATS_BLE_MTU];
+static uint8_t adv_buf[CATS_BLE_AD_PREFIX + CATS_BLE_MTU];
 static struct ble_frame rx_tmp;
 
 static void adv_sent(struct bt_le_ext_adv *set, struct bt_le_ext_adv_sent_info *info)
@@ -72,9 +80,10 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 		(void)bt_le_ext_adv_stop(adv);
 	}
 	sys_put_le16(CONFIG_CATS_BLE_COMPANY_ID, adv_buf);
-	memcpy(&adv_buf[2], frame, len);
+	adv_buf[2] = CATS_AIR_COLUMN;
+	memcpy(&adv_buf[CATS_BLE_AD_PREFIX], frame, len);
 	ad.type = BT_DATA_MANUFACTURER_DATA;
-	ad.data_len = (uint8_t)(2 + len);
+	ad.data_len = (uint8_t)(CATS_BLE_AD_PREFIX + len);
 	ad.data = adv_buf;
 	rc = bt_le_ext_adv_set_data(adv, &ad, 1, NULL, 0);
 	if (rc == 0) {
@@ -110,18 +119,20 @@ static void link_wait(void *ctx, uint32_t max_ms)
 	}
 }
 
-/* bt_data_parse() callback: pick our manufacturer data out of an advertisement. */
+/* bt_data_parse() callback: pick our manufacturer data carrying a ColumnFrame (AirType
+ * AIR_COLUMN, at least one byte) out of an advertisement. */
 static bool parse_ad(struct bt_data *data, void *user)
 {
 	bool *found = user;
 
-	if (data->type != BT_DATA_MANUFACTURER_DATA || data->data_len < 3 ||
-	    data->data_len - 2 > CATS_BLE_MTU ||
-	    sys_get_le16(data->data) != CONFIG_CATS_BLE_COMPANY_ID) {
+	if (data->type != BT_DATA_MANUFACTURER_DATA || data->data_len <= CATS_BLE_AD_PREFIX ||
+	    data->data_len - CATS_BLE_AD_PREFIX > CATS_BLE_MTU ||
+	    sys_get_le16(data->data) != CONFIG_CATS_BLE_COMPANY_ID ||
+	    data->data[2] != CATS_AIR_COLUMN) {
 		return true; /* keep looking */
 	}
-	rx_tmp.len = data->data_len - 2;
-	memcpy(rx_tmp.data, &data->data[2], rx_tmp.len);
+	rx_tmp.len = data->data_len - CATS_BLE_AD_PREFIX;
+	memcpy(rx_tmp.data, &data->data[CATS_BLE_AD_PREFIX], rx_tmp.len);
 	*found = true;
 	return false;
 }

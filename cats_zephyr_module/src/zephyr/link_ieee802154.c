@@ -14,7 +14,11 @@
  * NET_REQUEST_IEEE802154_SET_*), a send is one sendto() to the broadcast short address 0xffff
  * with no ACK request, and a receive is one recv() that returns just the MAC payload. With a
  * short source address and PAN-id compression the MAC header is 9 bytes, so 127 - 9 - 2 (FCS)
- * = 116 bytes remain for the ColumnFrame (cats.resource IEEE802154 / cats.frames MTU).
+ * = 116 bytes remain for the MAC payload: the radio frame of proto/cats.proto, the AirType
+ * dispatch byte + the message. A node sends AIR_COLUMN + ColumnFrame (at most 115 bytes:
+ * tools/cats/sim/phy.py IEEE802154.column_mtu, cats.frames MTU_IEEE802154) and hands only
+ * the ColumnFrames of AIR_COLUMN frames to the runner (cats_sg_receive); other air types (the
+ * gateway's InputFrame / OutputFrame) are skipped here.
  *
  * Socket names: zsock_* functions; AF_PACKET / sockaddr_ll / ETH_P_IEEE802154 are Zephyr's
  * own (4.0/4.1) or the CONFIG_NET_NAMESPACE_COMPAT_MODE aliases of NET_AF_PACKET etc. (4.2+).
@@ -31,15 +35,19 @@
 #include <zephyr/net/net_mgmt.h>
 #include <zephyr/net/socket.h>
 
+#include "cats/cats_stream.h"
 #include "cats_zephyr.h"
 
 LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
-#define CATS_802154_MTU (127 - 9 - 2)
+/* MAC payload = PSDU - MHR - FCS; the ColumnFrame follows the AirType byte. */
+#define CATS_802154_PAYLOAD (127 - 9 - 2)
+#define CATS_802154_MTU (CATS_802154_PAYLOAD - 1)
 #define CATS_802154_BROADCAST 0xffff
 
 static int sock = -1;
 static struct net_if *iface;
+static uint8_t tx_buf[CATS_802154_PAYLOAD]; /* AirType byte + ColumnFrame (service thread) */
 
 static int link_send(void *ctx, const uint8_t *frame, size_t len)
 {
@@ -57,20 +65,33 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 		return -EMSGSIZE;
 	}
 	memcpy(to.sll_addr, &dst, sizeof(dst));
-	n = zsock_sendto(sock, frame, len, 0, (const struct sockaddr *)&to, sizeof(to));
-	return n == (ssize_t)len ? 0 : -errno;
+	tx_buf[0] = CATS_AIR_COLUMN;
+	memcpy(&tx_buf[1], frame, len);
+	n = zsock_sendto(sock, tx_buf, len + 1, 0, (const struct sockaddr *)&to, sizeof(to));
+	if (n < 0) {
+		return -errno;
+	}
+	return n == (ssize_t)(len + 1) ? 0 : -EIO;
 }
 
+/* The next received ColumnFrame: the MAC payload without its AirType byte (moved down in
+ * buf; the runner's buffer holds any 802.15.4 MAC payload). Frames of another air type, and
+ * empty ones, are skipped; 0 when nothing is waiting. */
 static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 {
 	ssize_t n;
 
 	ARG_UNUSED(ctx);
-	n = zsock_recv(sock, buf, cap, ZSOCK_MSG_DONTWAIT);
-	if (n < 0) {
-		return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+	for (;;) {
+		n = zsock_recv(sock, buf, cap, ZSOCK_MSG_DONTWAIT);
+		if (n < 0) {
+			return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+		}
+		if (n > 1 && buf[0] == CATS_AIR_COLUMN) {
+			memmove(buf, &buf[1], (size_t)n - 1);
+			return (int)(n - 1);
+		}
 	}
-	return (int)n;
 }
 
 static void link_wait(void *ctx, uint32_t max_ms)

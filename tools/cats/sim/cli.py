@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from cats.config import ModelConfig
+from cats.sim import phy as phys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--link",
         default="ieee802154",
-        choices=("ieee802154", "ble2m", "ble2m-aux"),
+        choices=tuple(phys.PHYS),
         help="PHY model of the medium (cats.sim.phy)",
     )
     p.add_argument(

@@ -336,9 +336,9 @@ class Swarm:
 
     def gateway_argv(self, port: int) -> list[str]:
         assert self.build_dir is not None
-        phy = "ieee802154" if self.phy.name == "ieee802154" else "ble2m"
         argv = [str(self.build_dir / GATEWAY_EXE), "--medium", self.medium_address]
-        argv += ["--partition", str(self.export_dir), "--listen", str(port), "--phy", phy]
+        argv += ["--partition", str(self.export_dir), "--listen", str(port)]
+        argv += ["--phy", self.phy.name]  # cats_gateway_sim knows every cats.sim.phy link
         argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
         if self.instr_per_mac is not None:
             argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]

@@ -1,0 +1,5 @@
+import sys
+
+from cats_bridge.main import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Request validation and the client side of the int8 swarm, as ``cats.int8.predict_int8``:
+RevIN (per-window mean and standard deviation, float32) and int8 quantisation of the input
+patches on the way in; dequantisation and de-normalisation of the int8 output on the way
+back. numpy only, so the bridge does not load torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cats_bridge.partition_info import PartitionInfo
+
+QMAX = 127  # int8 values are symmetric: [-127, 127] (cats.qref.sat8)
+REVIN_EPS = np.float32(1e-5)  # CatsModel.normalise
+
+
+class RequestError(ValueError):
+    """A request the bridge refuses before it reaches the swarm; the text says why."""
+
+
+def validate(values: Sequence[float], shape: Sequence[int], info: PartitionInfo) -> np.ndarray:
+    """The request's input as a float32 (context,) vector, or RequestError.
+
+    ``shape`` must be [context] or [1, context]; an empty shape means [len(input)]."""
+    shape = [int(s) for s in shape] or [len(values)]
+    if shape not in ([info.context], [1, info.context]):
+        raise RequestError(
+            f"input shape {shape} is not supported: this model takes [{info.context}] or "
+            f"[1, {info.context}] ({info.tokens} patches of {info.patch} samples)"
+        )
+    if len(values) != info.context:
+        raise RequestError(
+            f"input has {len(values)} values but its shape {shape} needs {info.context}"
+        )
+    x = np.asarray(values, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        where = np.flatnonzero(bad)
+        raise RequestError(
+            f"input has {len(where)} non-finite values (NaN or Inf), first at index {where[0]}"
+        )
+    return x
+
+
+def output_shape(request_shape: Sequence[int], info: PartitionInfo) -> list[int]:
+    """[outputs], or [1, outputs] for a [1, context] request."""
+    return [1, info.outputs] if len(request_shape) == 2 else [info.outputs]
+
+
+def encode_input(x: np.ndarray, info: PartitionInfo) -> tuple[bytes, float, float]:
+    """RevIN + int8: (tokens x patch int8 bytes, mean, std) of one (context,) window."""
+    x = np.asarray(x, dtype=np.float32).reshape(1, info.context)
+    mu = x.mean(axis=1, keepdims=True, dtype=np.float32)
+    sd = np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float32) + REVIN_EPS)
+    patches = (x - mu) / sd
+    q = np.floor(patches.astype(np.float64) / info.input_scale + 0.5)
+    q = np.clip(q, -QMAX, QMAX).astype(np.int8)
+    return q.tobytes(), float(mu[0, 0]), float(sd[0, 0])
+
+
+def decode_output(
+    raw: bytes, scale: float, mu: float, sd: float, info: PartitionInfo
+) -> np.ndarray:
+    """int8 outputs -> float: times the output scale, de-normalised for a forecast."""
+    y = np.frombuffer(raw, dtype=np.int8).astype(np.float64) * scale
+    if info.task == "forecast":
+        y = y * sd + mu
+    return y.astype(np.float32)
