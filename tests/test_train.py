@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def test_training_on_etth2_lowers_validation_loss(ett) -> None:
 
 
 def test_training_on_default_dataset_lowers_validation_loss() -> None:
-    pytest.importorskip("vega_datasets", reason="the default dataset ships in vega-datasets")
+    if importlib.util.find_spec("vega_datasets") is None:
+        pytest.skip("the default dataset ships in the PyPI package vega-datasets (not installed)")
     res = train_model(CFG, "default", nodes=2, **FAST)
     assert res.data.name == "seattle-sf-temps"
     assert res.metrics["val_loss"] < 0.9 * res.metrics["initial_val_loss"]

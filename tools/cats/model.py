@@ -115,6 +115,8 @@ class Exchanges:
         self.delivery = delivery or {}
         self.device = device
         self._gather: dict[str, tuple[Tensor, Tensor]] = {}
+        self._spaces = [ex.space for ex in part.schedule] if part is not None else []
+        self._owners: dict[str, tuple[Tensor, Tensor]] = {}  # space -> (owner, own mask)
 
     @property
     def mono(self) -> bool:
@@ -125,9 +127,13 @@ class Exchanges:
         if self.part is None:
             return x, None
         part = self.part
-        space = part.schedule[e].space
-        owner = torch.as_tensor(part.plan.owner(space), device=self.device)
-        own = torch.as_tensor(part.plan.own_mask(space), device=self.device)  # (D, C)
+        space = self._spaces[e]
+        if space not in self._owners:
+            self._owners[space] = (
+                torch.as_tensor(part.plan.owner(space), device=self.device),
+                torch.as_tensor(part.plan.own_mask(space), device=self.device),  # (D, C)
+            )
+        owner, own = self._owners[space]
         kept = torch.as_tensor(part.kept[e], device=self.device)  # (C,)
         recv = kept[None, None, :].expand(1, part.nodes, -1)  # (1, D, C)
         dm = self.delivery.get(e)
