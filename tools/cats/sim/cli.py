@@ -2,6 +2,7 @@
 
     cats sim <partition-dir> [--link ieee802154|ble2m|ble2m-aux] [--loss SPEC] [--seed S]
              [--inferences K] [--data default|CSV] [--pcap FILE] [--log FILE] [--json]
+             [--native-sim NODE=PATH ...]
 
 The swarm (``cats.sim.swarm``: radio medium + one C node process per node + the C gateway)
 runs K inferences on real test windows of the data set the export was made for (partition.json
@@ -14,6 +15,10 @@ Every result is checked bit for bit against the integer reference ``cats.qref`` 
 loaded export: without loss by ``qref.run_swarm``; otherwise by ``cats.sim.replay.replay``
 with exactly the columns the medium did not deliver to each receiver in each exchange (read
 from the medium's log) and the output slices of the nodes that gave none set to zero.
+
+``--native-sim 0=build/ns/zephyr/zephyr.exe`` runs node 0 as the Zephyr node image built for
+native_sim (samples/node with node-0 of this export) instead of a ``cats_node_sim`` process:
+its link UART's PTY is relayed to the medium (``cats.sim.pty_link``).
 
 Modelled latency per inference = Cortex-M4 compute (``cats.sim.latency``: MACs per node and
 stage x measured instructions per MAC / 64 MHz, slowest node per stage) + the airtime of the
@@ -72,7 +77,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=2.0,
         help="medium slot timeout in seconds (wall clock), for hung nodes",
     )
+    p.add_argument(
+        "--native-sim",
+        action="append",
+        default=[],
+        metavar="NODE=PATH",
+        help="run node NODE as a Zephyr native_sim image of samples/node (zephyr.exe, built "
+        "with -DCATS_NODE_ID=NODE of this export) relayed over its PTY; repeatable",
+    )
     p.set_defaults(func=run)
+
+
+def native_sim_nodes(items: list[str]) -> dict[int, str]:
+    """['0=build/ns/zephyr/zephyr.exe', ...] -> Swarm(external=...)."""
+    out: dict[int, str] = {}
+    for item in items:
+        node, sep, path = item.partition("=")
+        if not sep or not node.strip().isdigit() or not path:
+            raise ValueError(f"--native-sim wants NODE=PATH: {item!r}")
+        out[int(node)] = f"native_sim:{path}"
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,9 +153,11 @@ def simulate(
     slot_timeout: float = 2.0,
     inputs: np.ndarray | None = None,
     progress: bool = False,
+    external: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """Run the swarm on K windows (or the given int8 `inputs`, (K, tokens, patch), without
-    prediction metrics) and check every result against qref; returns the JSON summary."""
+    prediction metrics) and check every result against qref; returns the JSON summary.
+    `external`: nodes played by other stations (``Swarm(external=...)``)."""
     from cats import export, qref
     from cats.sim import latency, replay
     from cats.sim.swarm import Swarm
@@ -168,6 +194,7 @@ def simulate(
         slot_timeout=slot_timeout,
         deadline_ms=deadline_ms,
         instr_per_mac=ipm,
+        external=external,
     )
     results = []
     t_start = time.monotonic()
@@ -276,6 +303,7 @@ def simulate(
         "nodes": len(specs),
         "pruning_ratio": summary.get("pruning_ratio"),
         "link": link,
+        "external_nodes": {str(d): spec for d, spec in sorted(swarm.external.items())},
         "loss": "+".join(loss) or "none",
         "seed": seed,
         "inferences": k,
@@ -324,6 +352,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"seed {res['seed']}, {res['inferences']} inferences"
             + (f" on {res['dataset']}" if res["dataset"] else "")
         )
+        for d, spec in res["external_nodes"].items():
+            print(f"  node {d}: {spec}")
         print(f"  bit-exact with cats.qref: {'yes' if res['bit_exact'] else 'NO'}")
         print(
             f"  air bytes / inference: {res['air_bytes']:.0f} "
@@ -361,4 +391,5 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
         deadline_ms=args.deadline_ms,
         slot_timeout=args.slot_timeout,
         progress=not args.json,
+        external=native_sim_nodes(getattr(args, "native_sim", None) or []),
     )

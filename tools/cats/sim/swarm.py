@@ -14,6 +14,11 @@ then SIGKILLs what is left; it runs on ``__exit__``, at interpreter exit (atexit
 SIGTERM (handlers installed while a swarm runs, restored afterwards). Each child's stdout and
 stderr go to ``<workdir>/<name>.log``; a child is up when its log has a line starting with
 ``ready``.
+
+``external={d: spec}`` replaces node d's ``cats_node_sim`` by a station outside the host build
+(``ExternalStation``): ``native_sim:PATH [ARGS]`` starts a Zephyr node image built for
+native_sim (samples/node) and relays its link UART's PTY to the medium
+(``cats.sim.pty_link``); ``serial:/dev/ttyACM0?baud=N`` relays a board's UART.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import ctypes
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +43,7 @@ from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from cats import cnode
 from cats.export import load_node
@@ -219,6 +226,7 @@ class Swarm:
         build_dir: Path | None = None,
         extra_node_args: list[str] | None = None,
         instr_per_mac: float | None = None,
+        external: dict[int, str] | None = None,
     ) -> None:
         self.export_dir = Path(export_dir).resolve()
         self.phy = phys.get(link)
@@ -238,8 +246,12 @@ class Swarm:
         self.nodes = int(node0.manifest.nodes)
         self.partition_hash = bytes(node0.manifest.partition_hash)
         self.tag = partition_tag(self.partition_hash)
+        self.external = {int(d): _resolve_spec(spec) for d, spec in (external or {}).items()}
+        bad = sorted(d for d in self.external if not 0 <= d < self.nodes)
+        if bad:
+            raise ValueError(f"external nodes {bad} are not nodes of this {self.nodes}-node export")
         self.medium: Proc | None = None
-        self.node: dict[int, Proc] = {}
+        self.node: dict[int, Proc | ExternalStation] = {}
         self.gateway: Proc | None = None
         self.medium_port = 0
         self.gateway_port = 0
@@ -344,8 +356,11 @@ class Swarm:
             argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]
         return argv
 
-    def _start_node(self, d: int, wait: bool = True) -> Proc:
-        proc = self._spawn(f"node-{d}", self.node_argv(d))
+    def _start_node(self, d: int, wait: bool = True) -> Proc | ExternalStation:
+        if d in self.external:
+            proc: Proc | ExternalStation = ExternalStation(self, d, self.external[d])
+        else:
+            proc = self._spawn(f"node-{d}", self.node_argv(d))
         self.node[d] = proc
         if wait:
             proc.wait_ready()
@@ -462,3 +477,133 @@ class Swarm:
         for p in (self.medium, self.gateway, *self.node.values()):
             if p is not None and not p.alive():
                 raise SwarmError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
+
+
+# ----------------------------------------------------------------------------------------------
+# External stations: a node image outside the host build joins through a serial relay
+# ----------------------------------------------------------------------------------------------
+
+
+def _resolve_spec(spec: str) -> str:
+    """`native_sim:PATH [ARGS]` with PATH made absolute (the children run in REPO_ROOT)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "native_sim":
+        argv = shlex.split(rest)
+        if not argv:
+            raise ValueError(f"native_sim station without an executable: {spec!r}")
+        if os.sep in argv[0] or Path(argv[0]).exists():
+            argv[0] = os.path.abspath(argv[0])  # not resolve(): a venv python is a link
+        return "native_sim:" + shlex.join(argv)
+    if kind == "serial":
+        if not urlsplit(rest).path:
+            raise ValueError(f"serial station without a device: {spec!r}")
+        return spec
+    raise ValueError(f"external station must be native_sim:PATH or serial:DEVICE: {spec!r}")
+
+
+class ExternalStation:
+    """Node d played by a station that speaks the simulation link on a serial line, with
+    ``python -m cats.sim.pty_link`` relaying that line to the medium:
+
+    * ``native_sim:PATH [ARGS]``: a Zephyr node image built for native_sim (samples/node) is
+      started here (log ``node-<d>.log``); the relay (log ``node-<d>-link.log``) opens the PTY
+      its stdout names for the link UART, the sample's ``uart_1`` (``uart_1 connected to
+      pseudotty: /dev/pts/N``);
+    * ``serial:DEVICE[?baud=N&rtscts=1&parity=E...]``: only the relay (a board on a UART, or
+      the PTY of a station started elsewhere).
+
+    To the Swarm it looks like a Proc: ``popen``/``signal()`` are the station's (the relay's
+    for ``serial:``), so kill/hang faults hit the node image; ``stop()``/``kill()`` end both.
+    """
+
+    def __init__(self, swarm: Swarm, d: int, spec: str) -> None:
+        self.swarm, self.d, self.spec = swarm, d, spec
+        self.name = f"node-{d}"
+        kind, _, rest = spec.partition(":")
+        self.station: Proc | None = None
+        self.relay: Proc | None = None
+        self.device: str | None = None
+        self.relay_args: list[str] = []
+        if kind == "native_sim":
+            self.station = swarm._spawn(self.name, shlex.split(rest))
+        else:
+            url = urlsplit(rest)
+            self.device = url.path
+            for key, values in parse_qs(url.query).items():
+                if key in ("rtscts", "xonxoff"):
+                    if values[-1] not in ("", "0", "false"):
+                        self.relay_args.append(f"--{key}")
+                else:
+                    self.relay_args += [f"--{key}", values[-1]]
+            self._start_relay()
+
+    @property
+    def main(self) -> Proc:
+        proc = self.station or self.relay
+        assert proc is not None
+        return proc
+
+    @property
+    def popen(self) -> subprocess.Popen:
+        return self.main.popen
+
+    @property
+    def pid(self) -> int:
+        return self.main.pid
+
+    @property
+    def log(self) -> Path:
+        return self.main.log
+
+    def _start_relay(self) -> None:
+        argv = [sys.executable, "-m", "cats.sim.pty_link", "--device", str(self.device)]
+        argv += ["--medium", self.swarm.medium_address, *self.relay_args]
+        self.relay = self.swarm._spawn(f"{self.name}-link", argv)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
+        """Once the relay has both ends open (the medium's join is Swarm.wait_joined's)."""
+        from cats.sim.pty_link import DEFAULT_UART, find_pty
+
+        end = time.monotonic() + timeout
+        while self.relay is None:
+            assert self.station is not None
+            self.device = find_pty(self.station.log.read_text(errors="replace"), DEFAULT_UART)
+            if self.device is not None:
+                self._start_relay()
+            elif not self.station.alive():
+                raise SwarmError(
+                    f"{self.name} exited ({self.station.popen.returncode}) before it named "
+                    f"the PTY of {DEFAULT_UART}:\n{self.station.tail()}"
+                )
+            elif time.monotonic() > end:
+                raise SwarmError(
+                    f"{self.name} did not name the PTY of {DEFAULT_UART} in {timeout:.0f} s "
+                    f"(a native_sim build of samples/node?):\n{self.station.tail()}"
+                )
+            else:
+                time.sleep(0.01)
+        assert self.relay is not None
+        return self.relay.wait_ready(max(1.0, end - time.monotonic()))
+
+    def alive(self) -> bool:
+        return self.main.alive() and (self.relay is None or self.relay.alive())
+
+    def tail(self, n: int = 20) -> str:
+        procs = [p for p in (self.station, self.relay) if p is not None]
+        return "\n".join(f"[{p.name}]\n{p.tail(n)}" for p in procs)
+
+    def signal(self, sig: int) -> None:
+        self.main.signal(sig)
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        if self.station is not None:
+            self.station.stop(grace)
+        if self.relay is not None:  # it ends by itself once the station's PTY closes
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.relay.popen.wait(max(grace, 1.0))
+            self.relay.stop(grace)
+
+    def kill(self) -> None:
+        for p in (self.station, self.relay):
+            if p is not None:
+                p.kill()
