@@ -2,8 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
-# bench/ may not exist yet; lint only the directories that do.
-LINT_DIRS := $(wildcard tools tests bench)
+# Lint only the directories that exist.
+LINT_DIRS := $(wildcard tools tests bench cats_ros)
 
 .PHONY: setup host test lint demo clean distclean m4
 

@@ -16,9 +16,11 @@ PKG=cats_ros/cats_interfaces
 BUILD=build/ros/cats_interfaces
 STAMP="$VENV/.stamp-cats-interfaces"
 
-want_stamp="$(cat scripts/build_ros_interfaces.sh requirements.txt "$PKG/CMakeLists.txt" \
-    "$PKG/package.xml" "$PKG"/msg/*.msg "$PKG"/srv/*.srv "$PKG"/action/*.action \
-    cats_ros/cats_bridge/pyproject.toml | sha256sum | cut -d' ' -f1)"
+# inputs: this script, the package, and the ROS 2 / Python pins (not the other requirements)
+want_stamp="$( (cat scripts/build_ros_interfaces.sh "$PKG/CMakeLists.txt" "$PKG/package.xml" \
+    "$PKG"/msg/*.msg "$PKG"/srv/*.srv "$PKG"/action/*.action cats_ros/cats_bridge/pyproject.toml;
+    grep -iE '^(ros-|catkin-pkg|numpy|empy|lark)' requirements.txt; "$PY" -V) \
+    | sha256sum | cut -d' ' -f1)"
 site="$(echo "$VENV"/lib/python3.*/site-packages)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
     && [ -f "$site/cats_interfaces/srv/__init__.py" ] \
@@ -66,7 +68,8 @@ cmake -S "$PKG" -B "$BUILD" \
 cmake --build "$BUILD" -j "$(nproc)" >>"$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
 cmake --install "$BUILD" >>"$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
 
-"$PY" -m pip install --quiet --no-deps --no-build-isolation -e cats_ros/cats_bridge
+PYTHONWARNINGS=ignore "$PY" -m pip install --quiet --no-deps --no-build-isolation \
+    -e cats_ros/cats_bridge
 "$PY" -c 'import cats_interfaces.srv, cats_interfaces.action, cats_interfaces.msg, cats_bridge'
 echo "$want_stamp" > "$STAMP"
 echo "setup: cats_interfaces installed into $VENV"

@@ -69,8 +69,10 @@ def exports(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def domain() -> int:
-    os.environ.update(ROS_ENV)
+def domain(monkeypatch) -> int:
+    """A ROS_DOMAIN_ID of this test's own (and Fast DDS, localhost discovery, here too)."""
+    for k, v in ROS_ENV.items():
+        monkeypatch.setenv(k, v)
     return next(_domains)
 
 
@@ -392,6 +394,7 @@ def test_bridge_refuses_bad_parameters(exports, domain, tmp_path) -> None:
         ({"gateway": "udp://x:1"}, "gateway endpoint must be tcp://"),
         ({"partition_dir": str(tmp_path)}, "no partition.json"),
         ({"expected_partition_hash": "abc"}, "must be 64 hex digits"),
+        ({"timeout_s": 0}, "must be > 0"),
     ):
         args = {"gateway": "tcp://127.0.0.1:9", "partition_dir": str(exports["a"]), **params}
         argv = [sys.executable, "-m", "cats_bridge", "--ros-args"]

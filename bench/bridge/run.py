@@ -37,6 +37,7 @@ from cats_bridge import codec
 from cats_bridge.partition_info import PartitionInfo
 from cats_interfaces.srv import Infer
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
 
 from cats import export
 from cats.partition import Partition
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate-requests", type=int, default=400, help="requests per rate run")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 77)))
+    p.add_argument("--build-dir", type=Path, default=None, help="host build (default: build/host)")
+    p.add_argument("--status-period-s", type=float, default=1.0, help="bridge status period")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     return p.parse_args(argv)
 
@@ -68,10 +71,11 @@ def stats(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def start_bridge(endpoint: str, part: Path, domain: int, log: Path, depth: int) -> Any:
-    argv = [sys.executable, "-m", "cats_bridge", "--ros-args", "-p", f"gateway:={endpoint}",
-            "-p", f"partition_dir:={part}", "-p", f"queue_depth:={depth}",
-            "-p", f"status_period_s:={os.environ.get('SP', '1.0')}"]  # fmt: skip
+def start_bridge(endpoint: str, part: Path, domain: int, log: Path, **params: Any) -> Any:
+    argv = [sys.executable, "-m", "cats_bridge", "--ros-args",
+            "-p", f"gateway:={endpoint}", "-p", f"partition_dir:={part}"]  # fmt: skip
+    for k, v in params.items():
+        argv += ["-p", f"{k}:={v}"]
     env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain)}
     with open(log, "wb") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
@@ -84,7 +88,9 @@ class Client:
         self.node = rclpy.create_node("bench_client", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.srv = self.node.create_client(Infer, "/cats_bridge/infer")
+        self.srv = self.node.create_client(
+            Infer, "/cats_bridge/infer", qos_profile=QoSProfile(depth=100)
+        )
 
     def wait(self, x: np.ndarray, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
@@ -95,9 +101,7 @@ class Client:
         raise RuntimeError("the bridge did not answer")
 
     def call_many(self, xs: list[np.ndarray]) -> list[Any]:
-        futures = [
-            self.srv.call_async(Infer.Request(input=x.tolist(), shape=[len(x)])) for x in xs
-        ]
+        futures = [self.srv.call_async(Infer.Request(input=x.tolist(), shape=[len(x)])) for x in xs]
         for f in futures:
             self.executor.spin_until_future_complete(f, timeout_sec=60)
         return [f.result() for f in futures]
@@ -121,7 +125,7 @@ def rate(fn: Any, total: int, concurrency: int) -> float:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     os.environ.update(ROS_ENV)
-    build_executables()
+    build_dir = build_executables(args.build_dir) if args.build_dir else build_executables()
     with tempfile.TemporaryDirectory(prefix="cats-bench-bridge-") as tmp:
         part = Path(tmp) / "part"
         _, qm = export.untrained(args.preset, 0)
@@ -131,8 +135,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         xs = (10 + rng.normal(0, 1, (64, info.context)).cumsum(1)).astype(np.float32)
         data = [codec.encode_input(x, info)[0] for x in xs]
         depth = max(args.concurrency)
-        with Swarm(part, workdir=Path(tmp) / "swarm") as swarm, swarm.client() as gw:
-            proc = start_bridge(swarm.endpoint, part, args.domain_id, Path(tmp) / "b.log", depth)
+        swarm = Swarm(part, workdir=Path(tmp) / "swarm", build_dir=build_dir)
+        with swarm, swarm.client() as gw:
+            log = Path(tmp) / "bridge.log"
+            proc = start_bridge(swarm.endpoint, part, args.domain_id, log, queue_depth=depth,
+                                status_period_s=args.status_period_s)  # fmt: skip
             client = Client(args.domain_id)
             try:
                 client.wait(xs[0])
@@ -183,8 +190,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overhead": stats(over),
         "rates": rates,
         "modelled_latency_s": modelled,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},  # fmt: skip
+        "host_build": str(build_dir),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },  # fmt: skip
     }
     o, g, s = result["overhead"], result["gateway"], result["service"]
     print(f"{args.preset} D={args.nodes}: {args.requests} interleaved requests")

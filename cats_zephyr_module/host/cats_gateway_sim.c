@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -340,6 +341,10 @@ int main(int argc, char **argv)
 						close(fd);
 						continue;
 					}
+					int one = 1;
+
+					/* Results are small and answer queued requests: no Nagle delay. */
+					setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 					c->fd = fd;
 					c->id = next_client++;
 					cats_stream_decoder_init(&c->dec, c->buf, sizeof(c->buf));

@@ -129,7 +129,10 @@ def serving(
         rclpy.try_shutdown(context=context)
         if thread is not None:
             thread.join(5.0)
-        swarm.cleanup() if workdir is None else swarm.stop()
+        if workdir is None:
+            swarm.cleanup()  # also removes its temp work directory
+        else:
+            swarm.stop()
 
 
 def _interrupt(signum: int, frame: Any) -> None:

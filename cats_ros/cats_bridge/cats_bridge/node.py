@@ -31,64 +31,38 @@ from cats_interfaces.action import Infer as InferAction
 from cats_interfaces.msg import SwarmStatus
 from cats_interfaces.srv import Infer
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 
-from cats_bridge import codec
+from cats_bridge import codec, parameters
 from cats_bridge.gateway_link import GatewayLink
 from cats_bridge.partition_info import PartitionInfo
 from cats_bridge.request import CANCELLED, Job, Outcome
 from cats_bridge.status_messages import BridgeState, diagnostics, swarm_status
 
 NODE_NAME = "cats_bridge"
-DEFAULTS: dict[str, Any] = {
-    "gateway": "",
-    "partition_dir": "",
-    "expected_partition_hash": "",
-    "timeout_s": 30.0,
-    "queue_depth": 16,
-    "status_period_s": 1.0,
-}
-
-
-def _hex_hash(text: str, what: str) -> str:
-    h = text.strip().lower()
-    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-        raise ValueError(f"{what} must be 64 hex digits (a sha256), not {text!r}")
-    return h
+SERVICE_QOS_DEPTH = 100
 
 
 class CatsBridge(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        # dynamic typing: `-p timeout_s:=5` (an integer) and a hash of digits still work
-        descriptor = ParameterDescriptor(read_only=True, dynamic_typing=True)
-        for name, default in DEFAULTS.items():
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in DEFAULTS}
-        p = {name: type(DEFAULTS[name])(value) for name, value in p.items()}
-        if not p["gateway"]:
-            raise ValueError("parameter gateway is required (tcp://HOST:PORT or serial:///dev/…)")
-        if not p["partition_dir"]:
-            raise ValueError("parameter partition_dir is required (a `cats export` directory)")
-        self.info = PartitionInfo.from_dir(p["partition_dir"])
-        self.expected_hash = self.info.partition_hash
+        p = parameters.declare(self)
+        self.info = PartitionInfo.from_dir(p.partition_dir)
+        self.expected_hash = p.expected_partition_hash or self.info.partition_hash
         self._config_error = ""
-        if p["expected_partition_hash"]:
-            self.expected_hash = _hex_hash(p["expected_partition_hash"], "expected_partition_hash")
-            if self.expected_hash != self.info.partition_hash:
-                self._config_error = (
-                    f"misconfigured: expected_partition_hash {self.expected_hash[:16]}… is not "
-                    f"the hash of partition_dir {p['partition_dir']} "
-                    f"({self.info.partition_hash[:16]}…)"
-                )
-                self.get_logger().error(self._config_error + "; refusing every request")
-        self.timeout_s = float(p["timeout_s"])
-        self.queue_depth = max(1, int(p["queue_depth"]))
-        self.status_period_s = float(p["status_period_s"])
+        if self.expected_hash != self.info.partition_hash:
+            self._config_error = (
+                f"misconfigured: expected_partition_hash {self.expected_hash[:16]}… is not "
+                f"the hash of partition_dir {p.partition_dir} ({self.info.partition_hash[:16]}…)"
+            )
+            self.get_logger().error(self._config_error + "; refusing every request")
+        self.timeout_s = p.timeout_s
+        self.queue_depth = p.queue_depth
+        self.status_period_s = p.status_period_s
 
         self._lock = threading.Lock()
         self._active = 0
@@ -99,13 +73,18 @@ class CatsBridge(Node):
         self._logged_hash = ""
 
         self.link = GatewayLink(
-            p["gateway"],
+            p.gateway,
             status_period_s=self.status_period_s,
             on_status=self._on_gateway_status,
             on_state=self._on_gateway_state,
         )
         requests = ReentrantCallbackGroup()
-        self.create_service(Infer, "~/infer", self._serve_infer, callback_group=requests)
+        # DDS keeps this many requests for the executor to take; beyond queue_depth they
+        # are answered "queue full", never dropped by the middleware (the default keeps 10)
+        service_qos = QoSProfile(depth=max(SERVICE_QOS_DEPTH, 4 * self.queue_depth))
+        self.create_service(
+            Infer, "~/infer", self._serve_infer, qos_profile=service_qos, callback_group=requests
+        )
         self._action = ActionServer(
             self,
             InferAction,
@@ -126,7 +105,7 @@ class CatsBridge(Node):
         self.get_logger().info(
             f"serving {self.get_fully_qualified_name()}/infer (service + action) for partition "
             f"{self.expected_hash[:16]}… ({self.info.nodes} nodes, input [{self.info.context}] "
-            f"float32 -> output [{self.info.outputs}]) via gateway {p['gateway']}"
+            f"float32 -> output [{self.info.outputs}]) via gateway {p.gateway}"
         )
 
     def destroy_node(self) -> None:
@@ -164,9 +143,10 @@ class CatsBridge(Node):
         """Why every request is refused right now ("" when requests are served)."""
         if self._config_error:
             return self._config_error
-        if not self.link.ready:
+        status = self.link.status
+        if not self.link.ready or status is None:
             return self.link.unavailable_reason()
-        got = bytes(self.link.status.partition_hash).hex()
+        got = bytes(status.partition_hash).hex()
         if got != self.expected_hash:
             return (
                 f"partition hash mismatch: the gateway runs {got[:16]}…, this bridge expects "
@@ -179,7 +159,7 @@ class CatsBridge(Node):
         if not text:
             return ""
         try:
-            want = _hex_hash(text, "partition_hash")
+            want = parameters.hex_hash(text, "partition_hash")
         except ValueError as exc:
             return f"bad request: {exc}"
         if want != self.expected_hash:
@@ -231,20 +211,20 @@ class CatsBridge(Node):
 
     async def _run(self, x: np.ndarray, shape: list[int], goal: ServerGoalHandle | None) -> Outcome:
         data, mu, sd = codec.encode_input(x, self.info)
-        job = Job(self.executor)
+        job = Job(self.executor, track_sent=goal is not None)
         key = bytes(goal.goal_id.uuid) if goal is not None else b""
         if goal is not None:
             with self._lock:
                 self._jobs[key] = job
                 cancel_now = key in self._cancel_requested
             if cancel_now:
-                job.cancel()
+                job.cancel()  # before it was queued: attach() withdraws it at once
             self._feedback(goal, "queued")
         try:
             job.attach(self.link.submit(
                 data, partition_hash=bytes.fromhex(self.expected_hash),
                 timeout_s=self.timeout_s, on_sent=job.mark_sent))  # fmt: skip
-            if await job.sent and goal is not None and not job.done.done():
+            if goal is not None and await job.sent and not job.done.done():
                 self._feedback(goal, "running")
             got = await job.done
         finally:

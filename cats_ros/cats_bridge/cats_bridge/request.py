@@ -48,33 +48,43 @@ class Outcome:
 class Job:
     """Thread-safe link between one request's coroutine and the gateway link.
 
-    ``sent`` resolves when the request goes to the gateway (True) or ends before that
-    (False); ``done`` resolves with the link's concurrent future, or CANCELLED."""
+    With ``track_sent``, ``sent`` resolves when the request goes to the gateway (True) or ends
+    before that (False); ``done`` resolves with the link's concurrent future, or CANCELLED.
+    Each resolution wakes the executor, which then resumes the waiting coroutine."""
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, track_sent: bool = False) -> None:
         self._executor = executor
         self._lock = threading.Lock()
+        self.track_sent = track_sent  # only an action reports it (feedback "running")
         self.sent: Future = Future(executor=executor)
         self.done: Future = Future(executor=executor)
         self.link_future: concurrent.futures.Future | None = None
 
     def attach(self, link_future: concurrent.futures.Future) -> None:
-        self.link_future = link_future
+        with self._lock:
+            self.link_future = link_future
+            cancelled = self.done.done()
+        if cancelled:  # cancel() came first: withdraw it at once
+            link_future.cancel()
         link_future.add_done_callback(self._finished)  # runs now if already done
 
     def mark_sent(self) -> None:  # gateway link thread
-        self._resolve(self.sent, True)
+        if self.track_sent:
+            self._resolve(self.sent, True)
 
     def cancel(self) -> None:
         """Withdraw the request if it still waits; answer its caller now either way (a
         result the gateway sends later is dropped)."""
-        if self.link_future is not None:
-            self.link_future.cancel()
-        self._resolve(self.sent, False)
         self._resolve(self.done, CANCELLED)
+        with self._lock:
+            link_future = self.link_future
+        if link_future is not None:
+            link_future.cancel()
+        self._resolve(self.sent, False)
 
     def _finished(self, link_future: concurrent.futures.Future) -> None:
-        self._resolve(self.sent, False)
+        if self.track_sent:
+            self._resolve(self.sent, False)
         self._resolve(self.done, link_future)
 
     def _resolve(self, fut: Future, value: Any) -> None:
