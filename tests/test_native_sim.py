@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import cats_sim_argv, descendants, gone, wait_for
 
 from cats import export, qref, stream
 from cats.partition import Partition
@@ -36,14 +37,6 @@ FAKE = Path(__file__).resolve().parent / "_fake_native_sim.py"
 SAMPLE = REPO_ROOT / "cats_zephyr_module" / "samples" / "node"
 # bytes a cooked terminal would eat or change: CR, LF, ^C, ^D, XON, XOFF, ^Z, DEL, 0xFF, NUL
 AWKWARD = b"\r\n\x03\x04\x11\x13\x1a\x7f\xff\x00\\"
-
-
-def _wait(cond, timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _events(log: Path, event: str) -> list[dict]:
@@ -171,7 +164,7 @@ def test_relay_over_a_pty_pair(medium) -> None:
         os.close(slave)  # the relay holds its own descriptor of the slave now
         slave = -1
         peer = _tcp_station(port, 1)
-        _wait(lambda: len(_events(log, "join")) == 2, what="both stations to join")
+        wait_for(lambda: len(_events(log, "join")) == 2, what="both stations to join")
         assert {r["station"] for r in _events(log, "join")} == {0, 1}
         mine, theirs = _column(0, AWKWARD * 4), _column(1, AWKWARD[::-1] * 4)
         os.write(master, b"\x00noise" + stream.encode(stream.AIR, mine))
@@ -186,7 +179,7 @@ def test_relay_over_a_pty_pair(medium) -> None:
         assert link.reason == "stopped" and threading.active_count() == threads
         assert link.bytes_to_medium == len(_hello(0)) + 6 + len(stream.encode(stream.AIR, mine))
         assert link.bytes_to_device == sum(len(stream.encode(t, m)) for t, m in got)
-        _wait(lambda: any(r["station"] == 0 for r in _events(log, "leave")), what="the leave")
+        wait_for(lambda: any(r["station"] == 0 for r in _events(log, "leave")), what="the leave")
         peer.close()
     finally:
         os.close(master)
@@ -205,7 +198,7 @@ def test_relay_through_pyserial(medium, monkeypatch) -> None:
             assert link._serial is not None and link._serial.baudrate == 1000000
             peer = _tcp_station(port, 1)
             os.write(master, _hello(0))  # pyserial flushed what came before it opened
-            _wait(lambda: len(_events(log, "join")) == 2, what="both stations to join")
+            wait_for(lambda: len(_events(log, "join")) == 2, what="both stations to join")
             mine, theirs = _column(0, AWKWARD), _column(1, AWKWARD * 2)
             os.write(master, stream.encode(stream.AIR, mine))
             assert _recv_messages(peer, 1) == [(stream.AIR, mine)]
@@ -240,7 +233,7 @@ def test_relay_process_ends_cleanly(medium, end: str) -> None:
         proc = _relay_process(path, port)
         os.close(slave)
         slave = -1
-        _wait(lambda: [r["station"] for r in _events(log, "join")] == [1], what="the join")
+        wait_for(lambda: [r["station"] for r in _events(log, "join")] == [1], what="the join")
         if end == "SIGTERM":
             proc.send_signal(signal.SIGTERM)
         else:
@@ -250,7 +243,7 @@ def test_relay_process_ends_cleanly(medium, end: str) -> None:
         assert proc.returncode == 0, err
         why = "signal" if end == "SIGTERM" else "device closed"
         assert f"pty_link: {why}; {len(_hello(1))} bytes to the medium" in err
-        _wait(lambda: any(r["station"] == 1 for r in _events(log, "leave")), what="the leave")
+        wait_for(lambda: any(r["station"] == 1 for r in _events(log, "leave")), what="the leave")
     finally:
         for fd in (master, slave):
             if fd >= 0:
@@ -296,34 +289,13 @@ def _fake_spec(part: Path, d: int) -> str:
     return "native_sim:" + shlex.join(argv)
 
 
-def _descendants(pid: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
 @pytest.mark.bitexact
 def test_cats_sim_native_sim_option_with_a_stand_in(export4: Path, tmp_path: Path) -> None:
     """`cats sim --native-sim 0=...` with tests/_fake_native_sim.py as node 0's image: PTY named
     on stdout, SimHello buffered in the PTY before the relay opens it, bit-exact results."""
     spec = _fake_spec(export4, 0).removeprefix("native_sim:")
     out = subprocess.run(
-        [sys.executable, "-m", "cats.cli", "sim", str(export4), "--inferences", "2",
-         "--native-sim", f"0={spec}", "--workdir", str(tmp_path), "--json"],
+        cats_sim_argv(export4, tmp_path, "--inferences", "2", "--native-sim", f"0={spec}"),
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -357,7 +329,7 @@ def test_swarm_external_station_kill_and_restart(export4: Path, tmp_path: Path) 
             relay = swarm.node[0].relay
             swarm.kill_node(0)
             relay.popen.wait(10)  # the relay ends by itself once the station's PTY closed
-            _wait(lambda: not gw.status().node_status[0].alive, what="node 0 reported dead")
+            wait_for(lambda: not gw.status().node_status[0].alive, what="node 0 reported dead")
             assert any(r.get("station") == 0 for r in _events(swarm.log, "leave"))
             res = gw.infer(x[1], request_id=2, partition_hash=swarm.partition_hash)
             assert res.degraded and list(res.missing_nodes) == [0]
@@ -371,16 +343,16 @@ def test_swarm_external_station_kill_and_restart(export4: Path, tmp_path: Path) 
             swarm.restart_node(0)
             assert (tmp_path / "node-0.1.log").is_file()
             assert (tmp_path / "node-0-link.1.log").is_file()
-            _wait(lambda: gw.status().node_status[0].alive, what="node 0 alive again")
+            wait_for(lambda: gw.status().node_status[0].alive, what="node 0 alive again")
             res = gw.infer(x[2], request_id=3, partition_hash=swarm.partition_hash)
             assert res.status == 0 and not res.degraded
             got = np.frombuffer(res.output, dtype=np.int8)
             assert np.array_equal(got, qref.run_swarm(nodes, x[2]))
-        kids = _descendants(os.getpid())
+        kids = descendants(os.getpid())
         assert len(kids) >= 8  # medium, 3 nodes, gateway, stand-in + its node, relay
     finally:
         swarm.stop()
-    _wait(lambda: all(_zombie(p) for p in kids), timeout=10, what="every child to end")
+    wait_for(lambda: all(gone(p) for p in kids), timeout=10, what="every child to end")
 
 
 @pytest.mark.bitexact
@@ -407,14 +379,6 @@ def test_swarm_serial_station(export4: Path, tmp_path: Path) -> None:
     finally:
         station.terminate()
         station.wait(10)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 # ----------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - setup installs them; CI must ru
         allow_module_level=True,
     )
 
+from _helpers import descendants, gone
 from cats_bridge import codec
 from cats_bridge.partition_info import PartitionInfo
 
@@ -405,32 +406,6 @@ def test_bridge_refuses_bad_parameters(exports, domain, tmp_path) -> None:
         assert p.returncode == 2 and text in p.stderr, p.stderr
 
 
-def _descendants(pid: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-    out, todo = set(), [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_cats_serve_until_ctrl_c(exports, domain, tmp_path) -> None:
     """`cats serve`: swarm + bridge in the foreground; SIGINT stops all of it."""
     env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain)}
@@ -447,7 +422,7 @@ def test_cats_serve_until_ctrl_c(exports, domain, tmp_path) -> None:
             if line.startswith("ready"):
                 break
         assert lines and lines[-1].startswith("ready service=/cats_bridge/infer"), lines
-        kids = _descendants(proc.pid)
+        kids = descendants(proc.pid)
         assert len(kids) >= 6  # medium, 4 nodes, gateway
         client = Client(domain)
         try:
@@ -460,7 +435,7 @@ def test_cats_serve_until_ctrl_c(exports, domain, tmp_path) -> None:
         out, _ = proc.communicate(timeout=15)
         assert proc.returncode == 0, out
         assert "interrupted; the bridge and the swarm are stopped" in out
-        assert all(_gone(k) for k in kids)
+        assert all(gone(k) for k in kids)
     finally:
         if proc.poll() is None:
             proc.kill()

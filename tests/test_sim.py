@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import cats_sim_argv, descendants, gone, wait_for
 
 from cats import export, qref, stream
 from cats.partition import Partition
@@ -56,42 +57,6 @@ def _counters(log: Path) -> dict[str, int]:
         if r.get("event") == "counters":
             last = r
     return last
-
-
-def _wait(cond, timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def _descendants(pid: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,7 +232,7 @@ def test_medium_ignores_and_counts_garbage_and_foreign_frames(tmp_path: Path) ->
     try:
         port = int(med.stdout.readline().strip().split("=")[1])
         a, b = RawStation(port, 0), RawStation(port, 1)
-        _wait(lambda: log.read_text().count('"event":"join"') == 2, what="the hellos")
+        wait_for(lambda: log.read_text().count('"event":"join"') == 2, what="the hellos")
         foreign = RawStation(port, 1, tag=0xDEAD)  # another partition: never a node 1
         anon = RawStation(port, None)  # no SimHello
         anon.send(stream.air(stream.AIR_COLUMN, _column(0)[1:]))
@@ -495,12 +460,12 @@ def test_node_killed_mid_inference_then_restarted(exports, tmp_path: Path) -> No
         assert [ns.alive for ns in st.node_status] == [True, False, True, True]
         # restarted, it rejoins the next inference: a full result again
         swarm.restart_node(1)
-        _wait(lambda: gw.status().node_status[1].alive, what="node 1 alive again")
+        wait_for(lambda: gw.status().node_status[1].alive, what="node 1 alive again")
         res = gw.infer(x[2])
         assert res.status == 0 and not res.degraded and not res.missing_nodes
         assert np.array_equal(np.frombuffer(res.output, np.int8), qref.run_swarm(nodes, x[2]))
         pids = swarm.pids()
-    assert all(_gone(p) for p in pids)
+    assert all(gone(p) for p in pids)
 
 
 def test_hung_node_slot_timeout_then_recovers(exports, tmp_path: Path) -> None:
@@ -549,12 +514,12 @@ def test_gateway_restart(exports, tmp_path: Path) -> None:
         swarm.restart_gateway()
         assert swarm.gateway.pid != old_pid
         with swarm.client() as gw:
-            _wait(lambda: all(ns.alive for ns in gw.status().node_status), what="status")
+            wait_for(lambda: all(ns.alive for ns in gw.status().node_status), what="status")
             res = gw.infer(x[1])
             assert res.status == 0 and not res.degraded
             assert np.array_equal(np.frombuffer(res.output, np.int8), qref.run_swarm(nodes, x[1]))
         pids = swarm.pids()
-    assert all(_gone(p) for p in pids)
+    assert all(gone(p) for p in pids)
 
 
 def test_swarm_survives_garbage_and_foreign_stations(exports, tmp_path: Path) -> None:
@@ -578,25 +543,14 @@ def test_swarm_survives_garbage_and_foreign_stations(exports, tmp_path: Path) ->
 
 def test_ctrl_c_leaves_no_orphans(exports, tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cats.cli",
-            "sim",
-            str(exports[4]),
-            "--inferences",
-            "100000",
-            "--workdir",
-            str(tmp_path),
-            "--json",
-        ],
+        cats_sim_argv(exports[4], tmp_path, "--inferences", "100000"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO_ROOT,
     )
     try:
         # the medium, 4 nodes and the gateway are up once the gateway has logged "ready"
-        _wait(
+        wait_for(
             lambda: (
                 (tmp_path / "gateway.log").is_file()
                 and "ready" in (tmp_path / "gateway.log").read_text()
@@ -605,7 +559,7 @@ def test_ctrl_c_leaves_no_orphans(exports, tmp_path: Path) -> None:
             what="the swarm to start",
         )
         time.sleep(0.3)
-        kids = _descendants(proc.pid)
+        kids = descendants(proc.pid)
         assert len(kids) >= 6
         proc.send_signal(signal.SIGINT)
         proc.wait(20)
@@ -613,27 +567,14 @@ def test_ctrl_c_leaves_no_orphans(exports, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    _wait(lambda: all(_gone(p) for p in kids), timeout=5, what="children to end")
+    wait_for(lambda: all(gone(p) for p in kids), timeout=5, what="children to end")
 
 
 def test_cats_sim_cli_json(exports, tmp_path: Path) -> None:
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cats.cli",
-            "sim",
-            str(exports[4]),
-            "--inferences",
-            "2",
-            "--loss",
-            "iid:0.05",
-            "--seed",
-            "2",
-            "--workdir",
-            str(tmp_path),
-            "--json",
-        ],
+        cats_sim_argv(
+            exports[4], tmp_path, "--inferences", "2", "--loss", "iid:0.05", "--seed", "2"
+        ),
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
