@@ -464,7 +464,10 @@ def test_exchange_tables_and_owners(models, tmp_path: Path) -> None:
             for space in ("model", "hidden", "output"):
                 owner = plan.owner(space)
                 assert [c.owner(space, i) for i in range(owner.size + 2)] == [
-                    *owner.tolist(), -1, -1]
+                    *owner.tolist(),
+                    -1,
+                    -1,
+                ]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -560,16 +563,22 @@ def test_corrupted_artefacts_are_refused(node_files) -> None:
 
     assert with_tensor(lambda m, t: t["b0.wq.w"].shape.__setitem__(1, 3)) == cnode.ERR_TENSOR
     assert with_tensor(lambda m, t: setattr(t["b1.act"], "dtype", 2)) == cnode.ERR_TENSOR
-    assert with_tensor(lambda m, t: setattr(t["head.bias"], "offset",
-                                            t["head.bias"].offset + 4)) == cnode.ERR_TENSOR
+    assert (
+        with_tensor(lambda m, t: setattr(t["head.bias"], "offset", t["head.bias"].offset + 4))
+        == cnode.ERR_TENSOR
+    )
     assert with_tensor(lambda m, t: setattr(t["lnf.beta"], "offset", len(blob))) == (
-        cnode.ERR_TENSOR)
+        cnode.ERR_TENSOR
+    )
     assert with_tensor(lambda m, t: setattr(t["b0.ln1.m"], "name", "b0.ln3.m")) == (
-        cnode.ERR_TENSOR)
+        cnode.ERR_TENSOR
+    )
     assert with_tensor(lambda m, t: setattr(t["b0.ln1.m"], "name", "b7.ln1.m")) == (
-        cnode.ERR_TENSOR)
+        cnode.ERR_TENSOR
+    )
     assert with_tensor(lambda m, t: setattr(t["b0.ln1.m"], "name", "b0.ln1.sh")) == (
-        cnode.ERR_TENSOR)
+        cnode.ERR_TENSOR
+    )
     assert with_tensor(lambda m, t: m.tensors.remove(t["b1.w2.m"])) == cnode.ERR_TENSOR
     assert with_tensor(lambda m, t: m.tensors.add().CopyFrom(t["b1.add2"])) == cnode.ERR_TENSOR
     assert with_tensor(lambda m, t: setattr(t["b1.add2"], "name", "pool")) == cnode.ERR_TENSOR
@@ -579,7 +588,7 @@ def test_corrupted_artefacts_are_refused(node_files) -> None:
     for name, value in (("b0.wq.sh", 0), ("b1.w1.sh", 63), ("b0.attn", None), ("lnf.eps", -1)):
         patched = bytearray(blob)
         off = refs[name].offset + (4 if value is None else 0)  # attn[1] = shl
-        patched[off:off + 4] = int(value or 0).to_bytes(4, "little", signed=True)
+        patched[off : off + 4] = int(value or 0).to_bytes(4, "little", signed=True)
         mb, bb = _resigned(man(), bytes(patched))
         assert _init_code(mb, bb) == cnode.ERR_TENSOR, name
 

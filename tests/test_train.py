@@ -85,8 +85,9 @@ def test_message_dropout_uses_partitioned_path(ett, monkeypatch) -> None:
 
 @needs_etth2
 def test_pruning_during_training(ett) -> None:
-    res = train_model(CFG, ett, nodes=4, prune=0.5, prune_step=0.25, finetune_steps=10,
-                      **{**FAST, "steps": 30})
+    res = train_model(
+        CFG, ett, nodes=4, prune=0.5, prune_step=0.25, finetune_steps=10, **{**FAST, "steps": 30}
+    )
     assert res.metrics["pruning_ratio"] == pytest.approx(0.5)
     assert [round(h["target"], 2) for h in res.metrics["pruning"]] == [0.25, 0.5]
 
@@ -112,9 +113,16 @@ def test_checkpoint_roundtrip_identical_outputs(tmp_path: Path) -> None:
     model.set_quant(True)
     model.eval()
     norm = {"mean": [1.0, 2.0], "std": [3.0, 4.0]}
-    path = save_checkpoint(tmp_path / "c.pt", model, part, dropout=DropoutConfig(0.1),
-                           metrics={"test_mse": 0.5}, normaliser=norm, dataset="x",
-                           extra={"data": "default"})
+    path = save_checkpoint(
+        tmp_path / "c.pt",
+        model,
+        part,
+        dropout=DropoutConfig(0.1),
+        metrics={"test_mse": 0.5},
+        normaliser=norm,
+        dataset="x",
+        extra={"data": "default"},
+    )
     ck = load_checkpoint(path)
     m2, p2 = ck.model(), ck.partition()
     assert ck.quant and ck.dropout == DropoutConfig(0.1) and ck.normaliser == norm
@@ -162,9 +170,28 @@ def _available_commands() -> tuple[str, ...]:
 def test_cli_train_evaluate_prune_json(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(cli, "COMMANDS", _available_commands())
     out = tmp_path / "run"
-    argv = ["train", "--data", str(ETTH2_CSV), "--preset", "test", "--nodes", "4",
-            "--steps", "30", "--batch", "32", "--max-eval-windows", "128",
-            "--max-test-windows", "256", "--dropout-link", "0.1", "--out", str(out), "--json"]
+    argv = [
+        "train",
+        "--data",
+        str(ETTH2_CSV),
+        "--preset",
+        "test",
+        "--nodes",
+        "4",
+        "--steps",
+        "30",
+        "--batch",
+        "32",
+        "--max-eval-windows",
+        "128",
+        "--max-test-windows",
+        "256",
+        "--dropout-link",
+        "0.1",
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert cli.main(argv) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["ok"] and res["nodes"] == 4 and np.isfinite(res["test_mse"])
@@ -174,16 +201,42 @@ def test_cli_train_evaluate_prune_json(tmp_path: Path, capsys, monkeypatch) -> N
     assert json.loads((out / "metrics.json").read_text())["test_mse"] == res["test_mse"]
 
     ck = str(out / "checkpoint.pt")
-    argv = ["evaluate", "--checkpoint", ck, "--loss", "0", "0.1", "--seeds", "2",
-            "--max-windows", "64", "--json"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        ck,
+        "--loss",
+        "0",
+        "0.1",
+        "--seeds",
+        "2",
+        "--max-windows",
+        "64",
+        "--json",
+    ]
     assert cli.main(argv) == 0
     ev = json.loads(capsys.readouterr().out)
     assert [r["loss_rate"] for r in ev["results"]] == [0.0, 0.1]
     assert ev["results"][0]["ratio"] == 1.0
 
-    argv = ["prune", "--checkpoint", ck, "--target", "0.5", "--step", "0.5",
-            "--finetune-steps", "5", "--max-eval-windows", "64", "--max-test-windows", "64",
-            "--out", str(tmp_path / "p"), "--json"]
+    argv = [
+        "prune",
+        "--checkpoint",
+        ck,
+        "--target",
+        "0.5",
+        "--step",
+        "0.5",
+        "--finetune-steps",
+        "5",
+        "--max-eval-windows",
+        "64",
+        "--max-test-windows",
+        "64",
+        "--out",
+        str(tmp_path / "p"),
+        "--json",
+    ]
     assert cli.main(argv) == 0
     pr = json.loads(capsys.readouterr().out)
     assert pr["pruning_ratio"] == pytest.approx(0.5)

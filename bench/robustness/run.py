@@ -50,12 +50,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5, help="loss patterns per rate")
     p.add_argument("--seed", type=int, default=0, help="training seed (both models)")
     p.add_argument("--max-train-windows", type=int, default=None)
-    p.add_argument("--max-test-windows", type=int, default=5000,
-                   help="evenly spaced test windows (0: the whole split, ~19.5k)")
+    p.add_argument(
+        "--max-test-windows",
+        type=int,
+        default=5000,
+        help="evenly spaced test windows (0: the whole split, ~19.5k)",
+    )
     p.add_argument("--quick", action="store_true", help="~1 minute smoke version")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
-    p.add_argument("--save", type=Path, default=None,
-                   help="also save both models (DIR/plain, DIR/dropout: checkpoint, plot)")
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="also save both models (DIR/plain, DIR/dropout: checkpoint, plot)",
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.quick:
@@ -66,8 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def table(rows: dict[str, list[dict[str, Any]]], losses: list[float],
-          bound: dict[str, dict[str, Any]]) -> str:
+def table(
+    rows: dict[str, list[dict[str, Any]]], losses: list[float], bound: dict[str, dict[str, Any]]
+) -> str:
     head = "| training | " + " | ".join(f"{r:.0%} loss" for r in losses)
     head += " | every remote frame lost |"
     lines = [head, "|" + "---|" * (len(losses) + 2)]
@@ -89,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(args.data, cfg)
     drop = DropoutConfig(args.p_link, args.p_receiver, args.p_sender)
     base = TrainOptions(
-        nodes=args.nodes, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-        max_train_windows=args.max_train_windows, max_test_windows=args.max_test_windows,
+        nodes=args.nodes,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        max_train_windows=args.max_train_windows,
+        max_test_windows=args.max_test_windows,
         progress=sys.stderr.isatty(),
     )
     variants = {"without message-dropout": DropoutConfig(), "with message-dropout": drop}
@@ -100,36 +114,60 @@ def main(argv: list[str] | None = None) -> int:
         trained[name] = train_model(cfg, data, base, dropout=d)
         timings[name] = time.perf_counter() - t
         m = trained[name].metrics
-        print(f"trained {name}: test MSE {m['test_mse']:.4f} MAE {m['test_mae']:.4f} "
-              f"({timings[name]:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"trained {name}: test MSE {m['test_mse']:.4f} MAE {m['test_mae']:.4f} "
+            f"({timings[name]:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     # the clean MSE of the model trained without message-dropout is the reference of both rows
     ref_res: float | None = None
     rows: dict[str, list[dict[str, Any]]] = {}
     bound: dict[str, dict[str, Any]] = {}  # loss 100 %: each node sees only its own columns
     for name, res in trained.items():
         t = time.perf_counter()
-        rows[name] = robustness(res.model, res.part, data.test, args.losses, args.seeds,
-                                max_windows=args.max_test_windows, reference=ref_res)
+        rows[name] = robustness(
+            res.model,
+            res.part,
+            data.test,
+            args.losses,
+            args.seeds,
+            max_windows=args.max_test_windows,
+            reference=ref_res,
+        )
         if ref_res is None:
             ref_res = rows[name][0]["mse"] / rows[name][0]["ratio"]
-        bound[name] = robustness(res.model, res.part, data.test, [1.0], [0],
-                                 max_windows=args.max_test_windows, reference=ref_res)[0]
+        bound[name] = robustness(
+            res.model,
+            res.part,
+            data.test,
+            [1.0],
+            [0],
+            max_windows=args.max_test_windows,
+            reference=ref_res,
+        )[0]
         timings[f"eval {name}"] = time.perf_counter() - t
         if args.save is not None:
             res.save(args.save / ("dropout" if "with " in name else "plain"))
     wall = time.perf_counter() - t0
 
-    print(f"\nETTh2 test, D={args.nodes} nodes, preset {args.preset} "
-          f"(F={cfg.features}, H={cfg.heads}, L={cfg.blocks}, context {cfg.context}, "
-          f"horizon {cfg.horizon}), {args.steps} steps/model, {args.seeds} loss seeds, "
-          f"{rows[next(iter(rows))][0]['windows']} test windows"
-          + (" [QUICK smoke run]" if args.quick else ""))
-    print(f"message-dropout: p_link={drop.p_link}, p_receiver={drop.p_receiver}, "
-          f"p_sender={drop.p_sender} (off-diagonal drop {drop.off_diagonal_drop():.3f})")
+    print(
+        f"\nETTh2 test, D={args.nodes} nodes, preset {args.preset} "
+        f"(F={cfg.features}, H={cfg.heads}, L={cfg.blocks}, context {cfg.context}, "
+        f"horizon {cfg.horizon}), {args.steps} steps/model, {args.seeds} loss seeds, "
+        f"{rows[next(iter(rows))][0]['windows']} test windows"
+        + (" [QUICK smoke run]" if args.quick else "")
+    )
+    print(
+        f"message-dropout: p_link={drop.p_link}, p_receiver={drop.p_receiver}, "
+        f"p_sender={drop.p_sender} (off-diagonal drop {drop.off_diagonal_drop():.3f})"
+    )
     print("entries: test MSE / clean MSE of the model without message-dropout (absolute MSE)\n")
     print(table(rows, args.losses, bound))
-    print(f"\npaper (ETT-h2, 10 % loss): without {PAPER_ETTH2_10['without']:.3f}x, "
-          f"with {PAPER_ETTH2_10['with']:.3f}x")
+    print(
+        f"\npaper (ETT-h2, 10 % loss): without {PAPER_ETTH2_10['without']:.3f}x, "
+        f"with {PAPER_ETTH2_10['with']:.3f}x"
+    )
     print(f"wall time {wall:.0f} s on {torch.get_num_threads()} threads")
 
     if args.out is not None:
@@ -141,15 +179,27 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
             "every_remote_frame_lost": bound,
             "train_metrics": {
-                n: {k: r.metrics[k] for k in ("test_mse", "test_mae", "initial_val_loss",
-                                              "val_loss", "steps", "wall_time_s")}
+                n: {
+                    k: r.metrics[k]
+                    for k in (
+                        "test_mse",
+                        "test_mae",
+                        "initial_val_loss",
+                        "val_loss",
+                        "steps",
+                        "wall_time_s",
+                    )
+                }
                 for n, r in trained.items()
             },
             "paper_etth2_10pct": PAPER_ETTH2_10,
             "timings_s": timings,
             "wall_time_s": wall,
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()},
+            "machine": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))

@@ -68,9 +68,7 @@ class CNodeError(RuntimeError):
 
 
 def _newest_source_mtime() -> float:
-    return max(
-        p.stat().st_mtime for root in _SOURCE_ROOTS for p in root.rglob("*") if p.is_file()
-    )
+    return max(p.stat().st_mtime for root in _SOURCE_ROOTS for p in root.rglob("*") if p.is_file())
 
 
 def build_host(build_dir: Path = BUILD_DIR, sanitize: bool = False, force: bool = False) -> Path:
@@ -325,8 +323,8 @@ class CNode:
         y = self._lib.cats_node_output(self._n, ctypes.byref(start), ctypes.byref(count))
         if not y:
             raise CNodeError(ERR_STATE, "cats_node_output")
-        return np.ctypeslib.as_array(y, (count.value,)).copy() if count.value else np.zeros(
-            0, np.int8
+        return (
+            np.ctypeslib.as_array(y, (count.value,)).copy() if count.value else np.zeros(0, np.int8)
         )
 
 

@@ -119,8 +119,10 @@ def robustness(
     rows = [evaluate(model, part, windows, r, seeds, batch, max_windows) for r in losses]
     if reference is None:
         clean = [val_loss(r) for r in rows if r["loss_rate"] == 0]
-        reference = clean[0] if clean else val_loss(
-            evaluate(model, part, windows, 0.0, seeds, batch, max_windows)
+        reference = (
+            clean[0]
+            if clean
+            else val_loss(evaluate(model, part, windows, 0.0, seeds, batch, max_windows))
         )
     for r in rows:
         r["ratio"] = val_loss(r) / reference
@@ -150,8 +152,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--max-windows", type=int, default=None, help="evenly spaced subset")
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--int8", action="store_true",
-                   help="also run the integer swarm (cats.qref) and report the int8-vs-float gap")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also run the integer swarm (cats.qref) and report the int8-vs-float gap",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -170,12 +175,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     rows = robustness(model, part, windows, args.loss, args.seeds, args.batch, args.max_windows)
     if not args.json:
         key = "mse" if ck.cfg.task == "forecast" else "ce"
-        print(f"{args.checkpoint}: {data.name} {args.split}, D={part.nodes}, "
-              f"pruning {part.pruning_ratio():.2f}, {rows[0]['windows']} windows")
+        print(
+            f"{args.checkpoint}: {data.name} {args.split}, D={part.nodes}, "
+            f"pruning {part.pruning_ratio():.2f}, {rows[0]['windows']} windows"
+        )
         for r in rows:
             extra = f"  mae {r['mae']:.4f}" if "mae" in r else f"  acc {r['accuracy']:.3f}"
-            print(f"  loss {r['loss_rate']:5.1%}: {key} {r[key]:.4f} "
-                  f"({r['ratio']:.3f}x clean){extra}")
+            print(
+                f"  loss {r['loss_rate']:5.1%}: {key} {r[key]:.4f} ({r['ratio']:.3f}x clean){extra}"
+            )
     gap = None
     if args.int8:
         from cats.int8 import int8_gap, quantized

@@ -65,9 +65,7 @@ def keep_count(own: int, ratio: float) -> int:
     return max(1, min(own, math.ceil((1.0 - ratio) * own - 1e-9)))
 
 
-def prune_step(
-    model: CatsModel, part: Partition, ratio: float, monotone: bool = True
-) -> Partition:
+def prune_step(model: CatsModel, part: Partition, ratio: float, monotone: bool = True) -> Partition:
     """Set the kept sets (in place) so each node keeps its top ceil((1 - ratio) * own) columns
     per exchange. With ``monotone`` a column pruned earlier stays pruned: the remote rows of a
     pruned column get no gradient while fine-tuning, so re-ranking it would be meaningless."""

@@ -191,8 +191,13 @@ class TrainResult:
         )
         (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True))
         if self.model.cfg.task == "forecast":
-            plot_forecasts(self.model, self.part, self.data.test, out / "forecast.png",
-                           title=f"{self.data.name} test, D={self.part.nodes}")
+            plot_forecasts(
+                self.model,
+                self.part,
+                self.data.test,
+                out / "forecast.png",
+                title=f"{self.data.name} test, D={self.part.nodes}",
+            )
             paths["plot"] = str(out / "forecast.png")
         return paths
 
@@ -213,8 +218,7 @@ class Trainer:
             self.train_idx = np.sort(self.rng.choice(n, opts.max_train_windows, replace=False))
         else:
             self.train_idx = np.arange(n)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=opts.lr,
-                                     weight_decay=opts.weight_decay)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
         self.steps_per_epoch = max(1, math.ceil(len(self.train_idx) / opts.batch))
         self.history: list[dict[str, Any]] = []
         self.total_steps = 0
@@ -223,8 +227,9 @@ class Trainer:
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._order:
             perm = self.rng.permutation(self.train_idx)
-            self._order = [perm[i : i + self.opts.batch] for i in range(0, len(perm),
-                                                                         self.opts.batch)][::-1]
+            self._order = [
+                perm[i : i + self.opts.batch] for i in range(0, len(perm), self.opts.batch)
+            ][::-1]
         xb, yb = self.data.train.batch(self._order.pop())
         return torch.from_numpy(xb), torch.from_numpy(np.asarray(yb))
 
@@ -240,8 +245,9 @@ class Trainer:
         return F.mse_loss(out, token_targets(self.cfg, x, y))
 
     def validate(self) -> float:
-        res = evaluate(self.model, self.part, self.data.val, 0.0,
-                       max_windows=self.opts.max_eval_windows)
+        res = evaluate(
+            self.model, self.part, self.data.val, 0.0, max_windows=self.opts.max_eval_windows
+        )
         return val_loss(res)
 
     def run(self, steps: int, lr_at: Callable[[int], float], phase: str) -> dict[str, Any]:
@@ -254,8 +260,14 @@ class Trainer:
         self.history.append({"phase": phase, "step": 0, "epoch": 0.0, "val_loss": initial})
         self.model.train()
         run_loss, run_n = 0.0, 0
-        bar = tqdm(total=steps, desc=phase, leave=False, disable=not opts.progress,
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=steps,
+            desc=phase,
+            leave=False,
+            disable=not opts.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         for step in range(1, steps + 1):
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(step - 1)
@@ -273,8 +285,13 @@ class Trainer:
             if step % every == 0 or step == steps:
                 v = self.validate()
                 self.model.train()
-                rec = {"phase": phase, "step": step, "epoch": step / self.steps_per_epoch,
-                       "train_loss": run_loss / run_n, "val_loss": v}
+                rec = {
+                    "phase": phase,
+                    "step": step,
+                    "epoch": step / self.steps_per_epoch,
+                    "train_loss": run_loss / run_n,
+                    "val_loss": v,
+                }
                 self.history.append(rec)
                 bar.set_postfix(train=f"{rec['train_loss']:.4f}", val=f"{v:.4f}")
                 run_loss, run_n = 0.0, 0
@@ -283,8 +300,7 @@ class Trainer:
         bar.close()
         self.model.load_state_dict(best_state)
         self.model.eval()
-        return {"phase": phase, "steps": steps, "initial_val_loss": initial,
-                "best_val_loss": best}
+        return {"phase": phase, "steps": steps, "initial_val_loss": initial, "best_val_loss": best}
 
 
 def cosine_lr(base: float, total: int, warmup: int, floor: float = 0.1) -> Callable[[int], float]:
@@ -352,8 +368,11 @@ def train_model(
         "config": cfg.to_dict(),
         "nodes": part.nodes,
         "options": opts.to_dict(),
-        "windows": {"train": int(len(tr.train_idx)), "val": int(len(data.val)),
-                    "test": int(test["windows"])},
+        "windows": {
+            "train": int(len(tr.train_idx)),
+            "val": int(len(data.val)),
+            "test": int(test["windows"]),
+        },
         "steps": tr.total_steps,
         "initial_val_loss": tr.history[0]["val_loss"],
         "val_loss": tr.validate(),
@@ -398,21 +417,41 @@ def prune_checkpoint(
     if part.nodes == 1:
         raise ValueError("a 1-node partition has nothing to prune; pass --nodes D > 1")
     opts = TrainOptions(
-        nodes=part.nodes, batch=batch, lr=lr, dropout=ck.dropout, prune=target,
-        prune_step=step, finetune_steps=finetune_steps, finetune_lr=lr, seed=seed,
-        max_train_windows=max_train_windows, max_eval_windows=max_eval_windows,
-        max_test_windows=max_test_windows, progress=progress and sys.stderr.isatty(),
+        nodes=part.nodes,
+        batch=batch,
+        lr=lr,
+        dropout=ck.dropout,
+        prune=target,
+        prune_step=step,
+        finetune_steps=finetune_steps,
+        finetune_lr=lr,
+        seed=seed,
+        max_train_windows=max_train_windows,
+        max_eval_windows=max_eval_windows,
+        max_test_windows=max_test_windows,
+        progress=progress and sys.stderr.isatty(),
     )
     tr = Trainer(model, part, bundle, opts)
     before = tr.validate()
-    hist = prune(model, part, target, step,
-                 lambda m, p: tr.run(finetune_steps, lambda s: lr, f"prune{p.pruning_ratio():.2f}")
-                 if finetune_steps else {"val_loss": tr.validate()})
+    hist = prune(
+        model,
+        part,
+        target,
+        step,
+        lambda m, p: (
+            tr.run(finetune_steps, lambda s: lr, f"prune{p.pruning_ratio():.2f}")
+            if finetune_steps
+            else {"val_loss": tr.validate()}
+        ),
+    )
     test = evaluate(model, part, bundle.test, 0.0, max_windows=max_test_windows)
     metrics = {**ck.metrics}
     metrics.update(
-        pruning_ratio=part.pruning_ratio(), pruning=hist, val_loss_before_prune=before,
-        val_loss=tr.validate(), history=ck.metrics.get("history", []) + tr.history,
+        pruning_ratio=part.pruning_ratio(),
+        pruning=hist,
+        val_loss_before_prune=before,
+        val_loss=tr.validate(),
+        history=ck.metrics.get("history", []) + tr.history,
     )
     if ck.cfg.task == "forecast":
         metrics.update(test_mse=test["mse"], test_mae=test["mae"])
@@ -420,18 +459,27 @@ def prune_checkpoint(
         metrics.update(test_ce=test["ce"], test_accuracy=test["accuracy"])
     res = TrainResult(model, part, bundle, opts, metrics)
     paths = res.save(out)
-    return {"ok": True, **paths, "pruning_ratio": part.pruning_ratio(),
-            "val_loss_before": before, "val_loss": metrics["val_loss"],
-            "wall_time_s": time.perf_counter() - t0,
-            **{k: v for k, v in metrics.items() if k.startswith("test_")}}
+    return {
+        "ok": True,
+        **paths,
+        "pruning_ratio": part.pruning_ratio(),
+        "val_loss_before": before,
+        "val_loss": metrics["val_loss"],
+        "wall_time_s": time.perf_counter() - t0,
+        **{k: v for k, v in metrics.items() if k.startswith("test_")},
+    }
 
 
 # --------------------------------------------------------------------------- plot
 
 
 def plot_forecasts(
-    model: CatsModel, part: Partition | None, windows: ForecastWindows, path: str | Path,
-    n: int = 4, title: str = "",
+    model: CatsModel,
+    part: Partition | None,
+    windows: ForecastWindows,
+    path: str | Path,
+    n: int = 4,
+    title: str = "",
 ) -> None:
     """Forecast vs truth for `n` evenly spaced test windows (context tail shown for scale)."""
     import matplotlib
@@ -505,11 +553,20 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     over = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     cfg = preset(args.preset, task=args.task, **over)
     opts = TrainOptions(
-        nodes=args.nodes, epochs=args.epochs, steps=args.steps, batch=args.batch, lr=args.lr,
+        nodes=args.nodes,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
         dropout=DropoutConfig(args.dropout_link, args.dropout_receiver, args.dropout_sender),
-        qat=args.qat, qat_fraction=args.qat_fraction, prune=args.prune,
-        prune_step=args.prune_step, finetune_steps=args.finetune_steps, seed=args.seed,
-        max_train_windows=args.max_train_windows, max_eval_windows=args.max_eval_windows,
+        qat=args.qat,
+        qat_fraction=args.qat_fraction,
+        prune=args.prune,
+        prune_step=args.prune_step,
+        finetune_steps=args.finetune_steps,
+        seed=args.seed,
+        max_train_windows=args.max_train_windows,
+        max_eval_windows=args.max_eval_windows,
         max_test_windows=args.max_test_windows,
         progress=not args.json and sys.stderr.isatty(),
     )
@@ -519,11 +576,16 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         out["files"] = res.save(args.out)
     if not args.json:
         m = res.metrics
-        score = (f"test MSE {m['test_mse']:.4f}  MAE {m['test_mae']:.4f}"
-                 if cfg.task == "forecast" else f"test accuracy {m['test_accuracy']:.3f}")
-        print(f"{m['dataset']}: {score}  (val {m['initial_val_loss']:.4f} -> "
-              f"{m['val_loss']:.4f}, {m['steps']} steps, D={m['nodes']}, "
-              f"pruning {m['pruning_ratio']:.2f}, {m['wall_time_s']:.1f} s)")
+        score = (
+            f"test MSE {m['test_mse']:.4f}  MAE {m['test_mae']:.4f}"
+            if cfg.task == "forecast"
+            else f"test accuracy {m['test_accuracy']:.3f}"
+        )
+        print(
+            f"{m['dataset']}: {score}  (val {m['initial_val_loss']:.4f} -> "
+            f"{m['val_loss']:.4f}, {m['steps']} steps, D={m['nodes']}, "
+            f"pruning {m['pruning_ratio']:.2f}, {m['wall_time_s']:.1f} s)"
+        )
         if args.out is not None:
             print(f"wrote {', '.join(out['files'].values())}")
     return out
