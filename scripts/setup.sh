@@ -5,10 +5,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Debian packages the builds and tests need: the C core on the host (CMake + gcc, 32-bit
-# multilib for ILP32 checks), for Cortex-M4 (arm-none-eabi-gcc + newlib), and qemu for
-# instruction counting on the M4.
-DEB_PACKAGES="cmake gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+# Debian packages the builds and tests need: the C core on the host (CMake + gcc),
+# for Cortex-M4 (arm-none-eabi-gcc + newlib), and qemu for
+# instruction counting on the M4, tshark to check the simulator's pcap traces.
+DEB_PACKAGES="cmake gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm tshark"
 
 VENV=.venv
 STAMP="$VENV/.stamp"
