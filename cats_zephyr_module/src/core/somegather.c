@@ -85,6 +85,19 @@ static uint32_t frame_len(const struct sg_plan *p, uint32_t i, uint32_t n, uint3
 	       delimited_len(cols * row_count);
 }
 
+/* Frame i of a plan with n fragments: kept[k0 .. k0+nk) (ids_bytes of column ids), rows
+ * [row_start, row_start+row_count). */
+static void set_frame(struct sg_frame *out, const struct sg_plan *p, uint32_t i, uint32_t n,
+		      uint32_t k0, uint32_t nk, uint32_t ids_bytes, uint32_t row_start,
+		      uint32_t row_count)
+{
+	out->k0 = k0;
+	out->nk = nk;
+	out->row_start = row_start;
+	out->row_count = row_count;
+	out->len = frame_len(p, i, n, ids_bytes, nk, row_start, row_count);
+}
+
 /*
  * Greedy packing for a guessed fragment count n. Returns the number of frames, or a negative
  * status; when `want` < that number, *out receives frame `want` and the walk stops there,
@@ -108,11 +121,7 @@ static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struc
 		}
 		if (cur_n) {
 			if (i == want) {
-				out->k0 = cur_k0;
-				out->nk = cur_n;
-				out->row_start = 0;
-				out->row_count = p->rows;
-				out->len = frame_len(p, i, n, cur_ids, cur_n, 0, p->rows);
+				set_frame(out, p, i, n, cur_k0, cur_n, cur_ids, 0, p->rows);
 				return (int32_t)i + 1;
 			}
 			i++;
@@ -143,11 +152,7 @@ static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struc
 				return CATS_ERR_ARG; /* the MTU cannot carry one row */
 			}
 			if (i == want) {
-				out->k0 = k;
-				out->nk = 1;
-				out->row_start = start;
-				out->row_count = chunk;
-				out->len = frame_len(p, i, n, vc, 1u, start, chunk);
+				set_frame(out, p, i, n, k, 1u, vc, start, chunk);
 				return (int32_t)i + 1;
 			}
 			if (i >= 0xFFFFu) {
@@ -159,11 +164,7 @@ static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struc
 	}
 	if (cur_n) {
 		if (i == want) {
-			out->k0 = cur_k0;
-			out->nk = cur_n;
-			out->row_start = 0;
-			out->row_count = p->rows;
-			out->len = frame_len(p, i, n, cur_ids, cur_n, 0, p->rows);
+			set_frame(out, p, i, n, cur_k0, cur_n, cur_ids, 0, p->rows);
 		}
 		i++;
 	}
