@@ -298,6 +298,18 @@ def test_no_loss_bit_exact(exports, tmp_path: Path, nodes: int) -> None:
     _check_pcap_802154(tmp_path / "air.pcap", tmp_path / "medium.jsonl", nodes)
 
 
+def _tshark_fields(pcap: Path, *fields: str) -> list[str]:
+    """One tab-separated line of `fields` per record as tshark decodes `pcap` (skips the test
+    when tshark is absent: the caller has already checked the records with its own parser)."""
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.skip("tshark is not installed: pcap checked by the test's own parser only")
+    argv = [tshark, "-r", str(pcap), "-T", "fields"]
+    for f in fields:
+        argv += ["-e", f]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 def _check_pcap_802154(path: Path, log: Path, nodes: int) -> None:
     linktype, recs = pcap.read(path)
     assert linktype == phy.LINKTYPE_IEEE802_15_4_WITHFCS
@@ -317,29 +329,7 @@ def _check_pcap_802154(path: Path, log: Path, nodes: int) -> None:
         assert rec[9] in (stream.AIR_COLUMN, stream.AIR_INPUT, stream.AIR_OUTPUT)
         assert t >= last_t
         last_t = t
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.skip("tshark is not installed: pcap checked by the test's own parser only")
-    out = subprocess.run(
-        [
-            tshark,
-            "-r",
-            str(path),
-            "-T",
-            "fields",
-            "-e",
-            "wpan.frame_type",
-            "-e",
-            "wpan.fcs_ok",
-            "-e",
-            "wpan.src16",
-            "-e",
-            "_ws.malformed",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    out = _tshark_fields(path, "wpan.frame_type", "wpan.fcs_ok", "wpan.src16", "_ws.malformed")
     assert len(out) == len(recs)
     for line in out:
         ftype, fcs_ok, src, malformed = (line.split("\t") + ["", "", "", ""])[:4]
@@ -365,25 +355,9 @@ def test_ble_pcap_and_bit_exact(exports, tmp_path: Path) -> None:
         assert rec[:4] == struct.pack("<I", 0x8E89BED6) and rec[4] & 0x0F == 0x7
         assert rec[5] == len(rec) - 9 <= 255
         assert phy.crc24_ble(rec[4:-3]) == rec[-3:]
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.skip("tshark is not installed: pcap checked by the test's own parser only")
-    out = subprocess.run(
-        [
-            tshark,
-            "-r",
-            str(tmp_path / "air.pcap"),
-            "-T",
-            "fields",
-            "-e",
-            "btle.advertising_header.pdu_type",
-            "-e",
-            "btle.crc.incorrect",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    out = _tshark_fields(
+        tmp_path / "air.pcap", "btle.advertising_header.pdu_type", "btle.crc.incorrect"
+    )
     assert len(out) == len(recs)
     assert all(line.split("\t")[0] == "0x07" and not line.split("\t")[1] for line in out), out[:3]
 

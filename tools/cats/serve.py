@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cats.sim import phy as phys
+
 # Discovery stays on this machine unless the caller says otherwise (Fast DDS would otherwise
 # multicast on every interface).
 LOCALHOST_DISCOVERY = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     p.add_argument("partition_dir", type=Path, help="export directory (cats export --out)")
-    p.add_argument("--link", default="ieee802154", choices=("ieee802154", "ble2m", "ble2m-aux"))
+    p.add_argument("--link", default="ieee802154", choices=tuple(phys.PHYS))
     p.add_argument("--loss", action="append", default=[], help="medium loss model (cats sim)")
     p.add_argument("--seed", type=int, default=0, help="loss model seed")
     p.add_argument("--workdir", type=Path, default=None, help="process logs (default: temp)")
