@@ -19,6 +19,7 @@ MODULE = ROOT / "cats_zephyr_module"
 SHIM = ROOT / "tests" / "ztest_shim"
 KERNEL_SUITE = MODULE / "tests" / "kernels"
 SAMPLE = MODULE / "samples" / "node"
+GATEWAY = MODULE / "samples" / "gateway"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,21 +103,54 @@ def test_every_cmake_source_exists() -> None:
 
 
 def test_sample_and_suites_are_complete() -> None:
-    for rel in ("CMakeLists.txt", "prj.conf", "sample.yaml", "src/main.c", "README.rst",
-                "boards/nrf52840dk_nrf52840.conf", "boards/nrf52840dk_nrf52840_ble.conf",
-                "boards/native_sim.conf", "boards/native_sim.overlay"):  # fmt: skip
-        assert (SAMPLE / rel).is_file(), rel
+    for app in (SAMPLE, GATEWAY):
+        for rel in ("CMakeLists.txt", "prj.conf", "sample.yaml", "src/main.c"):
+            assert (app / rel).is_file(), app / rel
+        text = (app / "CMakeLists.txt").read_text()
+        # the module and the link fragment come in before Zephyr is configured
+        assert text.index("cats_link.cmake") < text.index("find_package(Zephyr")
+        assert "ZEPHYR_EXTRA_MODULES" in text
+    assert (SAMPLE / "README.rst").is_file()
+    for link in ("ieee802154", "ble", "sim"):
+        conf = (MODULE / "conf" / f"link_{link}.conf").read_text()
+        assert f"CONFIG_CATS_LINK_{link.upper()}=y" in conf
     sample = yaml.safe_load((SAMPLE / "sample.yaml").read_text())
     assert sample["sample"]["name"] and sample["tests"]
     suite = yaml.safe_load((KERNEL_SUITE / "testcase.yaml").read_text())
     assert "native_sim" in suite["tests"]["cats.kernels"]["platform_allow"]
-    for app in (SAMPLE, KERNEL_SUITE):
-        assert "ZEPHYR_EXTRA_MODULES" in (app / "CMakeLists.txt").read_text()
-    # the sim link's UART is the chosen node the overlay defines
+    assert "ZEPHYR_EXTRA_MODULES" in (KERNEL_SUITE / "CMakeLists.txt").read_text()
+    # the sim link's UART is the chosen node the sim link's overlay defines
     link_sim = (MODULE / "src" / "zephyr" / "link_sim.c").read_text()
     chosen = re.search(r"DT_CHOSEN\((\w+)\)", link_sim).group(1)
-    overlay = (SAMPLE / "boards" / "native_sim.overlay").read_text()
+    overlay = (MODULE / "conf" / "link_sim.overlay").read_text()
     assert f"{chosen.replace('_', ',', 1).replace('_', '-')} = &uart1" in overlay
+
+
+def test_link_fragment_follows_the_board(tmp_path) -> None:
+    """cmake/cats_link.cmake: sim on every native_sim variant (Zephyr looks up board files by
+    the full target, so native_sim/native/64 would miss boards/native_sim.*), ieee802154 on
+    radio boards, ble with FILE_SUFFIX=ble or CATS_LINK=ble."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("no cmake")
+    cases = [("native_sim", "", "sim"), ("native_sim/native/64", "", "sim"),
+             ("nrf52840dk/nrf52840", "", "ieee802154"), ("nrf52_bsim", "", "ieee802154"),
+             ("nrf52840dk/nrf52840", "-DFILE_SUFFIX=ble", "ble")]  # fmt: skip
+    for board, extra, want in cases:
+        script = (
+            f"set(BOARD {board})\n"
+            + (f"set(FILE_SUFFIX {extra.split('=')[1]})\n" if extra else "")
+            + f"include({MODULE / 'cmake' / 'cats_link.cmake'})\n"
+            + 'message(STATUS "RESULT ${CATS_LINK} ${EXTRA_CONF_FILE} ${EXTRA_DTC_OVERLAY_FILE}")\n'
+        )
+        (tmp_path / "probe.cmake").write_text(script)
+        proc = subprocess.run([cmake, "-P", str(tmp_path / "probe.cmake")], text=True,
+                              capture_output=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        line = next(ln for ln in proc.stdout.splitlines() if "RESULT" in ln)
+        assert line.split()[2] == want, (board, line)
+        assert f"link_{want}.conf" in line
+        assert ("link_sim.overlay" in line) == (want == "sim")
 
 
 def test_link_mtus_match_the_resource_model() -> None:
@@ -132,16 +166,16 @@ def test_link_mtus_match_the_resource_model() -> None:
     payload = f"{phy.IEEE802154_PSDU_MAX} - {phy.IEEE802154_MHR} - {phy.IEEE802154_FCS}"
     assert f"#define CATS_802154_PAYLOAD ({payload})" in link
     assert "#define CATS_802154_MTU (CATS_802154_PAYLOAD - 1)" in link
-    assert "tx_buf[0] = CATS_AIR_COLUMN;" in link and "buf[0] == CATS_AIR_COLUMN" in link
+    assert "tx_buf[0] = CATS_AIR_COLUMN;" in link and "buf[0] != CATS_AIR_COLUMN" in link
     ble = (MODULE / "src" / "zephyr" / "link_ble.c").read_text()
     payload = f"{phy.BLE_PDU_PAYLOAD_MAX} - {phy.BLE_EXT_HEADER} - {phy.BLE_AD_HEADER}"
     assert f"#define CATS_BLE_PAYLOAD ({payload})" in ble
     assert "#define CATS_BLE_MTU (CATS_BLE_PAYLOAD - 1)" in ble
-    assert "adv_buf[2] = CATS_AIR_COLUMN;" in ble and "data->data[2] != CATS_AIR_COLUMN" in ble
+    assert "adv_buf[2] = CATS_AIR_COLUMN;" in ble and "rx_tmp.data[0] != CATS_AIR_COLUMN" in ble
     kconfig = (MODULE / "Kconfig").read_text()
     # the simulated radio frame is the AirType byte + the ColumnFrame: 116 - 1 on 802.15.4
     assert re.search(r"config CATS_SIM_MTU.*?default 115", kconfig, re.DOTALL)
-    conf = (SAMPLE / "boards" / "native_sim.conf").read_text()
+    conf = (MODULE / "conf" / "link_sim.conf").read_text()
     assert "CONFIG_CATS_SIM_MTU=115" in conf
     m4 = (MODULE / "m4" / "node_main.c").read_text()
     assert ".mtu = 115," in m4

@@ -2,15 +2,15 @@
  * The CATS inference service: one thread running this node's share of each inference.
  *
  *  - The partition (weights.bin + manifest.pb of node CATS_NODE_ID, -DCATS_PARTITION_DIR) is
- *    compiled in as two const arrays (generate_inc_file_for_target), so it sits in flash and
- *    the core reads the weights in place; the manifest is decoded into the static arena
+ *    compiled in as two const arrays (partition.c), so it sits in flash and the core reads
+ *    the weights in place; the manifest is decoded into the static arena
  *    (CONFIG_CATS_ARENA_SIZE bytes), which also holds every activation and receive buffer.
  *  - The thread sleeps until cats_service_submit() hands it the gateway's input, then runs
  *    every exchange with cats_runner: encode the node's kept columns into ColumnFrames and
  *    send them on the link, feed received frames to cats_sg_receive() until all held columns
  *    are in or CONFIG_CATS_EXCHANGE_TIMEOUT_MS has passed, cats_sg_compute().
  *  - The output slice goes to cats_service_wait()ers, the result callback and the link
- *    (the simulation medium collects it for the gateway).
+ *    (OutputFrames for the gateway, air_io.c).
  */
 #include <errno.h>
 #include <string.h>
@@ -31,15 +31,6 @@ LOG_MODULE_REGISTER(cats, CONFIG_CATS_LOG_LEVEL);
 #error "CONFIG_CATS_SERVICE needs one CONFIG_CATS_LINK_* (see cats_zephyr_module/Kconfig)"
 #endif
 
-#ifdef CATS_HAVE_PARTITION
-static const uint8_t cats_partition_blob[] __aligned(16) = {
-#include <cats/partition_blob.inc>
-};
-static const uint8_t cats_partition_manifest[] __aligned(4) = {
-#include <cats/partition_manifest.inc>
-};
-#endif
-
 /* The node's whole memory plan. */
 static uint8_t cats_arena[CONFIG_CATS_ARENA_SIZE] __aligned(8);
 
@@ -52,6 +43,7 @@ static struct cats_runner runner;
 static int8_t cats_input[CONFIG_CATS_INPUT_MAX];
 static size_t input_len;
 static uint32_t input_id;
+static atomic_t inputs;
 static int64_t input_t0;
 static bool busy;
 static K_MUTEX_DEFINE(lock);
@@ -92,7 +84,7 @@ static void publish(int status)
 	LOG_INF("inference %u: %s, %u ms, %u exchanges timed out, %u columns lost so far",
 		result.inference_id, cats_strerror(status), result.elapsed_ms, result.timed_out,
 		result.stats.columns_lost);
-	cats_link_report(&result);
+	cats_air_node_report(&zlink, &result);
 	if (result_cb != NULL) {
 		result_cb(&result, result_user);
 	}
@@ -121,18 +113,19 @@ static void cats_service_thread(void *p1, void *p2, void *p3)
 
 int cats_service_start(void)
 {
-#ifndef CATS_HAVE_PARTITION
-	LOG_ERR("built without a partition (-DCATS_PARTITION_DIR=... -DCATS_NODE_ID=...)");
-	return -ENOENT;
-#else
-	size_t needed = 0;
+	size_t manifest_len, blob_len, needed = 0;
+	const uint8_t *manifest = cats_partition_manifest(&manifest_len);
+	const uint8_t *blob = cats_partition_blob(&blob_len);
 	int rc;
 
+	if (manifest_len == 0) {
+		LOG_ERR("built without a partition (-DCATS_PARTITION_DIR=... -DCATS_NODE_ID=...)");
+		return -ENOENT;
+	}
 	if (node != NULL) {
 		return -EALREADY;
 	}
-	rc = cats_node_init(&node, cats_partition_manifest, sizeof(cats_partition_manifest),
-			    cats_partition_blob, sizeof(cats_partition_blob), cats_arena,
+	rc = cats_node_init(&node, manifest, manifest_len, blob, blob_len, cats_arena,
 			    sizeof(cats_arena), &needed);
 	if (rc == CATS_ERR_ARENA) {
 		LOG_ERR("arena too small: %zu bytes needed, CONFIG_CATS_ARENA_SIZE=%d", needed,
@@ -153,11 +146,10 @@ int cats_service_start(void)
 	}
 	LOG_INF("node %u of %u: %u exchanges, arena %zu of %d bytes", cats_node_id(node),
 		cats_node_count(node), cats_node_exchanges(node),
-		cats_node_arena_needed(cats_partition_manifest, sizeof(cats_partition_manifest)),
-		CONFIG_CATS_ARENA_SIZE);
+		cats_node_arena_needed(manifest, manifest_len), CONFIG_CATS_ARENA_SIZE);
 
 	rc = cats_link_start(&zlink, cats_node_id(node), cats_node_count(node),
-			     cats_sg_partition_tag(node));
+			     cats_sg_partition_tag(node), cats_air_node_input);
 	if (rc < 0) {
 		LOG_ERR("link start failed: %d", rc);
 		node = NULL;
@@ -172,7 +164,6 @@ int cats_service_start(void)
 			K_NO_WAIT);
 	k_thread_name_set(&cats_thread, "cats");
 	return 0;
-#endif
 }
 
 int cats_service_submit(uint32_t inference_id, const int8_t *input, size_t len)
@@ -196,6 +187,7 @@ int cats_service_submit(uint32_t inference_id, const int8_t *input, size_t len)
 		input_len = len;
 		input_id = inference_id;
 		input_t0 = k_uptime_get();
+		atomic_inc(&inputs);
 		k_sem_give(&work_sem);
 	}
 	k_mutex_unlock(&lock);
@@ -216,4 +208,9 @@ void cats_service_set_result_cb(cats_service_result_cb_t cb, void *user)
 const struct cats_node *cats_service_node(void)
 {
 	return node;
+}
+
+uint32_t cats_service_inputs(void)
+{
+	return (uint32_t)atomic_get(&inputs);
 }

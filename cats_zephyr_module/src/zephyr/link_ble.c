@@ -10,16 +10,19 @@
  * frame is still on the air. AUX_ADV_IND carries at most 255 bytes: 10 of extended header and
  * 4 of AD header leave 241 bytes for the radio frame of proto/cats.proto, the AirType dispatch
  * byte + the message: AIR_COLUMN + a ColumnFrame of at most 240 bytes (tools/cats/sim/phy.py
- * BLE2M.column_mtu, cats.frames MTU_BLE2M).
+ * BLE2M.column_mtu, cats.frames MTU_BLE2M). The controller (LL split) holds more than 191
+ * bytes of advertising data only with CONFIG_BT_CTLR_ADV_DATA_CHAIN; the 245 bytes still go
+ * in one AUX_ADV_IND, no AUX_CHAIN_IND is sent.
  *
  * Receiving: continuous passive scanning (bt_le_scan_start, window = interval; with
  * CONFIG_BT_EXT_ADV the host uses the LE extended scan commands and the controller follows
  * the AUX pointers onto the 2M PHY; BT_LE_SCAN_OPT_CODED would add the coded PHY, and
  * duplicate filtering stays off because consecutive frames may repeat data). The bt_le_scan_cb
  * `recv` callback (BT RX thread) keeps extended advertisements whose manufacturer data carry
- * our company id and an AIR_COLUMN radio frame and queues its ColumnFrame (without the AirType
- * byte) for the service thread (k_msgq); other air types (the gateway's InputFrame /
- * OutputFrame) are skipped, and the partition tag inside every frame filters other swarms.
+ * our company id and a radio frame: an AIR_COLUMN frame's ColumnFrame (without the AirType
+ * byte) is queued for the service thread (k_msgq), other air types (the gateway's InputFrames,
+ * the nodes' OutputFrames) go to the role's air handler; the partition tag inside every frame
+ * filters other swarms.
  */
 #include <errno.h>
 #include <string.h>
@@ -45,15 +48,17 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 struct ble_frame {
 	uint16_t len;
-	uint8_t data[CATS_BLE_MTU];
+	uint8_t data[CATS_BLE_PAYLOAD]; /* AirType byte + message */
 };
 
 K_MSGQ_DEFINE(cats_ble_rx_q, sizeof(struct ble_frame), CONFIG_CATS_BLE_RX_QUEUE, 4);
 static K_SEM_DEFINE(adv_done, 1, 1);
 static K_SEM_DEFINE(rx_ready, 0, 1); /* given on every queued frame: wakes link_wait() */
 static struct bt_le_ext_adv *adv;
-static uint8_t adv_buf[CATS_BLE_AD_PREFIX + CATS_BLE_MTU];
+static K_MUTEX_DEFINE(tx_lock);
+static uint8_t adv_buf[CATS_BLE_AD_PREFIX + CATS_BLE_MTU]; /* tx_lock */
 static struct ble_frame rx_tmp;
+static cats_air_handler_t air_handler;
 
 static void adv_sent(struct bt_le_ext_adv *set, struct bt_le_ext_adv_sent_info *info)
 {
@@ -66,24 +71,23 @@ static const struct bt_le_ext_adv_cb adv_callbacks = {
 	.sent = adv_sent,
 };
 
-static int link_send(void *ctx, const uint8_t *frame, size_t len)
+/* One radio frame (AirType byte + message) as the manufacturer data of the advertising set;
+ * the caller holds tx_lock. */
+static int adv_frame(const uint8_t *air, size_t len)
 {
 	struct bt_data ad;
 	int rc;
 
-	ARG_UNUSED(ctx);
-	if (len > CATS_BLE_MTU) {
-		return -EMSGSIZE;
-	}
 	/* The previous frame must have had its advertising events. */
 	if (k_sem_take(&adv_done, K_MSEC(CATS_BLE_SEND_TIMEOUT_MS)) != 0) {
 		(void)bt_le_ext_adv_stop(adv);
 	}
 	sys_put_le16(CONFIG_CATS_BLE_COMPANY_ID, adv_buf);
-	adv_buf[2] = CATS_AIR_COLUMN;
-	memcpy(&adv_buf[CATS_BLE_AD_PREFIX], frame, len);
+	if (air != &adv_buf[2]) {
+		memcpy(&adv_buf[2], air, len);
+	}
 	ad.type = BT_DATA_MANUFACTURER_DATA;
-	ad.data_len = (uint8_t)(CATS_BLE_AD_PREFIX + len);
+	ad.data_len = (uint8_t)(2 + len);
 	ad.data = adv_buf;
 	rc = bt_le_ext_adv_set_data(adv, &ad, 1, NULL, 0);
 	if (rc == 0) {
@@ -96,6 +100,35 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 	return rc;
 }
 
+static int air_send(const uint8_t *frame, size_t len)
+{
+	int rc;
+
+	if (len < 1 || len > CATS_BLE_PAYLOAD) {
+		return -EMSGSIZE;
+	}
+	k_mutex_lock(&tx_lock, K_FOREVER);
+	rc = adv_frame(frame, len);
+	k_mutex_unlock(&tx_lock);
+	return rc;
+}
+
+static int link_send(void *ctx, const uint8_t *frame, size_t len)
+{
+	int rc;
+
+	ARG_UNUSED(ctx);
+	if (len > CATS_BLE_MTU) {
+		return -EMSGSIZE;
+	}
+	k_mutex_lock(&tx_lock, K_FOREVER);
+	adv_buf[2] = CATS_AIR_COLUMN;
+	memcpy(&adv_buf[CATS_BLE_AD_PREFIX], frame, len);
+	rc = adv_frame(&adv_buf[2], len + 1);
+	k_mutex_unlock(&tx_lock);
+	return rc;
+}
+
 static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 {
 	struct ble_frame f;
@@ -104,11 +137,11 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 	if (k_msgq_get(&cats_ble_rx_q, &f, K_NO_WAIT) != 0) {
 		return 0;
 	}
-	if (f.len > cap) {
+	if (f.len - 1u > cap) {
 		return -EMSGSIZE;
 	}
-	memcpy(buf, f.data, f.len);
-	return f.len;
+	memcpy(buf, &f.data[1], f.len - 1u);
+	return f.len - 1;
 }
 
 static void link_wait(void *ctx, uint32_t max_ms)
@@ -119,20 +152,19 @@ static void link_wait(void *ctx, uint32_t max_ms)
 	}
 }
 
-/* bt_data_parse() callback: pick our manufacturer data carrying a ColumnFrame (AirType
- * AIR_COLUMN, at least one byte) out of an advertisement. */
+/* bt_data_parse() callback: pick our manufacturer data carrying a radio frame (AirType byte
+ * and at least one more) out of an advertisement. */
 static bool parse_ad(struct bt_data *data, void *user)
 {
 	bool *found = user;
 
 	if (data->type != BT_DATA_MANUFACTURER_DATA || data->data_len <= CATS_BLE_AD_PREFIX ||
-	    data->data_len - CATS_BLE_AD_PREFIX > CATS_BLE_MTU ||
-	    sys_get_le16(data->data) != CONFIG_CATS_BLE_COMPANY_ID ||
-	    data->data[2] != CATS_AIR_COLUMN) {
+	    data->data_len - 2u > CATS_BLE_PAYLOAD ||
+	    sys_get_le16(data->data) != CONFIG_CATS_BLE_COMPANY_ID) {
 		return true; /* keep looking */
 	}
-	rx_tmp.len = data->data_len - CATS_BLE_AD_PREFIX;
-	memcpy(rx_tmp.data, &data->data[CATS_BLE_AD_PREFIX], rx_tmp.len);
+	rx_tmp.len = data->data_len - 2u;
+	memcpy(rx_tmp.data, &data->data[2], rx_tmp.len);
 	*found = true;
 	return false;
 }
@@ -148,6 +180,12 @@ static void scan_recv(const struct bt_le_scan_recv_info *info, struct net_buf_si
 	if (!found) {
 		return;
 	}
+	if (rx_tmp.data[0] != CATS_AIR_COLUMN) {
+		if (air_handler != NULL) {
+			air_handler(rx_tmp.data, rx_tmp.len);
+		}
+		return;
+	}
 	if (k_msgq_put(&cats_ble_rx_q, &rx_tmp, K_NO_WAIT) != 0) {
 		LOG_DBG("ble: rx queue full, frame dropped");
 	}
@@ -158,8 +196,8 @@ static struct bt_le_scan_cb scan_callbacks = {
 	.recv = scan_recv,
 };
 
-int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
-		    uint32_t partition_tag)
+int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
+		    uint32_t partition_tag, cats_air_handler_t on_air)
 {
 	/* 20 ms: the shortest interval for non-connectable advertising (only matters when
 	 * CONFIG_CATS_BLE_ADV_EVENTS > 1). */
@@ -173,9 +211,10 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 	};
 	int rc;
 
-	ARG_UNUSED(node_id);
+	ARG_UNUSED(station);
 	ARG_UNUSED(nodes);
 	ARG_UNUSED(partition_tag);
+	air_handler = on_air;
 	rc = bt_enable(NULL);
 	if (rc != 0 && rc != -EALREADY) {
 		LOG_ERR("ble: bt_enable: %d", rc);
@@ -197,12 +236,9 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 	zl->link.send = link_send;
 	zl->link.recv = link_recv;
 	zl->wait = link_wait;
+	zl->air_send = air_send;
+	zl->air_mtu = CATS_BLE_PAYLOAD;
 	LOG_INF("ble: extended advertising + scanning, company id 0x%04x, MTU %d",
 		CONFIG_CATS_BLE_COMPANY_ID, CATS_BLE_MTU);
 	return 0;
-}
-
-void cats_link_report(const struct cats_service_result *res)
-{
-	ARG_UNUSED(res);
 }

@@ -12,13 +12,14 @@
  *      L2 builds and parses the MAC header, the driver adds the FCS and filters by PAN.
  * This file uses (c): the L2 owns channel, PAN id and addressing (set through net_mgmt
  * NET_REQUEST_IEEE802154_SET_*), a send is one sendto() to the broadcast short address 0xffff
- * with no ACK request, and a receive is one recv() that returns just the MAC payload. With a
+ * with no ACK request, and a receive is one recv() that returns just the MAC payload (the
+ * packet socket's protocol is in network byte order, htons(ETH_P_IEEE802154)). With a
  * short source address and PAN-id compression the MAC header is 9 bytes, so 127 - 9 - 2 (FCS)
  * = 116 bytes remain for the MAC payload: the radio frame of proto/cats.proto, the AirType
  * dispatch byte + the message. A node sends AIR_COLUMN + ColumnFrame (at most 115 bytes:
- * tools/cats/sim/phy.py IEEE802154.column_mtu, cats.frames MTU_IEEE802154) and hands only
- * the ColumnFrames of AIR_COLUMN frames to the runner (cats_sg_receive); other air types (the
- * gateway's InputFrame / OutputFrame) are skipped here.
+ * tools/cats/sim/phy.py IEEE802154.column_mtu, cats.frames MTU_IEEE802154). A reader thread
+ * queues received ColumnFrames for the runner (cats_sg_receive) and hands the other air
+ * types (the gateway's InputFrames, the nodes' OutputFrames) to the role's air handler.
  *
  * Socket names: zsock_* functions; AF_PACKET / sockaddr_ll / ETH_P_IEEE802154 are Zephyr's
  * own (4.0/4.1) or the CONFIG_NET_NAMESPACE_COMPAT_MODE aliases of NET_AF_PACKET etc. (4.2+).
@@ -45,11 +46,22 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 #define CATS_802154_MTU (CATS_802154_PAYLOAD - 1)
 #define CATS_802154_BROADCAST 0xffff
 
+struct rx_frame {
+	uint16_t len;
+	uint8_t data[CATS_802154_MTU];
+};
+
+K_MSGQ_DEFINE(cats_154_rx_q, sizeof(struct rx_frame), CONFIG_CATS_802154_RX_QUEUE, 4);
+static K_SEM_DEFINE(rx_ready, 0, 1); /* given on every queued ColumnFrame: wakes link_wait() */
+static K_MUTEX_DEFINE(tx_lock);
+static K_THREAD_STACK_DEFINE(rx_stack, 1536);
+static struct k_thread rx_thread;
 static int sock = -1;
 static struct net_if *iface;
-static uint8_t tx_buf[CATS_802154_PAYLOAD]; /* AirType byte + ColumnFrame (service thread) */
+static cats_air_handler_t air_handler;
+static uint8_t tx_buf[CATS_802154_PAYLOAD]; /* AirType byte + message (tx_lock) */
 
-static int link_send(void *ctx, const uint8_t *frame, size_t len)
+static int air_send(const uint8_t *frame, size_t len)
 {
 	uint16_t dst = htons(CATS_802154_BROADCAST); /* big endian in sll_addr */
 	struct sockaddr_ll to = {
@@ -60,83 +72,138 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 	};
 	ssize_t n;
 
+	if (len < 1 || len > CATS_802154_PAYLOAD) {
+		return -EMSGSIZE;
+	}
+	memcpy(to.sll_addr, &dst, sizeof(dst));
+	n = zsock_sendto(sock, frame, len, 0, (const struct sockaddr *)&to, sizeof(to));
+	if (n < 0) {
+		return -errno;
+	}
+	return n == (ssize_t)len ? 0 : -EIO;
+}
+
+static int link_send(void *ctx, const uint8_t *frame, size_t len)
+{
+	int rc;
+
 	ARG_UNUSED(ctx);
 	if (len > CATS_802154_MTU) {
 		return -EMSGSIZE;
 	}
-	memcpy(to.sll_addr, &dst, sizeof(dst));
+	k_mutex_lock(&tx_lock, K_FOREVER);
 	tx_buf[0] = CATS_AIR_COLUMN;
 	memcpy(&tx_buf[1], frame, len);
-	n = zsock_sendto(sock, tx_buf, len + 1, 0, (const struct sockaddr *)&to, sizeof(to));
-	if (n < 0) {
-		return -errno;
-	}
-	return n == (ssize_t)(len + 1) ? 0 : -EIO;
+	rc = air_send(tx_buf, len + 1);
+	k_mutex_unlock(&tx_lock);
+	return rc;
 }
 
-/* The next received ColumnFrame: the MAC payload without its AirType byte (moved down in
- * buf; the runner's buffer holds any 802.15.4 MAC payload). Frames of another air type, and
- * empty ones, are skipped; 0 when nothing is waiting. */
+/* The socket's reader: ColumnFrames (without their AirType byte) are queued for the runner,
+ * every other air type goes to the role's handler, empty frames are dropped. */
+static void rx_loop(void *p1, void *p2, void *p3)
+{
+	static uint8_t buf[CATS_802154_PAYLOAD + 1]; /* + 1: an oversized payload shows */
+	static struct rx_frame f;
+
+	ARG_UNUSED(p1);
+	ARG_UNUSED(p2);
+	ARG_UNUSED(p3);
+	for (;;) {
+		ssize_t n = zsock_recv(sock, buf, sizeof(buf), 0);
+
+		if (n < 0) {
+			LOG_ERR("802.15.4: recv: %d", errno);
+			k_sleep(K_MSEC(10));
+			continue;
+		}
+		if (n < 2 || n > CATS_802154_PAYLOAD) {
+			continue;
+		}
+		if (buf[0] != CATS_AIR_COLUMN) {
+			if (air_handler != NULL) {
+				air_handler(buf, (size_t)n);
+			}
+			continue;
+		}
+		f.len = (uint16_t)(n - 1);
+		memcpy(f.data, &buf[1], f.len);
+		if (k_msgq_put(&cats_154_rx_q, &f, K_NO_WAIT) != 0) {
+			LOG_DBG("802.15.4: rx queue full, frame dropped");
+		}
+		k_sem_give(&rx_ready);
+	}
+}
+
 static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 {
-	ssize_t n;
+	struct rx_frame f;
 
 	ARG_UNUSED(ctx);
-	for (;;) {
-		n = zsock_recv(sock, buf, cap, ZSOCK_MSG_DONTWAIT);
-		if (n < 0) {
-			return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
-		}
-		if (n > 1 && buf[0] == CATS_AIR_COLUMN) {
-			memmove(buf, &buf[1], (size_t)n - 1);
-			return (int)(n - 1);
-		}
+	if (k_msgq_get(&cats_154_rx_q, &f, K_NO_WAIT) != 0) {
+		return 0;
 	}
+	if (f.len > cap) {
+		return -EMSGSIZE;
+	}
+	memcpy(buf, f.data, f.len);
+	return f.len;
 }
 
 static void link_wait(void *ctx, uint32_t max_ms)
 {
-	struct zsock_pollfd pfd = {.fd = sock, .events = ZSOCK_POLLIN};
-
 	ARG_UNUSED(ctx);
-	(void)zsock_poll(&pfd, 1, (int)max_ms);
+	if (k_msgq_num_used_get(&cats_154_rx_q) == 0) {
+		(void)k_sem_take(&rx_ready, K_MSEC(max_ms));
+	}
 }
 
-static int mgmt_u16(uint32_t request, uint16_t value, const char *what)
+/* net_mgmt() pastes the request *name* into a function name (net_mgmt_##request), so each
+ * setting is its own call; this only logs the outcome. */
+static int mgmt_result(int rc, const char *what, uint16_t value)
 {
-	int rc = net_mgmt(request, iface, &value, sizeof(value));
-
 	if (rc < 0) {
 		LOG_ERR("802.15.4: cannot set %s to 0x%04x: %d", what, value, rc);
 	}
 	return rc;
 }
 
-int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
-		    uint32_t partition_tag)
+int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
+		    uint32_t partition_tag, cats_air_handler_t on_air)
 {
 	struct sockaddr_ll bind_addr = {
 		.sll_family = AF_PACKET,
-		.sll_protocol = ETH_P_IEEE802154,
+		.sll_protocol = htons(ETH_P_IEEE802154),
 	};
+	uint16_t v;
 	int rc;
 
-	ARG_UNUSED(nodes);
+	/* The gateway takes the short address after the nodes'. */
+	const uint16_t short_addr =
+		CONFIG_CATS_802154_SHORT_ADDR_BASE + (station == CATS_STATION_GATEWAY ? nodes : station);
+
 	ARG_UNUSED(partition_tag);
 	iface = net_if_get_ieee802154();
 	if (iface == NULL) {
 		LOG_ERR("802.15.4: no IEEE 802.15.4 interface");
 		return -ENODEV;
 	}
-	/* PAN id first: the L2 only accepts a short address on a PAN (it "associates"). */
-	rc = mgmt_u16(NET_REQUEST_IEEE802154_SET_PAN_ID, CONFIG_CATS_802154_PAN_ID, "PAN id");
+	/* Channel first: once PAN id and short address are set the L2 counts the interface as
+	 * associated and refuses a channel change (-EBUSY). The L2 only accepts a short address
+	 * on a PAN, so the PAN id comes before it. */
+	v = CONFIG_CATS_802154_CHANNEL;
+	rc = mgmt_result(net_mgmt(NET_REQUEST_IEEE802154_SET_CHANNEL, iface, &v, sizeof(v)),
+			 "channel", v);
 	if (rc == 0) {
-		rc = mgmt_u16(NET_REQUEST_IEEE802154_SET_SHORT_ADDR,
-			      CONFIG_CATS_802154_SHORT_ADDR_BASE + node_id, "short address");
+		v = CONFIG_CATS_802154_PAN_ID;
+		rc = mgmt_result(net_mgmt(NET_REQUEST_IEEE802154_SET_PAN_ID, iface, &v, sizeof(v)),
+				 "PAN id", v);
 	}
 	if (rc == 0) {
-		rc = mgmt_u16(NET_REQUEST_IEEE802154_SET_CHANNEL, CONFIG_CATS_802154_CHANNEL,
-			      "channel");
+		v = short_addr;
+		rc = mgmt_result(
+			net_mgmt(NET_REQUEST_IEEE802154_SET_SHORT_ADDR, iface, &v, sizeof(v)),
+			"short address", v);
 	}
 	if (rc < 0) {
 		return rc;
@@ -147,7 +214,7 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 		return rc;
 	}
 
-	sock = zsock_socket(AF_PACKET, SOCK_DGRAM, ETH_P_IEEE802154);
+	sock = zsock_socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_IEEE802154));
 	if (sock < 0) {
 		LOG_ERR("802.15.4: packet socket: %d", errno);
 		return -errno;
@@ -164,14 +231,13 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 	zl->link.send = link_send;
 	zl->link.recv = link_recv;
 	zl->wait = link_wait;
+	zl->air_send = air_send;
+	zl->air_mtu = CATS_802154_PAYLOAD;
+	air_handler = on_air;
+	k_thread_create(&rx_thread, rx_stack, K_THREAD_STACK_SIZEOF(rx_stack), rx_loop, NULL, NULL,
+			NULL, K_PRIO_PREEMPT(CONFIG_CATS_LINK_RX_PRIORITY), 0, K_NO_WAIT);
+	k_thread_name_set(&rx_thread, "cats_154_rx");
 	LOG_INF("802.15.4: channel %d, PAN 0x%04x, short address 0x%04x, MTU %d",
-		CONFIG_CATS_802154_CHANNEL, CONFIG_CATS_802154_PAN_ID,
-		CONFIG_CATS_802154_SHORT_ADDR_BASE + node_id, CATS_802154_MTU);
+		CONFIG_CATS_802154_CHANNEL, CONFIG_CATS_802154_PAN_ID, short_addr, CATS_802154_MTU);
 	return 0;
-}
-
-void cats_link_report(const struct cats_service_result *res)
-{
-	/* The gateway collects output slices through its own protocol (not over this link). */
-	ARG_UNUSED(res);
 }

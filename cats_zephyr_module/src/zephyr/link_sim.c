@@ -10,17 +10,15 @@
  *   type 1 AIR       medium <-> node   one radio frame: the AirType byte + a message:
  *                                      AIR_COLUMN + ColumnFrame (both ways; the ColumnFrame is
  *                                      at most CONFIG_CATS_SIM_MTU bytes), AIR_INPUT +
- *                                      InputFrame (the gateway's input: assembled here and
- *                                      handed to cats_service_submit()), AIR_OUTPUT +
- *                                      OutputFrame (this node's output slice + NodeCounters,
- *                                      cats_link_report())
+ *                                      InputFrame / AIR_OUTPUT + OutputFrame (the gateway
+ *                                      protocol: to and from the role's air handler)
  *   type 2 HELLO     node  -> medium   SimHello {node id, nodes, partition tag, MTU}, once
  *   type 3 SLOT_END  medium -> node    SlotEnd: the exchange's slot is over; handed to the
  *                                      runner as recv() == CATS_LINK_SLOT_END (cats_port.h)
  *
  * The UART is read by polling (uart_poll_in(), a 1 ms sleep when empty) in a small thread,
- * which works on every UART driver including native_sim's PTY; frames and slot ends are queued
- * in order for the service thread, inputs are submitted directly.
+ * which works on every UART driver including native_sim's PTY; ColumnFrames and slot ends are
+ * queued in order for the service thread, other radio frames go to the air handler at once.
  */
 #include <errno.h>
 #include <string.h>
@@ -35,7 +33,6 @@
 #include <pb_encode.h>
 
 #include "cats.pb.h"
-#include "cats/cats_runner.h"
 #include "cats/cats_service.h"
 #include "cats/cats_somegather.h"
 #include "cats/cats_stream.h"
@@ -47,12 +44,13 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 #error "CONFIG_CATS_LINK_SIM needs a UART chosen as `cats,link-uart` (see samples/node/boards)"
 #endif
 
-#define SIM_MAX_FRAGMENTS 64 /* InputFrames per input (1024 bytes need 12 at MTU 115) */
-
 struct sim_item {
 	uint8_t slot_end; /* 1: data holds CATS_LINK_SLOT_END_LEN bytes of a slot end */
 	uint16_t len;
-	uint32_t gen;     /* inputs submitted before it arrived */
+	/* Inputs submitted before it arrived: a slot end that arrived before the running
+	 * inference's input was submitted belongs to an earlier inference even with the same id
+	 * (a restarted gateway numbers from 1 again) and is dropped. */
+	uint32_t gen;
 	uint8_t data[CATS_SG_FRAME_MAX];
 };
 
@@ -67,20 +65,7 @@ static struct k_thread sim_rx_thread;
 static uint8_t rx_buf[CATS_STREAM_SIM_MAX_LEN + CATS_STREAM_OVERHEAD];
 static struct cats_stream_decoder rx_dec;
 static struct sim_item rx_item;
-static uint32_t sim_tag;
-static struct {
-	bool active;
-	uint32_t id;
-	uint32_t fragments;
-	uint64_t seen; /* fragment bitmap */
-	size_t end;
-	int8_t buf[CONFIG_CATS_INPUT_MAX];
-} input;
-static uint32_t timed_out_total;
-/* Inputs submitted so far; a slot end that arrived before the running inference's input was
- * submitted belongs to an earlier inference even with the same id (a restarted gateway numbers
- * from 1 again) and is dropped. */
-static atomic_t input_gen;
+static cats_air_handler_t air_handler;
 
 static void put_bytes(const uint8_t *p, size_t n)
 {
@@ -110,66 +95,11 @@ static void sim_send(uint8_t type, const uint8_t *a, size_t na, const uint8_t *b
 
 static void queue_item(void)
 {
-	rx_item.gen = (uint32_t)atomic_get(&input_gen);
+	rx_item.gen = cats_service_inputs();
 	if (k_msgq_put(&cats_sim_rx_q, &rx_item, K_NO_WAIT) != 0) {
 		LOG_WRN("sim: rx queue full, %s dropped", rx_item.slot_end ? "slot end" : "frame");
 	}
 	k_sem_give(&rx_ready);
-}
-
-static void on_input(const uint8_t *p, size_t n)
-{
-	cats_InputFrame f = cats_InputFrame_init_zero;
-	pb_istream_t is = pb_istream_from_buffer(p, n);
-	const struct cats_node *node = cats_service_node();
-	size_t want;
-	int rc;
-
-	if (node == NULL || !pb_decode(&is, cats_InputFrame_fields, &f) ||
-	    f.partition_tag != sim_tag) {
-		LOG_DBG("sim: InputFrame ignored");
-		return;
-	}
-	want = (size_t)cats_node_shape(node)->tokens * cats_node_shape(node)->patch;
-	if (!input.active || input.id != f.inference_id) {
-		input.active = true;
-		input.id = f.inference_id;
-		input.fragments = f.fragments;
-		input.seen = 0;
-		input.end = 0;
-	}
-	if (f.fragments != input.fragments || f.fragments == 0 ||
-	    f.fragments > SIM_MAX_FRAGMENTS || f.fragment >= f.fragments ||
-	    want > sizeof(input.buf) || f.offset > want || f.payload.size > want - f.offset) {
-		LOG_WRN("sim: InputFrame %u/%u of inference %u does not fit the input",
-			f.fragment, f.fragments, f.inference_id);
-		return;
-	}
-	if (input.seen & (1ull << f.fragment)) {
-		return;
-	}
-	input.seen |= 1ull << f.fragment;
-	memcpy(&input.buf[f.offset], f.payload.bytes, f.payload.size);
-	input.end = MAX(input.end, f.offset + f.payload.size);
-	if (input.seen != (f.fragments == 64 ? ~0ull : (1ull << f.fragments) - 1u)) {
-		return;
-	}
-	input.active = false;
-	if (input.end != want) {
-		LOG_WRN("sim: input %u has %zu bytes, want %zu", input.id, input.end, want);
-		return;
-	}
-	/* The service thread must not start this inference (and read the queue) before
-	 * input_gen counts it: no preemption in between (single-core targets). */
-	k_sched_lock();
-	rc = cats_service_submit(input.id, input.buf, want);
-	if (rc == 0) {
-		atomic_inc(&input_gen);
-	}
-	k_sched_unlock();
-	if (rc != 0) {
-		LOG_WRN("sim: input %u refused: %d", input.id, rc);
-	}
 }
 
 static void handle(const struct cats_stream_msg *m)
@@ -187,8 +117,8 @@ static void handle(const struct cats_stream_msg *m)
 			rx_item.len = m->len - 1u;
 			memcpy(rx_item.data, &m->payload[1], rx_item.len);
 			queue_item();
-		} else if (m->payload[0] == CATS_AIR_INPUT) {
-			on_input(&m->payload[1], m->len - 1u);
+		} else if (air_handler != NULL) {
+			air_handler(m->payload, m->len);
 		}
 		break;
 	case CATS_STREAM_SLOT_END: {
@@ -251,6 +181,15 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 	return 0;
 }
 
+static int air_send(const uint8_t *frame, size_t len)
+{
+	if (len < 1 || len > 1u + CONFIG_CATS_SIM_MTU) {
+		return -EMSGSIZE;
+	}
+	sim_send(CATS_STREAM_AIR, frame, len, NULL, 0);
+	return 0;
+}
+
 static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 {
 	struct sim_item it;
@@ -260,7 +199,7 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 		if (k_msgq_get(&cats_sim_rx_q, &it, K_NO_WAIT) != 0) {
 			return 0;
 		}
-	} while (it.slot_end && it.gen < (uint32_t)atomic_get(&input_gen));
+	} while (it.slot_end && it.gen < cats_service_inputs());
 	if (it.len > cap) {
 		return -EMSGSIZE;
 	}
@@ -276,8 +215,8 @@ static void link_wait(void *ctx, uint32_t max_ms)
 	}
 }
 
-int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
-		    uint32_t partition_tag)
+int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
+		    uint32_t partition_tag, cats_air_handler_t on_air)
 {
 	cats_SimHello hello = cats_SimHello_init_zero;
 	uint8_t hb[cats_SimHello_size];
@@ -287,13 +226,13 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 		LOG_ERR("sim: link UART not ready");
 		return -ENODEV;
 	}
-	sim_tag = partition_tag;
+	air_handler = on_air;
 	k_thread_create(&sim_rx_thread, sim_rx_stack, K_THREAD_STACK_SIZEOF(sim_rx_stack),
 			sim_rx, NULL, NULL, NULL, K_PRIO_PREEMPT(CONFIG_CATS_SERVICE_PRIORITY), 0,
 			K_NO_WAIT);
 	k_thread_name_set(&sim_rx_thread, "cats_sim_rx");
 
-	hello.node_id = node_id;
+	hello.node_id = station == CATS_STATION_GATEWAY ? -1 : (int32_t)station;
 	hello.nodes = nodes;
 	hello.partition_tag = partition_tag;
 	hello.mtu = CONFIG_CATS_SIM_MTU;
@@ -307,67 +246,8 @@ int cats_link_start(struct cats_zlink *zl, uint16_t node_id, uint16_t nodes,
 	zl->link.send = link_send;
 	zl->link.recv = link_recv;
 	zl->wait = link_wait;
+	zl->air_send = air_send;
+	zl->air_mtu = 1u + CONFIG_CATS_SIM_MTU;
 	LOG_INF("sim: medium on %s, MTU %d", uart->name, CONFIG_CATS_SIM_MTU);
 	return 0;
-}
-
-/* The output slice in OutputFrames of at most CONFIG_CATS_SIM_MTU bytes; the first carries the
- * NodeCounters (cumulative counters; compute_us: the inference's wall time on this node). */
-void cats_link_report(const struct cats_service_result *res)
-{
-	static cats_OutputFrame f;
-	static uint8_t buf[1 + CATS_SG_FRAME_MAX];
-	const struct cats_node *node = cats_service_node();
-	const struct cats_sg_stats *st = &res->stats;
-	size_t offset = 0;
-	bool first = true;
-
-	timed_out_total += res->timed_out;
-	memset(&f, 0, sizeof(f));
-	f.inference_id = res->inference_id;
-	f.partition_tag = sim_tag;
-	f.sender = node != NULL ? cats_node_id(node) : 0;
-	f.status = res->status;
-	f.start = res->start;
-	f.counters.frames_sent = st->frames_sent;
-	f.counters.frames_received = st->frames_received;
-	f.counters.columns_received = st->columns_received;
-	f.counters.columns_lost = st->columns_lost;
-	f.counters.rejected_malformed = st->rejected_malformed;
-	f.counters.rejected_partition = st->rejected_partition;
-	f.counters.rejected_stale = st->rejected_stale;
-	f.counters.rejected_future = st->rejected_future;
-	f.counters.rejected_column = st->rejected_column;
-	f.counters.rejected_self = st->rejected_self;
-	f.counters.rejected_sender = st->rejected_sender;
-	f.counters.duplicates = st->duplicates;
-	f.counters.exchanges_timed_out = timed_out_total;
-	f.counters.compute_us = res->elapsed_ms * 1000u;
-	f.counters.macs = node != NULL ? cats_runner_macs(node) : 0;
-	do {
-		size_t hdr = 0, room, n;
-		pb_ostream_t os;
-
-		f.has_counters = first;
-		f.offset = offset;
-		f.payload.size = 0;
-		(void)pb_get_encoded_size(&hdr, cats_OutputFrame_fields, &f);
-		room = CONFIG_CATS_SIM_MTU > hdr + 3 ? CONFIG_CATS_SIM_MTU - hdr - 3 : 0;
-		n = MIN(MIN((size_t)res->count - offset, room), sizeof(f.payload.bytes));
-		if (n == 0 && offset < res->count && !first) {
-			LOG_ERR("sim: MTU %d too small for an OutputFrame", CONFIG_CATS_SIM_MTU);
-			return;
-		}
-		memcpy(f.payload.bytes, &res->values[offset], n);
-		f.payload.size = n;
-		buf[0] = CATS_AIR_OUTPUT;
-		os = pb_ostream_from_buffer(&buf[1], sizeof(buf) - 1);
-		if (!pb_encode(&os, cats_OutputFrame_fields, &f)) {
-			LOG_ERR("sim: OutputFrame does not encode");
-			return;
-		}
-		sim_send(CATS_STREAM_AIR, buf, 1 + os.bytes_written, NULL, 0);
-		offset += n;
-		first = false;
-	} while (offset < res->count);
 }
