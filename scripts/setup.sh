@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the builds and tests need: the C core on the host (CMake + gcc),
 # for Cortex-M4 (arm-none-eabi-gcc + newlib), and qemu for
-# instruction counting on the M4, tshark to check the simulator's pcap traces.
-DEB_PACKAGES="cmake gcc make gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm tshark"
+# instruction counting on the M4, tshark to check the simulator's pcap traces, gcc-multilib
+# for the 32-bit Zephyr native_sim and nrf52_bsim images (when a Zephyr tree is used).
+DEB_PACKAGES="cmake gcc make gcc-multilib gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm tshark"
 
 VENV=.venv
 STAMP="$VENV/.stamp"

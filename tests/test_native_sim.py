@@ -116,7 +116,7 @@ def test_find_pty_and_addresses() -> None:
     out = (
         "uart connected to pseudotty: /dev/pts/4\n"
         "uart_1 connected to pseudotty: /dev/pts/5\n"
-        "*** Booting Zephyr OS build v4.2.0 ***\n"
+        "*** Booting Zephyr OS build v4.3.0 ***\n"
     )
     assert pty_link.find_pty(out) == "/dev/pts/5"
     assert pty_link.find_pty(out, "uart") == "/dev/pts/4"
@@ -402,7 +402,7 @@ def _toolchain() -> bool:
 
 def _zephyr_missing() -> str | None:
     if not (ZEPHYR_BASE and Path(ZEPHYR_BASE, "CMakeLists.txt").is_file()):
-        return "ZEPHYR_BASE is not set to a Zephyr 4.x tree (west.yml pins v4.2.0)"
+        return "ZEPHYR_BASE is not set to a Zephyr 4.x tree (west.yml pins v4.3.0)"
     if WEST is None:
         return "`west` is not on PATH"
     if not _toolchain():

@@ -49,13 +49,19 @@ def _git_env() -> dict[str, str]:
 
 def west(cwd: Path, *args: str, ok: bool | None = True, timeout: float = 600):
     """Run `west ARGS` (this interpreter's west) in `cwd`; with --json in ARGS the parsed JSON
-    object is returned as well. ok=True: must succeed, False: must fail, None: either."""
+    object is returned as well. ok=True: must succeed, False: must fail, None: either.
+    `west init` runs without ZEPHYR_BASE: inherited from a Zephyr workspace (the usual setup)
+    it makes west find that workspace and refuse ("already initialized")."""
+    env = dict(os.environ)
+    if args and args[0] == "init":
+        env.pop("ZEPHYR_BASE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "west", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     if ok is not None:
         assert (proc.returncode == 0) == ok, (
@@ -228,7 +234,7 @@ def test_west_list_shows_the_manifest_repository(ws: Path, repo_copy: Path) -> N
     assert first[0] == "manifest" and first[1] == "cats"
     assert Path(first[2]).resolve() == repo_copy.resolve()
     proc, _ = west(ws, "list", "--all", "-f", "{name} {revision} {cloned}")
-    assert "zephyr v4.2.0 not-cloned" in proc.stdout  # pinned, inactive here, not fetched
+    assert "zephyr v4.3.0 not-cloned" in proc.stdout  # pinned, inactive here, not fetched
 
 
 def test_zephyr_module_scan_finds_cats_in_the_workspace(ws: Path, repo_copy: Path) -> None:
@@ -375,19 +381,30 @@ def test_cats_build_without_zephyr_says_what_is_missing(ws: Path, partition: Pat
 
 @pytest.mark.skipif(
     not (ZEPHYR_BASE and Path(ZEPHYR_BASE, "cmake", "modules", "zephyr_default.cmake").is_file()),
-    reason="no Zephyr tree: set ZEPHYR_BASE to a Zephyr 4.x checkout (west.yml pins v4.2.0, "
-    "with its modules nanopb, cmsis_6, hal_nordic) and install the Zephyr SDK to build the "
+    reason="no Zephyr tree: set ZEPHYR_BASE to a Zephyr 4.3.0 checkout (west.yml pins v4.3.0, "
+    "with its modules nanopb, cmsis_6, hal_nordic) and a toolchain (Zephyr SDK, or "
+    "arm-none-eabi-gcc with ZEPHYR_TOOLCHAIN_VARIANT=cross-compile) to build the "
     "nrf52840dk/nrf52840 node images",
 )
-def test_cats_build_zephyr_nrf52840dk(ws: Path, partition: Path) -> None:
-    _, res = west(ws, "cats-build", "-n", "0", "-n", "3", "--json", timeout=1800)
+@pytest.mark.parametrize("link", ["ieee802154", "ble"])
+def test_cats_build_zephyr_nrf52840dk(ws: Path, partition: Path, link: str) -> None:
+    root = f"build-{link}"
+    _, res = west(ws, "cats-build", "--build-root", root, "--partition", str(partition),
+                  "--link", link, "-n", "0", "-n", "3", "--gateway", "--json",
+                  timeout=3600)  # fmt: skip
     assert res["ok"] and res["zephyr"]["board"] == "nrf52840dk/nrf52840"
     for row in res["zephyr"]["nodes"]:
         elf = Path(row["elf"])
         assert elf.is_file() and row["flash"] == f"west flash -d {row['build_dir']}"
-        assert f"CONFIG_CATS_NODE_ID={row['node']}" in (elf.parent / ".config").read_text()
-    _, size = west(ws, "cats-size", "--zephyr", "--json")
+        config = (elf.parent / ".config").read_text()
+        assert f"CONFIG_CATS_NODE_ID={row['node']}" in config
+        assert f"CONFIG_CATS_LINK_{link.upper()}=y" in config
+    assert Path(res["zephyr"]["gateway"]["elf"]).is_file()
+    _, size = west(ws, "cats-size", "--build-root", root, "--zephyr", "--json")
     assert size["fits"] and [r["node"] for r in size["nodes"]] == [0, 3]
+    for r in size["nodes"]:  # the real image, against the board's own memory regions
+        assert r["kind"] == "zephyr" and r["weights_blob"] > 0 and r["arena"] > 0
+        assert "linker map" in r["limits_source"] and r["totals"]["text"] > 20_000
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,6 +458,6 @@ def test_product_imports_this_manifest_with_an_allowlist(tmp_path: Path, repo_co
         True,
     )
     proc, _ = west(top, "list", "--all", "-f", "{name} {revision}")
-    assert "zephyr v4.2.0" in proc.stdout  # Zephyr as this repository pins it
+    assert "zephyr v4.3.0" in proc.stdout  # Zephyr as this repository pins it
     proc, _ = west(top, "cats-partition", "--help")  # self: west-commands of the import
     assert proc.stdout.startswith("usage: west cats-partition")

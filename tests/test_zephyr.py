@@ -251,7 +251,7 @@ ZEPHYR_BASE = os.environ.get("ZEPHYR_BASE")
 WEST = shutil.which("west")
 needs_zephyr = pytest.mark.skipif(
     not (ZEPHYR_BASE and Path(ZEPHYR_BASE, "CMakeLists.txt").is_file() and WEST),
-    reason="no Zephyr tree: set ZEPHYR_BASE to a Zephyr 4.x checkout (west.yml pins v4.2.0) "
+    reason="no Zephyr tree: set ZEPHYR_BASE to a Zephyr 4.x checkout (west.yml pins v4.3.0) "
     "with its SDK and `west` on PATH to build the module for native_sim",
 )
 

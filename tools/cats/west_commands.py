@@ -40,6 +40,7 @@ if __name__ != "cats.west_commands" and str(_TOOLS_DIR) not in sys.path[:1]:
 REPO = _TOOLS_DIR.parent
 MODULE = REPO / "cats_zephyr_module"
 SAMPLE = MODULE / "samples" / "node"
+GATEWAY_SAMPLE = MODULE / "samples" / "gateway"
 HOST_SRC = MODULE / "host"
 M4_SRC = MODULE / "m4"
 TOOLCHAIN = REPO / "cmake" / "arm-none-eabi.cmake"
@@ -407,7 +408,18 @@ class CatsBuild(_CatsCommand):
         )
         p.add_argument("--m4", action="store_true", help="bare-metal Cortex-M4 node images")
         p.add_argument("--host", action="store_true", help="host executables of the simulator")
-        p.add_argument("--file-suffix", help="Zephyr FILE_SUFFIX (ble: the BLE link variant)")
+        p.add_argument(
+            "--link",
+            choices=("ieee802154", "ble", "sim"),
+            help="radio link of the images (-DCATS_LINK; default: ieee802154 on radio boards, "
+            "sim on native_sim; cats_zephyr_module/cmake/cats_link.cmake)",
+        )
+        p.add_argument(
+            "--gateway",
+            action="store_true",
+            help="also build the gateway image (samples/gateway) into <build-root>/gateway",
+        )
+        p.add_argument("--file-suffix", help="Zephyr FILE_SUFFIX (ble: the BLE link)")
         p.add_argument("--pristine", action="store_true", help="rebuild from scratch")
         p.add_argument(
             "--nanopb-dir",
@@ -489,9 +501,17 @@ class CatsBuild(_CatsCommand):
         raise _Fail(why, hint=hint + fallback)
 
     def build_zephyr_node(
-        self, mode: str, zbase: Path, args, part: Path, node: int, bdir: Path
+        self, mode: str, zbase: Path, args, part: Path, node: int | None, bdir: Path
     ) -> dict[str, Any]:
-        defs = [f"-DCATS_PARTITION_DIR={part}", f"-DCATS_NODE_ID={node}"]
+        """One `west build` (or CMake) of the node sample for `node`, or of the gateway
+        sample when `node` is None."""
+        app = SAMPLE if node is not None else GATEWAY_SAMPLE
+        what = f"node {node}" if node is not None else "the gateway"
+        defs = [f"-DCATS_PARTITION_DIR={part}"]
+        if node is not None:
+            defs.append(f"-DCATS_NODE_ID={node}")
+        if args.link:
+            defs.append(f"-DCATS_LINK={args.link}")
         if args.file_suffix:
             defs.append(f"-DFILE_SUFFIX={args.file_suffix}")
         defs += list(args.cmake_args)
@@ -509,25 +529,25 @@ class CatsBuild(_CatsCommand):
                 "--no-sysbuild",
                 "-p",
                 "always" if args.pristine else "auto",
-                SAMPLE,
+                app,
                 "--",
                 *defs,
             ]
-            _run(cmd, f"west build of node {node}", stream=stream)
+            _run(cmd, f"west build of {what}", stream=stream)
         else:
             if args.pristine and (bdir / "CMakeCache.txt").is_file():
                 shutil.rmtree(bdir)
             env = dict(os.environ, ZEPHYR_BASE=str(zbase))
             gen = ["-G", "Ninja"] if shutil.which("ninja") else []
             _run(
-                ["cmake", "-S", SAMPLE, "-B", bdir, *gen, f"-DBOARD={args.board}", *defs],
-                f"Zephyr configure of node {node}",
+                ["cmake", "-S", app, "-B", bdir, *gen, f"-DBOARD={args.board}", *defs],
+                f"Zephyr configure of {what}",
                 env=env,
                 stream=stream,
             )
             _run(
                 ["cmake", "--build", bdir, "-j", str(args.jobs)],
-                f"Zephyr build of node {node}",
+                f"Zephyr build of {what}",
                 env=env,
                 stream=stream,
             )
@@ -540,8 +560,10 @@ class CatsBuild(_CatsCommand):
             None,
         )
         if elf is None:
-            raise _Fail(f"node {node}: the build in {bdir} left no zephyr/zephyr.elf")
+            raise _Fail(f"{what}: the build in {bdir} left no zephyr/zephyr.elf")
         config = (elf.parent / ".config").read_text() if (elf.parent / ".config").is_file() else ""
+        if node is None:
+            return {"build_dir": str(bdir), "elf": str(elf), "flash": f"west flash -d {bdir}"}
         if f"CONFIG_CATS_NODE_ID={node}\n" not in config:
             raise _Fail(f"node {node}: {elf.parent / '.config'} has no CONFIG_CATS_NODE_ID={node}")
         hexf = elf.with_suffix(".hex")
@@ -642,6 +664,12 @@ class CatsBuild(_CatsCommand):
                 self.say(f"zephyr: node {i} ({args.board}) -> {bdir}")
                 row = self.build_zephyr_node(zmode, zbase, args, part, i, bdir)
                 result["zephyr"]["nodes"].append(row)
+                self.say(f"  {row['elf']}  (flash: {row['flash']})")
+            if args.gateway:
+                bdir = (root / "gateway").resolve()
+                self.say(f"zephyr: gateway ({args.board}) -> {bdir}")
+                row = self.build_zephyr_node(zmode, zbase, args, part, None, bdir)
+                result["zephyr"]["gateway"] = row
                 self.say(f"  {row['elf']}  (flash: {row['flash']})")
         return result
 

@@ -114,8 +114,8 @@ static void cats_service_thread(void *p1, void *p2, void *p3)
 int cats_service_start(void)
 {
 	size_t manifest_len, blob_len, needed = 0;
-	const uint8_t *manifest = cats_partition_manifest(&manifest_len);
-	const uint8_t *blob = cats_partition_blob(&blob_len);
+	const uint8_t *manifest = cats_partition_get_manifest(&manifest_len);
+	const uint8_t *blob = cats_partition_get_blob(&blob_len);
 	int rc;
 
 	if (manifest_len == 0) {

@@ -49,8 +49,8 @@ void cats_air_node_report(const struct cats_zlink *zl, const struct cats_service
 
 /* The partition linked into the image (partition.c): node CATS_NODE_ID's NodeManifest and
  * weight blob; NULL with *len = 0 when the image has none (or, for the blob, on a gateway). */
-const uint8_t *cats_partition_manifest(size_t *len);
-const uint8_t *cats_partition_blob(size_t *len);
+const uint8_t *cats_partition_get_manifest(size_t *len);
+const uint8_t *cats_partition_get_blob(size_t *len);
 
 /* Inputs handed to the service thread so far (cats_service.c; counted before the thread can
  * start the inference). */

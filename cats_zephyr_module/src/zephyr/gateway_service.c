@@ -106,7 +106,7 @@ int cats_gw_service_start(cats_gw_reply_t reply)
 		.log = io_log,
 	};
 	size_t len;
-	const uint8_t *manifest = cats_partition_manifest(&len);
+	const uint8_t *manifest = cats_partition_get_manifest(&len);
 	int rc;
 
 	if (len == 0) {

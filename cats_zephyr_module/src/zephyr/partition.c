@@ -13,32 +13,32 @@
 #include "cats_zephyr.h"
 
 #ifdef CATS_HAVE_PARTITION
-static const uint8_t manifest[] __aligned(4) = {
+static const uint8_t cats_partition_manifest[] __aligned(4) = {
 #include <cats/partition_manifest.inc>
 };
 #ifdef CONFIG_CATS_SERVICE
-static const uint8_t blob[] __aligned(16) = {
+static const uint8_t cats_partition_blob[] __aligned(16) = {
 #include <cats/partition_blob.inc>
 };
 #endif
 #endif
 
-const uint8_t *cats_partition_manifest(size_t *len)
+const uint8_t *cats_partition_get_manifest(size_t *len)
 {
 #ifdef CATS_HAVE_PARTITION
-	*len = sizeof(manifest);
-	return manifest;
+	*len = sizeof(cats_partition_manifest);
+	return cats_partition_manifest;
 #else
 	*len = 0;
 	return NULL;
 #endif
 }
 
-const uint8_t *cats_partition_blob(size_t *len)
+const uint8_t *cats_partition_get_blob(size_t *len)
 {
 #if defined(CATS_HAVE_PARTITION) && defined(CONFIG_CATS_SERVICE)
-	*len = sizeof(blob);
-	return blob;
+	*len = sizeof(cats_partition_blob);
+	return cats_partition_blob;
 #else
 	*len = 0;
 	return NULL;

@@ -48,6 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("partition_dir", type=Path, help="export directory (cats export --out)")
     p.add_argument(
+        "--backend",
+        default="medium",
+        choices=("medium", "bsim"),
+        help="medium: C nodes on the radio-medium model (default); bsim: the Zephyr firmware "
+        "on BabbleSim's 2.4 GHz phy (nrf52_bsim; needs ZEPHYR_BASE, BSIM_OUT_PATH, "
+        "BSIM_COMPONENTS_PATH; cats.sim.bsim)",
+    )
+    p.add_argument(
+        "--bsim-attenuation",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="bsim: attenuation between all devices (multiatt channel); lossy when high",
+    )
+    p.add_argument(
+        "--bsim-build",
+        type=Path,
+        default=None,
+        help="bsim: where the nrf52_bsim images are built (default: <partition>/bsim-<link>)",
+    )
+    p.add_argument(
         "--link",
         default="ieee802154",
         choices=tuple(phys.PHYS),
@@ -346,7 +367,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except KeyboardInterrupt:
         print("cats sim: interrupted; the swarm is stopped", file=sys.stderr)
         raise SystemExit(130) from None
-    if not args.json:
+    if not args.json and res.get("backend") == "bsim":
+        _print_bsim(res)
+    elif not args.json:
         print(
             f"{res['partition_dir']}: D={res['nodes']}, {res['link']}, loss {res['loss']}, "
             f"seed {res['seed']}, {res['inferences']} inferences"
@@ -378,6 +401,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend == "bsim":
+        from cats.sim import bsim
+
+        if args.loss or args.pcap or args.native_sim:
+            raise ValueError("--backend bsim: the phy's channel model makes the losses "
+                             "(--bsim-attenuation); --loss, --pcap, --native-sim are the "
+                             "medium's")  # fmt: skip
+        return bsim.simulate_bsim(
+            args.partition_dir,
+            link=args.link,
+            inferences=args.inferences,
+            data=args.data,
+            seed=args.seed,
+            attenuation_db=args.bsim_attenuation,
+            build_dir=args.bsim_build,
+            workdir=args.workdir,
+            deadline_ms=max(args.deadline_ms, 60000),
+            progress=not args.json,
+        )
     return simulate(
         args.partition_dir,
         link=args.link,
@@ -392,4 +434,28 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
         slot_timeout=args.slot_timeout,
         progress=not args.json,
         external=native_sim_nodes(getattr(args, "native_sim", None) or []),
+    )
+
+
+def _print_bsim(res: dict[str, Any]) -> None:
+    print(
+        f"{res['partition_dir']}: D={res['nodes']}, {res['link']} on BabbleSim "
+        f"({res['board']}), loss {res['loss']}, {res['inferences']} inferences"
+    )
+    print(f"  bit-exact with cats.qref: {'yes' if res['bit_exact'] else 'NO'}")
+    print(
+        f"  simulated latency: {res['simulated_latency_s'] * 1e3:.1f} ms / inference "
+        f"(BabbleSim's clock; the simulated CPU takes no time)"
+    )
+    med = res.get("medium")
+    if med:
+        print(
+            f"  medium model, same partition: airtime {med['airtime_s'] * 1e3:.1f} ms, "
+            f"latency {med['modelled_latency_s'] * 1e3:.1f} ms (compute "
+            f"{med['compute_s'] * 1e3:.1f} ms); simulated / modelled airtime "
+            f"{res.get('latency_ratio_vs_medium_airtime', float('nan')):.2f}x"
+        )
+    print(
+        f"  {res['frames_sent']} ColumnFrames sent, {res['columns_lost']} columns lost, "
+        f"{res['degraded']} degraded results; wall {res['run']['wall_s']:.1f} s"
     )
