@@ -222,8 +222,9 @@ static void reply_status(struct cats_gateway *gw, uint32_t client)
 static void count_frame(struct cats_gateway *gw, size_t len)
 {
 	gw->air_bytes += len + gw->cfg.phy_overhead_bytes;
-	gw->airtime_us += (double)(len + gw->cfg.phy_framing_bytes) * gw->cfg.phy_us_per_byte +
-			  gw->cfg.phy_extra_us;
+	gw->airtime_us += (double)(len + gw->cfg.phy_framing_bytes) *
+				  (double)gw->cfg.phy_us_per_byte +
+			  (double)gw->cfg.phy_extra_us;
 }
 
 static size_t varint_len(uint32_t v)
@@ -286,7 +287,8 @@ static void finish(struct cats_gateway *gw)
 	res->air_bytes = gw->air_bytes;
 	res->modelled_latency_s =
 		(float)(gw->airtime_us / 1e6 +
-			(double)max_macs * gw->cfg.instr_per_mac / gw->cfg.cpu_hz);
+			(double)max_macs * (double)gw->cfg.instr_per_mac /
+				(double)gw->cfg.cpu_hz);
 	if (answered == 0) {
 		res->status = CATS_GW_ERR_NO_NODES;
 		snprintf(res->message, sizeof(res->message),

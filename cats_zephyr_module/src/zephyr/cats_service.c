@@ -24,7 +24,7 @@
 #include "cats/cats_somegather.h"
 #include "cats_zephyr.h"
 
-LOG_MODULE_REGISTER(cats, CONFIG_CATS_LOG_LEVEL);
+LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 #if !defined(CONFIG_CATS_LINK_IEEE802154) && !defined(CONFIG_CATS_LINK_BLE) &&                 \
 	!defined(CONFIG_CATS_LINK_SIM)

@@ -15,7 +15,7 @@
 #include "cats/cats_stream.h"
 #include "cats_zephyr.h"
 
-LOG_MODULE_REGISTER(cats_gw, CONFIG_CATS_LOG_LEVEL);
+LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 struct air_item {
 	uint16_t len;

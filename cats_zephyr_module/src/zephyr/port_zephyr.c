@@ -1,14 +1,14 @@
 /*
  * Port of the portable CATS core to Zephyr: the clock is k_uptime_get_32() (milliseconds
  * since boot, wraps after 49 days; the runner only takes differences), log lines go to the
- * `cats` log module (CONFIG_CATS_LOG_LEVEL).
+ * `cats` log module (CONFIG_CATS_LOG_LEVEL), registered here: every glue file logs to it.
  */
 #include <zephyr/kernel.h>
 #include <zephyr/logging/log.h>
 
 #include "cats_zephyr.h"
 
-LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
+LOG_MODULE_REGISTER(cats, CONFIG_CATS_LOG_LEVEL);
 
 static uint32_t port_now_ms(void *ctx)
 {
