@@ -61,13 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--code-kib",
         type=float,
-        default=resource.CODE_BYTES_ESTIMATE / resource.KIB,
-        help="runtime code size in flash (estimate until the ELF is measured)",
+        default=resource.CODE_BYTES / resource.KIB,
+        help="runtime code size in flash (default: measured on the Zephyr node images, "
+        "bench/image_size; else an estimate)",
     )
     p.add_argument(
         "--runtime-ram-kib",
         type=float,
-        default=resource.RUNTIME_RAM_ESTIMATE / resource.KIB,
+        default=resource.RUNTIME_RAM_BYTES / resource.KIB,
         help="RTOS, stacks and driver RAM (estimate)",
     )
     p.set_defaults(func=handle)
@@ -116,7 +117,9 @@ def handle(args: argparse.Namespace) -> dict[str, Any]:
             "gateway) is separate",
             "scale_ratio[D] = stored params of the largest (F, L) model D nodes hold (heads 16, "
             "FFN = F, best configured p, any D' <= D nodes) / largest model one node holds",
-            "code_bytes and runtime_ram_bytes are estimates until the node ELF is measured",
+            "code_bytes and runtime_ram_bytes: "
+            + resource.FIXED_COSTS_SOURCE
+            + " (Zephyr node images without weights, manifest and arena)",
         ],
     }
     if not getattr(args, "json", False):

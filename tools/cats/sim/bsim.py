@@ -91,12 +91,19 @@ def _module_west() -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
+def _west() -> list[str]:
+    """`west` on PATH: the environment the Zephyr tree's Python requirements
+    (zephyr/scripts/requirements-base.txt) are installed in; else this interpreter's."""
+    exe = shutil.which("west")
+    return [exe] if exe else [sys.executable, "-m", "west"]
+
+
 def _west_build(app: Path, bdir: Path, defs: list[str], log: Path) -> Path:
-    cmd = [sys.executable, "-m", "west", "build", "-b", BOARD, "-d", str(bdir), "-p", "auto"]
+    cmd = [*_west(), "build", "-b", BOARD, "-d", str(bdir), "-p", "auto"]
     cmd += [str(app), "--", *defs]
     with log.open("w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    exe = bdir / "zephyr" / "zephyr.exe"
+    exe = (bdir / "zephyr" / "zephyr.exe").resolve()
     if proc.returncode != 0 or not exe.is_file():
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"west build of {app.name} for {BOARD} failed ({log}):\n{tail}")
