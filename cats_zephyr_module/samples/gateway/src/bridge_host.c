@@ -37,7 +37,8 @@ LOG_MODULE_DECLARE(cats_gateway_sample);
 static char *requests_path;
 static char *results_path;
 static char *times_path;
-static uint32_t start_ms = 500;
+#define START_MS_DEFAULT 500
+static uint32_t start_ms = UINT32_MAX; /* the argument parser's "not given" */
 static int req_fd = -1, res_fd = -1, times_fd = -1;
 static bool eof;
 static int64_t taken_ticks;
@@ -89,6 +90,9 @@ int bridge_open(void)
 	times_fd = open_or_fail(times_path, HOST_O_WRONLY, "times");
 	if (req_fd < 0 || res_fd < 0 || times_fd < 0) {
 		return -2;
+	}
+	if (start_ms == UINT32_MAX) {
+		start_ms = START_MS_DEFAULT;
 	}
 	cats_stream_decoder_init(&dec, dec_buf, sizeof(dec_buf));
 	LOG_INF("bridge: requests from %s, first at %u ms", requests_path, start_ms);
