@@ -56,6 +56,9 @@ const uint8_t *cats_partition_get_blob(size_t *len);
  * start the inference). */
 uint32_t cats_service_inputs(void);
 
+/* A core log line to the `cats` log module (the port's and the gateway's log hook). */
+void cats_port_zephyr_log(void *ctx, enum cats_log_level level, const char *msg);
+
 /* The port: k_uptime_get_32() and Zephyr logging around the given link. */
 void cats_port_zephyr_init(struct cats_port *port, const struct cats_link *link);
 

@@ -59,25 +59,6 @@ static int io_reply(void *ctx, uint32_t client, const uint8_t *msg, size_t len)
 	return bridge_reply(client, msg, len);
 }
 
-static void io_log(void *ctx, enum cats_log_level level, const char *msg)
-{
-	ARG_UNUSED(ctx);
-	switch (level) {
-	case CATS_LOG_ERR:
-		LOG_ERR("%s", msg);
-		break;
-	case CATS_LOG_WRN:
-		LOG_WRN("%s", msg);
-		break;
-	case CATS_LOG_INF:
-		LOG_INF("%s", msg);
-		break;
-	default:
-		LOG_DBG("%s", msg);
-		break;
-	}
-}
-
 /* The PHY model of the input / output frames (their air bytes and airtime in the results),
  * as tools/cats/sim/phy.py models this link. */
 static void phy_model(struct cats_gateway_config *cfg)
@@ -103,7 +84,7 @@ int cats_gw_service_start(cats_gw_reply_t reply)
 		.now_ms = io_now,
 		.air_send = io_air_send,
 		.reply = io_reply,
-		.log = io_log,
+		.log = cats_port_zephyr_log,
 	};
 	size_t len;
 	const uint8_t *manifest = cats_partition_get_manifest(&len);

@@ -16,7 +16,7 @@ static uint32_t port_now_ms(void *ctx)
 	return k_uptime_get_32();
 }
 
-static void port_log(void *ctx, enum cats_log_level level, const char *msg)
+void cats_port_zephyr_log(void *ctx, enum cats_log_level level, const char *msg)
 {
 	ARG_UNUSED(ctx);
 	switch (level) {
@@ -38,7 +38,7 @@ static void port_log(void *ctx, enum cats_log_level level, const char *msg)
 void cats_port_zephyr_init(struct cats_port *port, const struct cats_link *link)
 {
 	port->now_ms = port_now_ms;
-	port->log = port_log;
+	port->log = cats_port_zephyr_log;
 	port->ctx = NULL;
 	port->link = *link;
 }
