@@ -33,6 +33,7 @@
 
 #include "cats.pb.h"
 #include "cats/cats_node.h"
+#include "cats/cats_output.h"
 #include "cats/cats_runner.h"
 #include "cats/cats_somegather.h"
 #include "cats/cats_stream.h"
@@ -302,15 +303,22 @@ static uint64_t thread_cpu_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static int send_air(void *ctx, const uint8_t *air, size_t len)
+{
+	(void)ctx;
+	if (sim_send(sock, CATS_STREAM_AIR, air, len, NULL, 0) != 0) {
+		LOG(CATS_LOG_ERR, "medium write failed");
+		finish(0);
+	}
+	return 0;
+}
+
 static void send_outputs(uint32_t id, int status, uint32_t compute_us, uint64_t macs)
 {
 	static uint8_t buf[CATS_STREAM_SIM_MAX_LEN];
 	cats_OutputFrame f = cats_OutputFrame_init_zero;
-	const struct cats_sg_stats *st = &runner.stats;
 	uint16_t start = 0, count = 0;
 	const int8_t *y = status == CATS_OK ? cats_node_output(node, &start, &count) : NULL;
-	size_t offset = 0;
-	int first = 1;
 
 	if (y == NULL) {
 		count = 0;
@@ -320,60 +328,14 @@ static void send_outputs(uint32_t id, int status, uint32_t compute_us, uint64_t 
 	f.sender = cats_node_id(node);
 	f.status = status;
 	f.start = start;
-	f.counters.frames_sent = st->frames_sent;
-	f.counters.frames_received = st->frames_received;
-	f.counters.columns_received = st->columns_received;
-	f.counters.columns_lost = st->columns_lost;
-	f.counters.rejected_malformed = st->rejected_malformed;
-	f.counters.rejected_partition = st->rejected_partition;
-	f.counters.rejected_stale = st->rejected_stale;
-	f.counters.rejected_future = st->rejected_future + runner.stash_dropped;
-	f.counters.rejected_column = st->rejected_column;
-	f.counters.rejected_self = st->rejected_self;
-	f.counters.rejected_sender = st->rejected_sender;
-	f.counters.duplicates = st->duplicates;
+	cats_output_counters(&runner.stats, &f.counters);
+	f.counters.rejected_future += runner.stash_dropped;
 	f.counters.exchanges_timed_out = runner.exchanges_timed_out;
 	f.counters.compute_us = compute_us;
 	f.counters.macs = macs;
-	do {
-		size_t hdr = 0, room, n;
-		pb_ostream_t os;
-
-		f.has_counters = first != 0;
-		f.offset = (uint32_t)offset;
-		f.payload.size = 0;
-		pb_get_encoded_size(&hdr, cats_OutputFrame_fields, &f);
-		room = mtu > hdr + 3 ? mtu - hdr - 3 : 0; /* payload tag + length (<= 2) */
-		n = count - offset;
-		if (n > room) {
-			n = room;
-		}
-		if (n > sizeof(f.payload.bytes)) {
-			n = sizeof(f.payload.bytes);
-		}
-		if (n == 0 && offset < count && !first) {
-			LOG(CATS_LOG_ERR, "MTU %zu too small for an OutputFrame", mtu);
-			return;
-		}
-		memcpy(f.payload.bytes, &y[offset], n);
-		f.payload.size = (pb_size_t)n;
-		buf[0] = CATS_AIR_OUTPUT;
-		os = pb_ostream_from_buffer(&buf[1], sizeof(buf) - 1);
-		if (!pb_encode(&os, cats_OutputFrame_fields, &f)) {
-			LOG(CATS_LOG_ERR, "OutputFrame does not encode");
-			return;
-		}
-		if (os.bytes_written > mtu) {
-			LOG(CATS_LOG_WRN, "OutputFrame of %zu bytes exceeds the MTU %zu",
-			    os.bytes_written, mtu);
-		}
-		if (sim_send(sock, CATS_STREAM_AIR, buf, 1 + os.bytes_written, NULL, 0) != 0) {
-			LOG(CATS_LOG_ERR, "medium write failed");
-			finish(0);
-		}
-		offset += n;
-		first = 0;
-	} while (offset < count);
+	if (cats_output_send(&f, y, count, mtu, buf, sizeof(buf), send_air, NULL) != CATS_OK) {
+		LOG(CATS_LOG_ERR, "MTU %zu too small for an OutputFrame", mtu);
+	}
 }
 
 static void run_ready(uint64_t macs)

@@ -15,9 +15,9 @@
 #include <zephyr/sys/util.h>
 
 #include <pb_decode.h>
-#include <pb_encode.h>
 
 #include "cats.pb.h"
+#include "cats/cats_output.h"
 #include "cats/cats_runner.h"
 #include "cats/cats_somegather.h"
 #include "cats/cats_stream.h"
@@ -89,15 +89,22 @@ void cats_air_node_input(const uint8_t *frame, size_t len)
 	}
 }
 
+static int send_air(void *ctx, const uint8_t *air, size_t len)
+{
+	const struct cats_zlink *zl = ctx;
+
+	if (zl->air_send(air, len) != 0) {
+		LOG_WRN("OutputFrame not sent");
+	}
+	return 0; /* the other frames still go out */
+}
+
 void cats_air_node_report(const struct cats_zlink *zl, const struct cats_service_result *res)
 {
 	static cats_OutputFrame f;
 	static uint8_t buf[1 + CATS_SG_FRAME_MAX];
 	const struct cats_node *node = cats_service_node();
-	const struct cats_sg_stats *st = &res->stats;
 	const size_t mtu = MIN(zl->air_mtu, sizeof(buf)) - 1; /* the OutputFrame's bytes */
-	size_t offset = 0;
-	bool first = true;
 
 	timed_out_total += res->timed_out;
 	memset(&f, 0, sizeof(f));
@@ -106,48 +113,12 @@ void cats_air_node_report(const struct cats_zlink *zl, const struct cats_service
 	f.sender = node != NULL ? cats_node_id(node) : 0;
 	f.status = res->status;
 	f.start = res->start;
-	f.counters.frames_sent = st->frames_sent;
-	f.counters.frames_received = st->frames_received;
-	f.counters.columns_received = st->columns_received;
-	f.counters.columns_lost = st->columns_lost;
-	f.counters.rejected_malformed = st->rejected_malformed;
-	f.counters.rejected_partition = st->rejected_partition;
-	f.counters.rejected_stale = st->rejected_stale;
-	f.counters.rejected_future = st->rejected_future;
-	f.counters.rejected_column = st->rejected_column;
-	f.counters.rejected_self = st->rejected_self;
-	f.counters.rejected_sender = st->rejected_sender;
-	f.counters.duplicates = st->duplicates;
+	cats_output_counters(&res->stats, &f.counters);
 	f.counters.exchanges_timed_out = timed_out_total;
 	f.counters.compute_us = res->elapsed_ms * 1000u;
 	f.counters.macs = node != NULL ? cats_runner_macs(node) : 0;
-	do {
-		size_t hdr = 0, room, n;
-		pb_ostream_t os;
-
-		f.has_counters = first;
-		f.offset = offset;
-		f.payload.size = 0;
-		(void)pb_get_encoded_size(&hdr, cats_OutputFrame_fields, &f);
-		room = mtu > hdr + 3 ? mtu - hdr - 3 : 0; /* payload tag + length + varint growth */
-		n = MIN(MIN((size_t)res->count - offset, room), sizeof(f.payload.bytes));
-		if (n == 0 && offset < res->count && !first) {
-			LOG_ERR("MTU %zu too small for an OutputFrame", mtu);
-			return;
-		}
-		memcpy(f.payload.bytes, &res->values[offset], n);
-		f.payload.size = n;
-		buf[0] = CATS_AIR_OUTPUT;
-		os = pb_ostream_from_buffer(&buf[1], mtu);
-		if (!pb_encode(&os, cats_OutputFrame_fields, &f)) {
-			LOG_ERR("OutputFrame does not encode");
-			return;
-		}
-		if (zl->air_send(buf, 1 + os.bytes_written) != 0) {
-			LOG_WRN("OutputFrame %zu of inference %u not sent", offset,
-				f.inference_id);
-		}
-		offset += n;
-		first = false;
-	} while (offset < res->count);
+	if (cats_output_send(&f, res->values, res->count, mtu, buf, sizeof(buf), send_air,
+			     (void *)zl) != CATS_OK) {
+		LOG_ERR("MTU %zu too small for an OutputFrame", mtu);
+	}
 }
