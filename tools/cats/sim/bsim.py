@@ -269,22 +269,16 @@ def simulate_bsim(
 ) -> dict[str, Any]:
     """`cats sim --backend bsim`: build the images, run K windows on BabbleSim, check every
     result against qref, and put the simulated latency beside the medium's model."""
-    import json
     import tempfile
 
-    from cats import export, qref
-    from cats.sim.cli import revin_int8, test_windows
+    from cats import qref
+    from cats.sim.cli import load_run
 
     partition_dir = Path(partition_dir)
-    summary = json.loads((partition_dir / "partition.json").read_text())
-    loaded = export.load_partition(partition_dir)
+    run = load_run(partition_dir, data, inferences)
+    summary, loaded, inputs, dataset = run.summary, run.loaded, run.inputs, run.dataset
     specs = [n.spec for n in loaded]
-    cfg = specs[0].cfg
     man = loaded[0].manifest
-    data = data if data is not None else summary.get("data") or "default"
-    dataset, x, truth = test_windows(cfg, data, inferences)
-    inputs, _mu, _sd = revin_int8(cfg, x, float(man.input_scale))
-    inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, cfg.tokens, cfg.patch)
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="cats-bsim-")

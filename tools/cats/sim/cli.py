@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,38 @@ def revin_int8(cfg: ModelConfig, x: np.ndarray, input_scale: float):
     return quantize_input(patches, input_scale), mu.astype(np.float64), sd.astype(np.float64)
 
 
+@dataclass
+class RunInputs:
+    """A partition and the int8 inputs of a run (both backends)."""
+
+    summary: dict[str, Any]  # partition.json
+    loaded: list[Any]  # cats.export.load_partition
+    inputs: np.ndarray  # (K, tokens, patch) int8
+    dataset: str | None = None  # with test windows: their dataset, truth, RevIN mean and std
+    truth: np.ndarray | None = None
+    mu: np.ndarray | None = None
+    sd: np.ndarray | None = None
+
+
+def load_run(
+    partition_dir: Path, data: str | None, k: int, inputs: np.ndarray | None = None
+) -> RunInputs:
+    """Load and verify the partition; the given int8 `inputs`, else K test windows of `data`
+    (default: partition.json's data) quantised as the gateway does."""
+    from cats import export
+
+    summary = json.loads((partition_dir / "partition.json").read_text())
+    loaded = export.load_partition(partition_dir)
+    cfg = loaded[0].spec.cfg
+    run = RunInputs(summary, loaded, np.empty(0))
+    if inputs is None:
+        data = data if data is not None else summary.get("data") or "default"
+        run.dataset, x, run.truth = test_windows(cfg, data, k)
+        inputs, run.mu, run.sd = revin_int8(cfg, x, float(loaded[0].manifest.input_scale))
+    run.inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, cfg.tokens, cfg.patch)
+    return run
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
@@ -179,24 +212,17 @@ def simulate(
     """Run the swarm on K windows (or the given int8 `inputs`, (K, tokens, patch), without
     prediction metrics) and check every result against qref; returns the JSON summary.
     `external`: nodes played by other stations (``Swarm(external=...)``)."""
-    from cats import export, qref
+    from cats import qref
     from cats.sim import latency, replay
     from cats.sim.swarm import Swarm
 
     partition_dir = Path(partition_dir)
-    summary = json.loads((partition_dir / "partition.json").read_text())
-    loaded = export.load_partition(partition_dir)
+    run = load_run(partition_dir, data, inferences, inputs)
+    summary, loaded, inputs = run.summary, run.loaded, run.inputs
+    dataset, truth, mu, sd = run.dataset, run.truth, run.mu, run.sd
     specs = [n.spec for n in loaded]
     cfg = specs[0].cfg
-    man = loaded[0].manifest
-    in_scale, out_scale = float(man.input_scale), float(man.output_scale)
-    truth = mu = sd = None
-    dataset = None
-    if inputs is None:
-        data = data if data is not None else summary.get("data") or "default"
-        dataset, x, truth = test_windows(cfg, data, inferences)
-        inputs, mu, sd = revin_int8(cfg, x, in_scale)
-    inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, cfg.tokens, cfg.patch)
+    out_scale = float(loaded[0].manifest.output_scale)
     k = len(inputs)
     compute = latency.compute(specs)
     loss = list(loss or [])
