@@ -110,11 +110,23 @@ static void rx_loop(void *p1, void *p2, void *p3)
 	ARG_UNUSED(p2);
 	ARG_UNUSED(p3);
 	for (;;) {
-		ssize_t n = zsock_recv(sock, buf, sizeof(buf), 0);
+		struct zsock_pollfd pfd = {.fd = sock, .events = ZSOCK_POLLIN};
+		ssize_t n;
 
-		if (n < 0) {
-			LOG_ERR("802.15.4: recv: %d", errno);
+		/* Wait in poll(), then read without blocking: a packet socket's blocking recv()
+		 * holds the socket's lock while it waits, and the sender's sendto() on the same
+		 * socket would wait for it forever. */
+		if (zsock_poll(&pfd, 1, -1) < 0) {
+			LOG_ERR("802.15.4: poll: %d", errno);
 			k_sleep(K_MSEC(10));
+			continue;
+		}
+		n = zsock_recv(sock, buf, sizeof(buf), ZSOCK_MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				LOG_ERR("802.15.4: recv: %d", errno);
+				k_sleep(K_MSEC(10));
+			}
 			continue;
 		}
 		if (n < 2 || n > CATS_802154_PAYLOAD) {
