@@ -6,7 +6,8 @@
  * One exchange:
  *  1. frames of this exchange that arrived early (stashed, see below) are fed in first;
  *  2. the node's kept columns go out: cats_sg_frame_count() frames of at most link.mtu bytes,
- *     cats_sg_encode() + link.send() each;
+ *     cats_sg_encode() + link.send() each (with turn_us_per_frame set, after the nodes with
+ *     lower ids had their turn, see below);
  *  3. received frames are fed to cats_sg_receive() until every held column is complete (early
  *     completion: the node never waits when nothing is missing), the link reports the end of
  *     this exchange's slot (recv() == CATS_LINK_SLOT_END, see cats_port.h), or the exchange
@@ -45,6 +46,11 @@ struct cats_runner {
 	struct cats_node *node;
 	const struct cats_port *port;
 	uint32_t exchange_timeout_ms;
+	/* 0: every node sends its frames at once (a scheduled link, e.g. the simulation medium,
+	 * orders them). > 0: ordered turns on a shared half-duplex radio, node 0 first: a node
+	 * that transmits hears nothing, so node d sends once nodes 0 .. d-1 are done (every
+	 * column of theirs arrived) or their slots of (frames + 1) x this many us passed. */
+	uint32_t turn_us_per_frame;
 	/* Called when a receive poll found nothing; may sleep up to `max_ms`. NULL: spin. */
 	void (*idle)(void *ctx, uint32_t max_ms);
 	void *idle_ctx;

@@ -81,15 +81,79 @@ static void replay_stash(struct cats_runner *r)
 	r->n_stash = kept;
 }
 
+/* One step of listening: take what the link has (a frame, or the end of a slot) or, when it
+ * has nothing, let the platform sleep up to max_ms. */
+static void poll_link(struct cats_runner *r, int e, uint32_t max_ms)
+{
+	const struct cats_port *p = r->port;
+	int len = p->link.recv(p->link.ctx, r->frame, sizeof(r->frame));
+
+	if (len == CATS_LINK_SLOT_END) {
+		uint32_t inf, ex;
+
+		cats_link_slot_end_get(r->frame, &inf, &ex);
+		if (((inf ^ cats_node_inference(r->node)) & CATS_SG_INFERENCE_MASK) == 0 &&
+		    ex >= (uint32_t)e && ex < CATS_MAX_EXCHANGES) {
+			r->slot_closed = (int32_t)ex;
+		}
+	} else if (len > 0) {
+		(void)feed(r, r->frame, (size_t)len, 1);
+	} else if (len == 0 && r->idle != NULL) {
+		r->idle(r->idle_ctx, max_ms);
+	}
+}
+
+/* Every held column of `sender` in the current exchange is here: its turn is over. */
+static int sender_done(const struct cats_node *n, int e, uint16_t sender)
+{
+	const struct cats_exchange *ex = cats_node_exchange(n, (uint16_t)e);
+
+	for (uint16_t i = 0; i < ex->n_held; i++) {
+		if (cats_node_owner(n, ex->space, ex->held[i]) == (int)sender &&
+		    !cats_node_has(n, ex->held[i])) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Ordered turns (turn_us_per_frame > 0): listen until every node before this one has had its
+ * turn: all of its columns arrived, or its slot of (frames + 1) x turn_us_per_frame passed
+ * (its frames were lost, or it is gone). Nodes with about as many frames as this one are
+ * assumed; the exchange deadline bounds the wait. */
+static void wait_for_turn(struct cats_runner *r, int e, uint32_t start, int frames)
+{
+	const struct cats_port *p = r->port;
+	const uint16_t self = cats_node_id(r->node);
+	const uint32_t slot_ms =
+		(uint32_t)(((uint64_t)(frames + 1) * r->turn_us_per_frame + 999u) / 1000u);
+	uint32_t turn_start = start;
+	uint16_t turn = 0;
+
+	while (turn < self) {
+		uint32_t now = p->now_ms(p->ctx);
+
+		if (now - start >= r->exchange_timeout_ms || r->slot_closed >= e) {
+			return;
+		}
+		if (sender_done(r->node, e, turn) || now - turn_start >= slot_ms) {
+			turn++;
+			turn_start = now;
+			continue;
+		}
+		poll_link(r, e, slot_ms - (now - turn_start));
+	}
+}
+
 int cats_runner_exchange(struct cats_runner *r)
 {
 	const struct cats_port *p = r->port;
 	struct cats_node *n = r->node;
 	size_t mtu = p->link.mtu < CATS_SG_FRAME_MAX ? p->link.mtu : CATS_SG_FRAME_MAX;
 	uint32_t start = p->now_ms(p->ctx);
-	int count, rc;
+	int count, rc, e = cats_node_current_exchange(n);
 
-	if (cats_node_current_exchange(n) < 0) {
+	if (e < 0) {
 		return CATS_ERR_STATE;
 	}
 	replay_stash(r);
@@ -98,6 +162,9 @@ int cats_runner_exchange(struct cats_runner *r)
 	if (count < 0) {
 		log_msg(r, CATS_LOG_ERR, "cats: cannot plan frames for this link MTU");
 		return count;
+	}
+	if (r->turn_us_per_frame > 0) {
+		wait_for_turn(r, e, start, count);
 	}
 	for (int i = 0; i < count; i++) {
 		int len = cats_sg_encode(n, (uint16_t)i, mtu, r->frame, sizeof(r->frame), &r->stats);
@@ -111,10 +178,7 @@ int cats_runner_exchange(struct cats_runner *r)
 	}
 
 	while (!all_present(n)) {
-		uint32_t now = p->now_ms(p->ctx);
-		uint32_t elapsed = now - start;
-		int e = cats_node_current_exchange(n);
-		int len;
+		uint32_t elapsed = p->now_ms(p->ctx) - start;
 
 		if (r->slot_closed >= e) {
 			r->exchanges_slot_ended++;
@@ -124,20 +188,7 @@ int cats_runner_exchange(struct cats_runner *r)
 			r->exchanges_timed_out++;
 			break;
 		}
-		len = p->link.recv(p->link.ctx, r->frame, sizeof(r->frame));
-		if (len == CATS_LINK_SLOT_END) {
-			uint32_t inf, ex;
-
-			cats_link_slot_end_get(r->frame, &inf, &ex);
-			if (((inf ^ cats_node_inference(n)) & CATS_SG_INFERENCE_MASK) == 0 &&
-			    ex >= (uint32_t)e && ex < CATS_MAX_EXCHANGES) {
-				r->slot_closed = (int32_t)ex;
-			}
-		} else if (len > 0) {
-			(void)feed(r, r->frame, (size_t)len, 1);
-		} else if (len == 0 && r->idle != NULL) {
-			r->idle(r->idle_ctx, r->exchange_timeout_ms - elapsed);
-		}
+		poll_link(r, e, r->exchange_timeout_ms - elapsed);
 	}
 	rc = cats_sg_compute(n, &r->stats);
 	return rc;

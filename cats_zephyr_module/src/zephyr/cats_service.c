@@ -158,6 +158,7 @@ int cats_service_start(void)
 	cats_port_zephyr_init(&port, &zlink.link);
 	cats_runner_init(&runner, node, &port, CONFIG_CATS_EXCHANGE_TIMEOUT_MS);
 	runner.idle = link_idle;
+	runner.turn_us_per_frame = CONFIG_CATS_TURN_FRAME_US;
 
 	k_thread_create(&cats_thread, cats_stack, K_THREAD_STACK_SIZEOF(cats_stack),
 			cats_service_thread, NULL, NULL, NULL, CONFIG_CATS_SERVICE_PRIORITY, 0,
