@@ -49,7 +49,8 @@ struct cats_runner {
 	/* 0: every node sends its frames at once (a scheduled link, e.g. the simulation medium,
 	 * orders them). > 0: ordered turns on a shared half-duplex radio, node 0 first: a node
 	 * that transmits hears nothing, so node d sends once nodes 0 .. d-1 are done (every
-	 * column of theirs arrived) or their slots of (frames + 1) x this many us passed. */
+	 * column of theirs arrived) or their slots of (frames + 1) x this many us passed; the
+	 * exchange deadline is then at least (nodes + 1) such slots. */
 	uint32_t turn_us_per_frame;
 	/* Called when a receive poll found nothing; may sleep up to `max_ms`. NULL: spin. */
 	void (*idle)(void *ctx, uint32_t max_ms);

@@ -121,19 +121,24 @@ static int sender_done(const struct cats_node *n, int e, uint16_t sender)
  * turn: all of its columns arrived, or its slot of (frames + 1) x turn_us_per_frame passed
  * (its frames were lost, or it is gone). Nodes with about as many frames as this one are
  * assumed; the exchange deadline bounds the wait. */
-static void wait_for_turn(struct cats_runner *r, int e, uint32_t start, int frames)
+static uint32_t turn_slot_ms(const struct cats_runner *r, int frames)
+{
+	return (uint32_t)(((uint64_t)(frames + 1) * r->turn_us_per_frame + 999u) / 1000u);
+}
+
+static void wait_for_turn(struct cats_runner *r, int e, uint32_t start, int frames,
+			  uint32_t timeout_ms)
 {
 	const struct cats_port *p = r->port;
 	const uint16_t self = cats_node_id(r->node);
-	const uint32_t slot_ms =
-		(uint32_t)(((uint64_t)(frames + 1) * r->turn_us_per_frame + 999u) / 1000u);
+	const uint32_t slot_ms = turn_slot_ms(r, frames);
 	uint32_t turn_start = start;
 	uint16_t turn = 0;
 
 	while (turn < self) {
 		uint32_t now = p->now_ms(p->ctx);
 
-		if (now - start >= r->exchange_timeout_ms || r->slot_closed >= e) {
+		if (now - start >= timeout_ms || r->slot_closed >= e) {
 			return;
 		}
 		if (sender_done(r->node, e, turn) || now - turn_start >= slot_ms) {
@@ -150,7 +155,7 @@ int cats_runner_exchange(struct cats_runner *r)
 	const struct cats_port *p = r->port;
 	struct cats_node *n = r->node;
 	size_t mtu = p->link.mtu < CATS_SG_FRAME_MAX ? p->link.mtu : CATS_SG_FRAME_MAX;
-	uint32_t start = p->now_ms(p->ctx);
+	uint32_t start = p->now_ms(p->ctx), timeout_ms = r->exchange_timeout_ms;
 	int count, rc, e = cats_node_current_exchange(n);
 
 	if (e < 0) {
@@ -164,7 +169,11 @@ int cats_runner_exchange(struct cats_runner *r)
 		return count;
 	}
 	if (r->turn_us_per_frame > 0) {
-		wait_for_turn(r, e, start, count);
+		/* the deadline covers every node's turn */
+		uint32_t turns_ms = (cats_node_count(n) + 1u) * turn_slot_ms(r, count);
+
+		timeout_ms = turns_ms > timeout_ms ? turns_ms : timeout_ms;
+		wait_for_turn(r, e, start, count, timeout_ms);
 	}
 	for (int i = 0; i < count; i++) {
 		int len = cats_sg_encode(n, (uint16_t)i, mtu, r->frame, sizeof(r->frame), &r->stats);
@@ -184,11 +193,11 @@ int cats_runner_exchange(struct cats_runner *r)
 			r->exchanges_slot_ended++;
 			break;
 		}
-		if (elapsed >= r->exchange_timeout_ms) {
+		if (elapsed >= timeout_ms) {
 			r->exchanges_timed_out++;
 			break;
 		}
-		poll_link(r, e, r->exchange_timeout_ms - elapsed);
+		poll_link(r, e, timeout_ms - elapsed);
 	}
 	rc = cats_sg_compute(n, &r->stats);
 	return rc;

@@ -63,7 +63,7 @@ static cats_air_handler_t air_handler;
 static void adv_sent(struct bt_le_ext_adv *set, struct bt_le_ext_adv_sent_info *info)
 {
 	ARG_UNUSED(set);
-	ARG_UNUSED(info);
+	LOG_DBG("ble: frame advertised (%u events)", info->num_sent);
 	k_sem_give(&adv_done);
 }
 
@@ -97,6 +97,7 @@ static int adv_frame(const uint8_t *air, size_t len)
 	if (rc != 0) {
 		k_sem_give(&adv_done);
 	}
+	LOG_DBG("ble: air type %u, %zu bytes: %d", air[0], len, rc);
 	return rc;
 }
 
@@ -180,6 +181,7 @@ static void scan_recv(const struct bt_le_scan_recv_info *info, struct net_buf_si
 	if (!found) {
 		return;
 	}
+	LOG_DBG("ble: air type %u, %u bytes", rx_tmp.data[0], rx_tmp.len);
 	if (rx_tmp.data[0] != CATS_AIR_COLUMN) {
 		if (air_handler != NULL) {
 			air_handler(rx_tmp.data, rx_tmp.len);

@@ -42,7 +42,8 @@ MODULE = REPO_ROOT / "cats_zephyr_module"
 NODE_APP = MODULE / "samples" / "node"
 GATEWAY_APP = MODULE / "samples" / "gateway"
 BOARD = "nrf52_bsim"
-LINKS = ("ieee802154", "ble")
+# `cats sim --link` (the medium's PHY models, cats.sim.phy) -> the firmware's link (CATS_LINK)
+LINKS = {"ieee802154": "ieee802154", "ble2m": "ble", "ble2m-aux": "ble"}
 GATEWAY_START_MS = 300  # simulated time before the first request: every node is up by then
 
 
@@ -115,8 +116,8 @@ def build_images(
 ) -> dict[str, Any]:
     """Build (or bring up to date) the node images and the gateway image of a partition for
     nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``."""
-    if link not in LINKS:
-        raise ValueError(f"link {link!r}: the bsim backend runs {', '.join(LINKS)}")
+    if link not in LINKS.values():
+        raise ValueError(f"link {link!r}: the firmware links are {', '.join(set(LINKS.values()))}")
     environment()
     out_dir.mkdir(parents=True, exist_ok=True)
     part = str(Path(partition_dir).resolve())
@@ -283,8 +284,11 @@ def simulate_bsim(
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="cats-bsim-")
         workdir = Path(tmp.name)
-    build_dir = build_dir or partition_dir / f"bsim-{link}"
-    images = build_images(partition_dir, link, build_dir, len(specs), progress=progress)
+    if link not in LINKS:
+        raise ValueError(f"--link {link}: the bsim backend runs {', '.join(LINKS)}")
+    fw_link = LINKS[link]
+    build_dir = build_dir or partition_dir / f"bsim-{fw_link}"
+    images = build_images(partition_dir, fw_link, build_dir, len(specs), progress=progress)
     if progress:
         print(f"  bsim: running {len(specs)} nodes + gateway, {len(inputs)} inferences",
               file=sys.stderr)  # fmt: skip
