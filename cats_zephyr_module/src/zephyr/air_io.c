@@ -114,6 +114,13 @@ void cats_air_node_report(const struct cats_zlink *zl, const struct cats_service
 	f.status = res->status;
 	f.start = res->start;
 	cats_output_counters(&res->stats, &f.counters);
+	/* Every node finishes the last exchange at about the same time: on a half-duplex radio
+	 * without acknowledgements their OutputFrames would collide, so they take ordered turns
+	 * as the exchanges do (a slot of two frames each: one frame carries an output slice of
+	 * the presets here; CONFIG_CATS_TURN_FRAME_US, 0 on the simulation link). */
+	if (CONFIG_CATS_TURN_FRAME_US > 0 && node != NULL) {
+		k_sleep(K_USEC((uint64_t)cats_node_id(node) * 2u * CONFIG_CATS_TURN_FRAME_US));
+	}
 	f.counters.exchanges_timed_out = timed_out_total;
 	f.counters.compute_us = res->elapsed_ms * 1000u;
 	f.counters.macs = node != NULL ? cats_runner_macs(node) : 0;
