@@ -28,7 +28,7 @@ NODES = 4
 @pytest.fixture(scope="module")
 def partition(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bsim") / "part"
-    subprocess.run([sys.executable, "-m", "cats", "export", "--preset", "verytiny",
+    subprocess.run([sys.executable, "-m", "cats.cli", "export", "--preset", "verytiny",
                     "--nodes", str(NODES), "--out", str(out)], check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     return out
@@ -36,7 +36,7 @@ def partition(tmp_path_factory) -> Path:
 
 def _sim(partition: Path, *args: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "cats", "sim", str(partition), "--backend", "bsim",
+        [sys.executable, "-m", "cats.cli", "sim", str(partition), "--backend", "bsim",
          "--inferences", "1", "--json", *args],
         capture_output=True, text=True, timeout=3600,
     )  # fmt: skip

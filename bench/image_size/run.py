@@ -32,7 +32,7 @@ RESULTS = Path(__file__).with_name("results.json")
 def build(link: str, nodes: int, out: Path) -> Path:
     part = ROOT / "build" / "parts" / f"verytiny-d{nodes}"
     if not (part / "partition.json").is_file():
-        subprocess.run([sys.executable, "-m", "cats", "export", "--preset", "verytiny",
+        subprocess.run([sys.executable, "-m", "cats.cli", "export", "--preset", "verytiny",
                         "--nodes", str(nodes), "--out", str(part)], check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
     west = shutil.which("west") or sys.executable
