@@ -119,6 +119,12 @@ int cats_node_put(struct cats_node *n, uint16_t exchange, uint16_t sender, uint1
 		  uint16_t row0, uint16_t rows, const int8_t *src);
 /* Whether column `col` is complete in the current exchange (own columns always are). */
 int cats_node_has(const struct cats_node *n, uint16_t col);
+/* Receive-buffer slot of column `col` in the current exchange, -1 if not held (or idle):
+ * one look-up in a direct column -> slot table built when the exchange opens. */
+int cats_node_slot(const struct cats_node *n, uint16_t col);
+/* Whether every held column of the current exchange is complete (1 when idle): a counter,
+ * not a scan. */
+int cats_node_all_present(const struct cats_node *n);
 
 /* Close the current exchange: columns not complete are zero (and absent from LayerNorm
  * statistics); *lost (if non-NULL) gets how many held columns were absent. */

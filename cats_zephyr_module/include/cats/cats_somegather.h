@@ -55,6 +55,11 @@ uint32_t cats_sg_partition_tag(const struct cats_node *n);
  * for a bad mtu or one that cannot carry a single row (ARG). */
 int cats_sg_frame_count(const struct cats_node *n, size_t mtu);
 
+/* Plan the frames of every exchange for `mtu` once (the fragment counts; cats_runner_init
+ * calls it with the link MTU); cats_sg_frame_count and cats_sg_encode then use the plan, and
+ * plan on first use for another MTU. CATS_OK or CATS_ERR_ARG for a bad mtu. */
+int cats_sg_plan(const struct cats_node *n, size_t mtu);
+
 /* Encode frame `index` (0 .. count-1) of the current exchange into buf (at most min(cap, mtu)
  * bytes are written); returns its length or a negative cats_status. Counts frames_sent. */
 int cats_sg_encode(const struct cats_node *n, uint16_t index, size_t mtu, uint8_t *buf,

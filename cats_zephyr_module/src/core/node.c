@@ -46,6 +46,19 @@ static uint32_t own_width(const struct cats_manifest_info *info, uint8_t space)
 	return (uint32_t)(info->own[space][1] - info->own[space][0]);
 }
 
+/* Entries of the column -> slot table: the widest space any exchange holds columns of. */
+static size_t slot_width(const struct cats_model_shape *s)
+{
+	size_t w = 0;
+
+	for (uint8_t sp = CATS_SPACE_MODEL; sp <= CATS_SPACE_OUTPUT; sp++) {
+		const size_t v = cats_space_width(s, sp);
+
+		w = v > w ? v : w;
+	}
+	return w;
+}
+
 /* The memory plan: a pure function of the manifest (the host and the M4 differ only in the
  * sizes of the pointer-holding tables). */
 static void plan_memory(const struct cats_manifest_info *info, struct cats_plan *p)
@@ -72,6 +85,8 @@ static void plan_memory(const struct cats_manifest_info *info, struct cats_plan 
 	p->ex = off, off += align8(info->n_ex * sizeof(struct cats_exchange));
 	p->blocks = off, off += align8(s->blocks * sizeof(struct cats_block));
 	p->cols = off, off += align8(info->cols_total * sizeof(uint16_t));
+	p->sg = off, off += align8(sizeof(struct cats_sg_cache));
+	p->slot_of = off, off += align8(slot_width(s) * sizeof(int16_t));
 	p->x = off, off += align8(n * own_m);
 	p->y = off, off += align8(own_o);
 	p->buf = off, off += align8(info->max_buf);
@@ -157,6 +172,10 @@ int cats_node_init(struct cats_node **out, const uint8_t *manifest, size_t manif
 	n->rowbits = base + p.rowbits;
 	n->rowcnt = (uint16_t *)(void *)(base + p.rowcnt);
 	n->present = base + p.present;
+	n->slot_of = (int16_t *)(void *)(base + p.slot_of);
+	n->slot_width = (uint16_t)slot_width(&info.shape);
+	n->sg = (struct cats_sg_cache *)(void *)(base + p.sg);
+	n->sg->next_e = -1;
 	n->scratch = (int8_t *)(base + p.scratch);
 	n->logits = (int64_t *)(void *)(base + p.logits);
 	n->probs = (int8_t *)(base + p.probs);
@@ -246,6 +265,14 @@ static void stage(struct cats_node *n, const int8_t *own)
 	for (size_t i = 0; i < width; i++) {
 		n->rowcnt[ex->own_slot + i] = ex->rows;
 	}
+	n->n_complete = (uint16_t)width;
+	/* The direct column -> slot table of this exchange (all -1, then the held columns). */
+	memset(n->slot_of, 0xFF, (size_t)n->slot_width * sizeof(int16_t));
+	for (uint16_t i = 0; i < ex->n_held; i++) {
+		if (ex->held[i] < n->slot_width) {
+			n->slot_of[ex->held[i]] = (int16_t)i;
+		}
+	}
 }
 
 int cats_node_begin(struct cats_node *n, uint32_t inference_id, const int8_t *input, size_t len)
@@ -294,24 +321,11 @@ int cats_node_outgoing(const struct cats_node *n, uint16_t k, uint16_t row0, uin
 	return CATS_OK;
 }
 
-/* Held slot of column col in the current exchange, or -1 (binary search, held is sorted). */
-static int find_slot(const struct cats_exchange *ex, uint16_t col)
+/* Held slot of column col in the current exchange, or -1: one look-up in the direct table
+ * stage() fills (held columns are unique, so it equals a search of the sorted held list). */
+static int find_slot(const struct cats_node *n, uint16_t col)
 {
-	int lo = 0, hi = (int)ex->n_held - 1;
-
-	while (lo <= hi) {
-		const int mid = (lo + hi) / 2;
-
-		if (ex->held[mid] == col) {
-			return mid;
-		}
-		if (ex->held[mid] < col) {
-			lo = mid + 1;
-		} else {
-			hi = mid - 1;
-		}
-	}
-	return -1;
+	return col < n->slot_width ? n->slot_of[col] : -1;
 }
 
 int cats_node_put(struct cats_node *n, uint16_t exchange, uint16_t sender, uint16_t col,
@@ -328,7 +342,7 @@ int cats_node_put(struct cats_node *n, uint16_t exchange, uint16_t sender, uint1
 	 * never come from outside. */
 	const int slot = sender < n->nodes && sender != n->id &&
 				 cats_node_owner(n, ex->space, col) == (int)sender
-			 ? find_slot(ex, col)
+			 ? find_slot(n, col)
 			 : -1;
 
 	if (slot < 0 || rows == 0 || (uint32_t)row0 + rows > ex->rows) {
@@ -340,7 +354,9 @@ int cats_node_put(struct cats_node *n, uint16_t exchange, uint16_t sender, uint1
 		n->buf[r * ex->n_held + (size_t)slot] = src[r - row0];
 		if ((n->rowbits[bit / 8] & (1u << (bit % 8))) == 0) {
 			n->rowbits[bit / 8] |= (uint8_t)(1u << (bit % 8));
-			n->rowcnt[slot]++;
+			if (++n->rowcnt[slot] == ex->rows) {
+				n->n_complete++;
+			}
 		}
 	}
 	return CATS_OK;
@@ -351,10 +367,22 @@ int cats_node_has(const struct cats_node *n, uint16_t col)
 	if (n == NULL || n->e < 0) {
 		return 0;
 	}
-	const struct cats_exchange *ex = &n->ex[n->e];
-	const int slot = find_slot(ex, col);
+	const int slot = find_slot(n, col);
 
-	return slot >= 0 && n->rowcnt[slot] == ex->rows;
+	return slot >= 0 && n->rowcnt[slot] == n->ex[n->e].rows;
+}
+
+int cats_node_slot(const struct cats_node *n, uint16_t col)
+{
+	return n == NULL || n->e < 0 ? -1 : find_slot(n, col);
+}
+
+int cats_node_all_present(const struct cats_node *n)
+{
+	if (n == NULL || n->e < 0) {
+		return 1;
+	}
+	return n->n_complete >= n->ex[n->e].n_held;
 }
 
 /* Closes the receive buffer: incomplete columns become zero everywhere (a column missing

@@ -49,9 +49,20 @@ struct cats_manifest_info {
 	uint32_t n_tensors;
 };
 
+/* The SomeGather frame plan of somegather.c, computed once per partition and link MTU: the
+ * fragment count of every exchange, and where the next frame of the exchange being sent
+ * starts (frames are encoded in order, so encoding one resumes where the last one ended). */
+struct cats_sg_cache {
+	uint32_t mtu;                        /* 0: not planned yet */
+	int32_t count[CATS_MAX_EXCHANGES];   /* frames of exchange e (or a negative cats_status) */
+	int32_t next_e;                      /* exchange of the cursor, -1: none */
+	uint32_t next_index, next_k, next_start; /* frame index, kept column, first row */
+};
+
 /* Byte offsets of every region in the arena (all 8-byte aligned), and the total. */
 struct cats_plan {
-	size_t node, ex, blocks, cols;           /* persistent tables */
+	size_t node, ex, blocks, cols, sg;       /* persistent tables */
+	size_t slot_of;                          /* column -> held slot of the open exchange */
 	size_t x, y, buf, rowbits, rowcnt, present, scratch, logits, probs, mm; /* activations */
 	size_t total;
 };
@@ -76,6 +87,11 @@ struct cats_node {
 	uint8_t *rowbits;  /* rows bits per held slot (slot-major): which rows arrived */
 	uint16_t *rowcnt;  /* rows arrived per held slot */
 	uint8_t *present;  /* compute-time column mask */
+	int16_t *slot_of;  /* column -> slot in buf of the open exchange, -1 if not held: a
+			    * direct table (slot_width entries) refilled when an exchange opens */
+	uint16_t slot_width;
+	uint16_t n_complete; /* held slots with every row arrived (own ones included) */
+	struct cats_sg_cache *sg; /* frame plan (somegather.c; mutable through a const node) */
 	int8_t *scratch;   /* q|k|v, or the layer output before the residual add */
 	int64_t *logits;   /* one attention row */
 	int8_t *probs;

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "cats.pb.h"
+#include "node_internal.h"
 #include "pb_decode.h"
 #include "pb_encode.h"
 
@@ -98,20 +99,30 @@ static void set_frame(struct sg_frame *out, const struct sg_plan *p, uint32_t i,
 	out->len = frame_len(p, i, n, ids_bytes, nk, row_start, row_count);
 }
 
-/*
- * Greedy packing for a guessed fragment count n. Returns the number of frames, or a negative
- * status; when `want` < that number, *out receives frame `want` and the walk stops there,
- * returning want + 1.
- */
-static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struct sg_frame *out)
-{
-	uint32_t i = 0, k, cur_k0 = 0, cur_n = 0, cur_ids = 0;
+/* Where a walk starts: frame index i begins at kept column k, row `start` (> 0 only inside a
+ * column that is split into row chunks). Every frame boundary is such a point: the packing
+ * keeps no other state across it, so resuming there gives the frames of a walk from 0. */
+struct sg_at {
+	uint32_t i, k, start;
+};
 
-	for (k = 0; k < p->n_kept; k++) {
+/*
+ * Greedy packing for a guessed fragment count n, from `at` (NULL: the beginning). Returns the
+ * number of frames, or a negative status; when `want` < that number, *out receives frame
+ * `want` and the walk stops there, returning want + 1.
+ */
+static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struct sg_frame *out,
+		       const struct sg_at *at)
+{
+	uint32_t i = at ? at->i : 0, k, cur_k0 = 0, cur_n = 0, cur_ids = 0;
+	uint32_t first = at ? at->start : 0; /* first row of the walk's first column */
+
+	for (k = at ? at->k : 0; k < p->n_kept; k++, first = 0) {
 		uint32_t vc = varint_len(p->kept[k]);
 		uint32_t start;
 
-		if (frame_len(p, i, n, cur_ids + vc, cur_n + 1u, 0, p->rows) <= p->mtu) {
+		if (first == 0 &&
+		    frame_len(p, i, n, cur_ids + vc, cur_n + 1u, 0, p->rows) <= p->mtu) {
 			if (cur_n == 0) {
 				cur_k0 = k;
 			}
@@ -128,14 +139,14 @@ static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struc
 			cur_n = 0;
 			cur_ids = 0;
 		}
-		if (frame_len(p, i, n, vc, 1u, 0, p->rows) <= p->mtu) {
+		if (first == 0 && frame_len(p, i, n, vc, 1u, 0, p->rows) <= p->mtu) {
 			cur_k0 = k;
 			cur_n = 1;
 			cur_ids = vc;
 			continue;
 		}
 		/* The column alone does not fit: row chunks, each the largest that fits. */
-		for (start = 0; start < p->rows;) {
+		for (start = first; start < p->rows;) {
 			/* upper bound: the row_count and payload fields take >= 2 bytes + chunk */
 			uint32_t base = frame_len(p, i, n, vc, 1u, start, 0) + 4u;
 			uint32_t chunk = p->rows - start;
@@ -182,7 +193,7 @@ static int32_t sg_count(const struct sg_plan *p)
 		return 0;
 	}
 	for (round = 0; round < CATS_SG_PLAN_ROUNDS; round++) {
-		int32_t got = sg_pack(p, (uint32_t)n, UINT32_MAX, &unused);
+		int32_t got = sg_pack(p, (uint32_t)n, UINT32_MAX, &unused, NULL);
 
 		if (got < 0 || got == n) {
 			return got;
@@ -195,19 +206,10 @@ static int32_t sg_count(const struct sg_plan *p)
 	return CATS_ERR_UNSUPPORTED; /* cannot happen: the count is monotone and bounded */
 }
 
-static int sg_setup(const struct cats_node *n, size_t mtu, struct sg_plan *p)
+static int sg_setup_exchange(const struct cats_node *n, int e, size_t mtu, struct sg_plan *p)
 {
-	const struct cats_exchange *ex;
-	int e;
+	const struct cats_exchange *ex = cats_node_exchange(n, (uint16_t)e);
 
-	if (n == NULL || mtu == 0 || mtu > CATS_SG_FRAME_MAX) {
-		return CATS_ERR_ARG;
-	}
-	e = cats_node_current_exchange(n);
-	if (e < 0) {
-		return CATS_ERR_STATE;
-	}
-	ex = cats_node_exchange(n, (uint16_t)e);
 	if (ex == NULL) {
 		return CATS_ERR_STATE;
 	}
@@ -219,6 +221,52 @@ static int sg_setup(const struct cats_node *n, size_t mtu, struct sg_plan *p)
 	/* A node alone has nobody to send to. */
 	p->n_kept = cats_node_count(n) > 1 ? ex->n_kept : 0u;
 	return CATS_OK;
+}
+
+static int sg_setup(const struct cats_node *n, size_t mtu, struct sg_plan *p)
+{
+	int e;
+
+	if (n == NULL || mtu == 0 || mtu > CATS_SG_FRAME_MAX) {
+		return CATS_ERR_ARG;
+	}
+	e = cats_node_current_exchange(n);
+	if (e < 0) {
+		return CATS_ERR_STATE;
+	}
+	return sg_setup_exchange(n, e, mtu, p);
+}
+
+int cats_sg_plan(const struct cats_node *n, size_t mtu)
+{
+	struct cats_sg_cache *c;
+	struct sg_plan p;
+	uint16_t e;
+
+	if (n == NULL || mtu == 0 || mtu > CATS_SG_FRAME_MAX) {
+		return CATS_ERR_ARG;
+	}
+	c = n->sg;
+	if (c->mtu == (uint32_t)mtu) {
+		return CATS_OK;
+	}
+	for (e = 0; e < cats_node_exchanges(n) && e < CATS_MAX_EXCHANGES; e++) {
+		int rc = sg_setup_exchange(n, e, mtu, &p);
+
+		c->count[e] = rc < 0 ? rc : sg_count(&p);
+	}
+	c->mtu = (uint32_t)mtu;
+	c->next_e = -1;
+	return CATS_OK;
+}
+
+/* The fragment count of the plan's exchange: from the cache (planned on first use). */
+static int32_t sg_cached_count(const struct cats_node *n, const struct sg_plan *p)
+{
+	if (cats_sg_plan(n, p->mtu) != CATS_OK || p->exchange >= CATS_MAX_EXCHANGES) {
+		return sg_count(p);
+	}
+	return n->sg->count[p->exchange];
 }
 
 uint32_t cats_sg_partition_tag(const struct cats_node *n)
@@ -233,15 +281,17 @@ int cats_sg_frame_count(const struct cats_node *n, size_t mtu)
 	struct sg_plan p;
 	int rc = sg_setup(n, mtu, &p);
 
-	return rc < 0 ? rc : (int)sg_count(&p);
+	return rc < 0 ? rc : (int)sg_cached_count(n, &p);
 }
 
 int cats_sg_encode(const struct cats_node *n, uint16_t index, size_t mtu, uint8_t *buf,
 		   size_t cap, struct cats_sg_stats *st)
 {
 	cats_ColumnFrame msg = cats_ColumnFrame_init_zero;
+	struct cats_sg_cache *c;
 	struct sg_plan p;
 	struct sg_frame f;
+	struct sg_at at;
 	pb_ostream_t os;
 	int32_t count;
 	uint32_t j;
@@ -253,12 +303,25 @@ int cats_sg_encode(const struct cats_node *n, uint16_t index, size_t mtu, uint8_
 	if (buf == NULL) {
 		return CATS_ERR_ARG;
 	}
-	count = sg_count(&p);
+	count = sg_cached_count(n, &p);
 	if (count < 0) {
 		return (int)count;
 	}
-	if ((int32_t)index >= count || sg_pack(&p, (uint32_t)count, index, &f) != index + 1) {
+	/* Frames go out in order: resume the walk where the previous frame ended. */
+	c = n->sg;
+	at.i = 0, at.k = 0, at.start = 0;
+	if (c->next_e == (int32_t)p.exchange && c->next_index == index && c->mtu == p.mtu) {
+		at.i = index, at.k = c->next_k, at.start = c->next_start;
+	}
+	if ((int32_t)index >= count || sg_pack(&p, (uint32_t)count, index, &f, &at) != index + 1) {
 		return CATS_ERR_ARG;
+	}
+	c->next_e = (int32_t)p.exchange;
+	c->next_index = (uint32_t)index + 1u;
+	if (f.row_start + f.row_count < p.rows) { /* inside a split column */
+		c->next_k = f.k0, c->next_start = f.row_start + f.row_count;
+	} else {
+		c->next_k = f.k0 + f.nk, c->next_start = 0;
 	}
 	if (f.nk > CATS_SG_MAX_COLUMNS || f.nk * f.row_count > sizeof(msg.payload.bytes)) {
 		return CATS_ERR_UNSUPPORTED; /* cannot happen for mtu <= CATS_SG_FRAME_MAX */
@@ -299,23 +362,6 @@ static int reject(uint32_t *counter, int status)
 {
 	(*counter)++;
 	return status;
-}
-
-/* Slot of `col` in the sorted held list, or -1. */
-static int held_slot(const struct cats_exchange *ex, uint32_t col)
-{
-	uint32_t lo = 0, hi = ex->n_held;
-
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2u;
-
-		if (ex->held[mid] < col) {
-			lo = mid + 1u;
-		} else {
-			hi = mid;
-		}
-	}
-	return lo < ex->n_held && ex->held[lo] == col ? (int)lo : -1;
 }
 
 int cats_sg_receive(struct cats_node *n, const uint8_t *frame, size_t len,
@@ -378,7 +424,8 @@ int cats_sg_receive(struct cats_node *n, const uint8_t *frame, size_t len,
 	for (j = 0; j < ncols; j++) {
 		uint16_t c = msg.column_ids[j];
 
-		if (cats_node_owner(n, ex->space, c) != (int)msg.sender || held_slot(ex, c) < 0) {
+		if (cats_node_owner(n, ex->space, c) != (int)msg.sender ||
+		    cats_node_slot(n, c) < 0) {
 			return reject(&st->rejected_column, CATS_ERR_COLUMN);
 		}
 	}

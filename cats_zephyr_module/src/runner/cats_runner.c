@@ -20,24 +20,17 @@ void cats_runner_init(struct cats_runner *r, struct cats_node *node,
 	r->port = port;
 	r->exchange_timeout_ms = exchange_timeout_ms;
 	r->slot_closed = -1;
+	if (node != NULL && port != NULL) {
+		/* the frame plan of every exchange, once per partition (not per inference) */
+		(void)cats_sg_plan(node, port->link.mtu < CATS_SG_FRAME_MAX ? port->link.mtu
+									  : CATS_SG_FRAME_MAX);
+	}
 }
 
 /* Every held column complete: nothing more to wait for in this exchange. */
 static int all_present(const struct cats_node *n)
 {
-	int e = cats_node_current_exchange(n);
-	const struct cats_exchange *ex;
-
-	if (e < 0) {
-		return 1;
-	}
-	ex = cats_node_exchange(n, (uint16_t)e);
-	for (uint16_t i = 0; i < ex->n_held; i++) {
-		if (!cats_node_has(n, ex->held[i])) {
-			return 0;
-		}
-	}
-	return 1;
+	return cats_node_all_present(n);
 }
 
 /* Feed one frame; keep it for later if it belongs to an exchange we have not reached. */
