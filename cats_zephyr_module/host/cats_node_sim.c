@@ -2,16 +2,19 @@
  * cats_node_sim: one node of the simulated swarm, the portable C core on the host.
  *
  *   cats_node_sim --node-dir DIR --medium HOST:PORT [--arena BYTES] [--mtu N]
- *                 [--timeout-ms N]
+ *                 [--timeout-ms N] [--cycles-per-mac X | --cpu-time]
  *
  * Loads DIR/manifest.pb + DIR/weights.bin, connects to the radio medium, sends SimHello
  * (node id, nodes, partition tag, mtu), prints "ready" on stdout, then loops: assembles the
  * gateway's InputFrames (AirType 2), runs the inference through cats_runner over the medium
  * (ColumnFrames out and in as type-1 AIR frames, SlotEnd = the end of an exchange's slot),
  * and sends its output slice in OutputFrames (AirType 3) with NodeCounters (cumulative
- * SomeGather/runner counters; compute_us = thread CPU time of the inference, macs =
- * cats_runner_macs(): its matmuls and attention, from the manifest's shapes). Exits 0 on
- * EOF from the medium or SIGTERM. Logs to stderr.
+ * SomeGather/runner counters; macs = cats_runner_macs(): its matmuls and attention, from the
+ * manifest's shapes; compute_us = the modelled Cortex-M4 time macs x --cycles-per-mac / 64 MHz
+ * (default 1.5), so that a seeded loss-free run sends the same bytes every time, or with
+ * --cpu-time the host thread CPU time of the inference, which varies from run to run and
+ * with it the length of the OutputFrame). Exits 0 on EOF from the medium or SIGTERM. Logs to
+ * stderr.
  *
  * --mtu: the largest protobuf message per air frame (the AirType byte not counted): 115 for
  * IEEE 802.15.4 (default), 240 for BLE 2M. --timeout-ms: the last-resort exchange deadline
@@ -338,6 +341,9 @@ static void send_outputs(uint32_t id, int status, uint32_t compute_us, uint64_t 
 	}
 }
 
+static int cpu_time;               /* --cpu-time: report host CPU time as compute_us */
+static double cycles_per_mac = 1.5; /* --cycles-per-mac: the modelled compute_us otherwise */
+
 static void run_ready(uint64_t macs)
 {
 	uint32_t id = ready_id;
@@ -360,14 +366,17 @@ static void run_ready(uint64_t macs)
 	    (unsigned)(runner.exchanges_slot_ended - slot),
 	    (unsigned)(runner.exchanges_timed_out - timed_out),
 	    (unsigned)runner.stats.columns_lost);
-	send_outputs(id, rc, (uint32_t)(t1 - t0), macs);
+	send_outputs(id, rc,
+		     cpu_time ? (uint32_t)(t1 - t0)
+			      : (uint32_t)((double)macs * cycles_per_mac / 64.0 + 0.5),
+		     macs);
 	running = 0;
 }
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: cats_node_sim --node-dir DIR --medium HOST:PORT [--arena BYTES] "
-			"[--mtu N] [--timeout-ms N]\n");
+			"[--mtu N] [--timeout-ms N] [--cycles-per-mac X | --cpu-time]\n");
 	exit(2);
 }
 
@@ -385,6 +394,10 @@ int main(int argc, char **argv)
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--cpu-time")) {
+			cpu_time = 1;
+			continue;
+		}
 		if (i + 1 >= argc) {
 			usage();
 		}
@@ -396,6 +409,8 @@ int main(int argc, char **argv)
 			arena_size = strtoul(argv[++i], NULL, 0);
 		} else if (!strcmp(argv[i], "--mtu")) {
 			mtu = strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--cycles-per-mac")) {
+			cycles_per_mac = strtod(argv[++i], NULL);
 		} else if (!strcmp(argv[i], "--timeout-ms")) {
 			timeout_ms = strtoul(argv[++i], NULL, 0);
 		} else {

@@ -365,12 +365,18 @@ def simulate_bsim(
             "bit_exact": med["bit_exact"],
             "modelled_latency_s": med["modelled_latency_s"],
             "airtime_s": med["airtime_s"],
+            "airtime_payload_only_s": med["airtime_payload_only_s"],
+            "airtime_floor_ratio": med["airtime_floor_ratio"],
+            "mac": med["mac"]["name"],
             "compute_s": med["compute_s"],
             "air_bytes": med["air_bytes"],
         }
         if per and med["airtime_s"] > 0:
             # the nRF52 CPU takes no simulated time: compare the radio part only
             out["latency_ratio_vs_medium_airtime"] = out["simulated_latency_s"] / med["airtime_s"]
+            out["latency_ratio_vs_medium_payload_only"] = (
+                out["simulated_latency_s"] / med["airtime_payload_only_s"]
+            )
     if tmp is not None:
         tmp.cleanup()
         out["run"]["workdir"] = None

@@ -21,8 +21,13 @@ native_sim (samples/node with node-0 of this export) instead of a ``cats_node_si
 its link UART's PTY is relayed to the medium (``cats.sim.pty_link``).
 
 Modelled latency per inference = Cortex-M4 compute (``cats.sim.latency``: MACs per node and
-stage x measured instructions per MAC / 64 MHz, slowest node per stage) + the airtime of the
-schedule as the medium serialised it (input broadcast + every exchange slot + output frames).
+stage x measured instructions per MAC / 64 MHz, scaled to the whole node's measured cycles,
+slowest node per stage) + the airtime of the schedule as the medium serialised it (input
+broadcast + every exchange slot + output frames) with the link's MAC timing
+(``cats.sim.phy``: CSMA-CA on 802.15.4, advertising events on BLE). ``airtime_payload_only_s``
+is the same frames back to back without MAC gaps; ``airtime_floor_s`` the int8 payload
+(input, exchanged columns, output) at the link's bit rate; ``airtime_floor_ratio`` =
+``airtime_s`` / ``airtime_floor_s``.
 """
 
 from __future__ import annotations
@@ -225,6 +230,7 @@ def simulate(
     out_scale = float(loaded[0].manifest.output_scale)
     k = len(inputs)
     compute = latency.compute(specs)
+    link_phy = phys.get(link)
     loss = list(loss or [])
     # the gateway's own latency estimate (max node MACs x instructions per MAC) gets the
     # effective instructions per MAC of this compute model's slowest node
@@ -300,6 +306,17 @@ def simulate(
         t_in = sum(r["airtime_us"] for r in inp_recs) / 1e6
         t_ex = sum(r["airtime_us"] for r in slots) / 1e6
         t_out = sum(r["airtime_us"] for r in outs) / 1e6
+        t_b2b = (
+            sum(r.get("airtime_payload_only_us", r["airtime_us"]) for r in inp_recs + slots + outs)
+            / 1e6
+        )
+        pay_ex = sum(len(f[4]) * f[3] for r in slots for f in r["frames"])
+        pay_all = (
+            pay_ex
+            + sum(r.get("payload_bytes") or 0 for r in inp_recs)
+            + sum(r.get("payload_bytes") or 0 for r in outs)
+        )
+        floor_s = link_phy.floor_us(pay_all) / 1e6
         row = {
             "request_id": int(res.request_id),
             "inference_id": int(res.inference_id),
@@ -313,7 +330,8 @@ def simulate(
             ),
             "slots": len(slots),
             "frames_sent": sum(r["frames_sent"] for r in slots),
-            "payload_bytes": sum(len(f[4]) * f[3] for r in slots for f in r["frames"]),
+            "payload_bytes": pay_ex,
+            "payload_bytes_total": pay_all,
             "frames_lost": sum(r["frames_lost"] for r in slots),
             "deliveries": sum(r["deliveries"] for r in slots),
             "air_bytes": air_in + air_ex + air_out,
@@ -321,6 +339,9 @@ def simulate(
             "air_bytes_exchanges": air_ex,
             "air_bytes_output": air_out,
             "airtime_s": t_in + t_ex + t_out,
+            "airtime_payload_only_s": t_b2b,
+            "airtime_floor_s": floor_s,
+            "airtime_floor_ratio": (t_in + t_ex + t_out) / floor_s if floor_s else None,
             "compute_s": compute["compute_s"],
             "modelled_latency_s": compute["compute_s"] + t_in + t_ex + t_out,
             "wall_s": wall,
@@ -363,6 +384,14 @@ def simulate(
         "deliveries": sum(r["deliveries"] for r in per),
         "modelled_latency_s": sum(r["modelled_latency_s"] for r in per) / n,
         "airtime_s": sum(r["airtime_s"] for r in per) / n,
+        "airtime_payload_only_s": sum(r["airtime_payload_only_s"] for r in per) / n,
+        "airtime_floor_s": sum(r["airtime_floor_s"] for r in per) / n,
+        "airtime_floor_ratio": (
+            sum(r["airtime_s"] for r in per) / sum(r["airtime_floor_s"] for r in per)
+            if per and all(r["airtime_floor_s"] for r in per)
+            else None
+        ),
+        "mac": link_phy.mac.to_dict(),
         "compute_s": compute["compute_s"],
         "compute": compute,
         "wall_s": t_done - t_start,
@@ -411,8 +440,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         print(
             f"  modelled latency: {res['modelled_latency_s'] * 1e3:.1f} ms "
-            f"(compute {res['compute_s'] * 1e3:.1f} ms + air {res['airtime_s'] * 1e3:.1f} ms)"
+            f"(compute {res['compute_s'] * 1e3:.1f} ms + air {res['airtime_s'] * 1e3:.1f} ms "
+            f"with {res['mac']['name']})"
         )
+        if res["airtime_floor_ratio"] is not None:
+            print(
+                f"  airtime / payload floor: {res['airtime_floor_ratio']:.2f}x (floor "
+                f"{res['airtime_floor_s'] * 1e3:.1f} ms; back to back without MAC gaps "
+                f"{res['airtime_payload_only_s'] * 1e3:.1f} ms)"
+            )
         if "mse" in res:
             print(
                 f"  MSE {res['mse']:.4f} (qref without loss: {res['reference_mse']:.4f}), "

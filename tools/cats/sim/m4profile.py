@@ -34,8 +34,9 @@ import shutil
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 QEMU_ARGS = [
     "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
@@ -81,7 +82,9 @@ def group_of(func: str) -> str:
 
 # --- cycle estimate ----------------------------------------------------------------------------
 
-_BRANCH = re.compile(r"^(b|bl|blx|bx|cbz|cbnz|tbb|tbh)(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al)?(\.w|\.n)?$")  # noqa: E501
+_BRANCH = re.compile(
+    r"^(b|bl|blx|bx|cbz|cbnz|tbb|tbh)(eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al)?(\.w|\.n)?$"
+)  # noqa: E501
 
 
 def cycles_of(mnemonic: str, operands: str) -> float:
@@ -290,7 +293,9 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cats.sim.m4profile", description=__doc__.split("\n")[0])  # noqa: E501
+    p = argparse.ArgumentParser(
+        prog="python -m cats.sim.m4profile", description=__doc__.split("\n")[0]
+    )  # noqa: E501
     p.add_argument("elf", type=Path, help="cats_m4_node_qemu.elf (make m4)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

@@ -30,8 +30,12 @@ Stations (D node processes and one gateway) speak the framed byte stream of prot
 * Garbage on a stream (bad CRC, impossible lengths, bytes between messages), messages before
   the SimHello, unexpected types and frames from foreign stations are ignored and counted.
 
-Airtime is serialised on one channel: the air clock advances by each frame's airtime, back to
-back (``cats.sim.phy``); pcap timestamps are that clock.
+Airtime is serialised on one channel in the runtime's ordered turns: the air clock advances by
+each frame's MAC time (``cats.sim.phy``: CSMA-CA backoff, CCA and turnaround on 802.15.4; the
+advertising event's spacing on BLE) and its airtime; pcap timestamps are that clock. A slot's
+``airtime_us`` (in the log and in SlotEnd, so in the gateway's modelled latency) is the
+modelled schedule ``Phy.schedule_us`` of its frames; ``airtime_payload_only_us`` the old
+back-to-back sum of the frames' airtimes.
 
 The log (``--log``, JSON lines) has: ``start``; ``join`` / ``leave`` / ``dead``; ``input`` per
 inference (its input frames); ``drop`` per lost delivery (inference, ordinal, exchange, sender,
@@ -102,7 +106,9 @@ class Inference:
     input_frames: int = 0
     input_fragments: int = 0
     input_air_bytes: int = 0
-    input_airtime_us: float = 0.0
+    input_airtime_us: float = 0.0  # back to back (payload only)
+    input_lens: list[int] = field(default_factory=list)  # radio frame lengths
+    input_payload: int = 0  # int8 input bytes
     input_logged: bool = False
 
 
@@ -119,7 +125,8 @@ class Slot:
     frames_lost: int = 0
     deliveries: int = 0  # (frame, receiver) pairs the loss model decided
     air_bytes: int = 0
-    airtime_us: float = 0.0
+    airtime_us: float = 0.0  # back to back (payload only)
+    lens: dict[int, list[int]] = field(default_factory=dict)  # sender -> radio frame lengths
     timer: asyncio.TimerHandle | None = None
     closed: bool = False
 
@@ -330,6 +337,7 @@ class Medium:
         airtime us)."""
         n = len(air)
         on_air, us = self.phy.on_air_bytes(n), self.phy.airtime_us(n)
+        self.air_clock_us += self.phy.mac.per_frame_us  # backoff, CCA, turnaround, ...
         if self.pcap is not None:
             self.pcap.write(self.air_clock_us, self.phy.psdu(int(st.node_id or 0), st.seq, air))
         st.seq = (st.seq + 1) & 0xFFFF
@@ -416,6 +424,8 @@ class Medium:
         inf.input_fragments = max(inf.input_fragments, int(msg.fragments))
         inf.input_air_bytes += on_air
         inf.input_airtime_us += us
+        inf.input_lens.append(len(air))
+        inf.input_payload += len(msg.payload)
         out = stream.encode(stream.AIR, air)
         for node in inf.participants:
             if node.alive:
@@ -428,7 +438,9 @@ class Medium:
                 ordinal=inf.ordinal,
                 frames=inf.input_frames,
                 air_bytes=inf.input_air_bytes,
-                airtime_us=round(inf.input_airtime_us, 3),
+                airtime_us=round(self.phy.schedule_us({GATEWAY: inf.input_lens}), 3),
+                airtime_payload_only_us=round(inf.input_airtime_us, 3),
+                payload_bytes=inf.input_payload,
             )
 
     def on_output(self, st: Station, air: bytes, body: bytes) -> None:
@@ -451,7 +463,9 @@ class Medium:
             ordinal=None if inf is None else inf.ordinal,
             sender=st.node_id,
             air_bytes=on_air,
-            airtime_us=round(us, 3),
+            airtime_us=round(self.phy.mac_us(len(air)), 3),
+            airtime_payload_only_us=round(us, 3),
+            payload_bytes=len(msg.payload),
             t_air_us=round(t_air, 1),
             status=msg.status,
         )
@@ -511,6 +525,7 @@ class Medium:
         slot.frames_sent += 1
         slot.air_bytes += on_air
         slot.airtime_us += us
+        slot.lens.setdefault(sender, []).append(len(air))
         out = stream.encode(stream.AIR, air)
         lossy = self.loss.lossy
         elapsed = time.monotonic() - self.t0
@@ -579,13 +594,15 @@ class Medium:
         key = (inf.inference_id, slot.exchange)
         self.slots.pop(key, None)
         self.closed_slots.add(key)
+        # senders in turn order (node id), each frame with its MAC time
+        mac_us = self.phy.schedule_us(dict(sorted(slot.lens.items())))
         msg = self._pb.SlotEnd(
             inference_id=inf.inference_id,
             exchange=slot.exchange,
             frames_sent=slot.frames_sent,
             frames_lost=slot.frames_lost,
             air_bytes=slot.air_bytes,
-            airtime_us=int(round(slot.airtime_us)),
+            airtime_us=int(round(mac_us)),
         )
         out = stream.encode(stream.SLOT_END, msg.SerializeToString())
         receivers = [s for s in inf.participants if s.alive]
@@ -602,7 +619,8 @@ class Medium:
             frames_lost=slot.frames_lost,
             deliveries=slot.deliveries,
             air_bytes=slot.air_bytes,
-            airtime_us=round(slot.airtime_us, 3),
+            airtime_us=round(mac_us, 3),
+            airtime_payload_only_us=round(slot.airtime_us, 3),
             t_air_us=round(slot.t_air_us, 1),
             wall_ms=round((time.monotonic() - slot.opened_at) * 1e3, 3),
             receivers=sorted(int(s.node_id or 0) for s in receivers),

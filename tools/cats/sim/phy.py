@@ -39,11 +39,39 @@ BLE, LE 2M PHY, 2 Mbit/s (4 us per byte), extended advertising
     ``ble2m-aux`` only the AUX_ADV_IND (a controller chaining frames into one advertising
     event comes close to it).
 
-The medium serialises the airtime of all frames on one channel, back to back: no CSMA/CA
-backoff, inter-frame spacing or acknowledgements (a synchronous round schedule, like the
-paper's Mixer-based protocol, has none of those per frame), so it is a lower bound of a real
-schedule's channel time and an upper bound of nothing else. The resource model uses the same
-two numbers per frame (``on_air_bytes``, ``airtime_us``).
+MAC timing (``Mac``, ``Phy.mac``): the channel time a frame costs besides its own airtime,
+as the runtime really sends it (``mac_us``), and the old back-to-back figure (``airtime_us``,
+reported as ``airtime_payload_only``) next to it:
+
+* IEEE 802.15.4 (``MAC_802154_NRF``): the firmware's link (src/zephyr/link_ieee802154.c)
+  sends each frame with one sendto() on the native L2, which hands it to the nRF 802.15.4
+  driver in IEEE802154_TX_MODE_CSMA_CA (the driver has IEEE802154_HW_CSMA; L2
+  ieee802154.c ieee802154_radio_send), broadcast without ACK request. The driver's unslotted
+  CSMA-CA (IEEE 802.15.4-2020 6.2.5.1; hal_nordic nrf_802154_config.h: macMinBE 3, macMaxBE 5,
+  macMaxCSMABackoffs 4) on an idle channel (ordered turns: one sender at a time) costs the
+  random backoff, mean of uniform{0 .. 2^3 - 1} = 3.5 aUnitBackoffPeriods of 20 symbols
+  (1120 us), one CCA of 8 symbols (128 us) and the RX-to-TX aTurnaroundTime of 12 symbols
+  (192 us): 1440 us per frame. The driver inserts no inter-frame spacing
+  (NRF_802154_IFS_ENABLED 0), so no LIFS; ``MAC_802154_STANDARD`` adds macLIFSPeriod (40
+  symbols, 640 us, frames > aMaxSIFSFrameSize 18 bytes) for a strictly conforming sender.
+* BLE (``MAC_BLE_FIRMWARE``): link_ble.c advertises each frame as its own extended
+  advertising set start with CONFIG_CATS_BLE_ADV_EVENTS = 2 events at a 20 ms interval
+  (0x20 x 0.625 ms) on the LE 1M primary / LE 2M secondary PHY; the next frame waits for the
+  set's `sent` callback. An event: 3 ADV_EXT_IND (in ``airtime_us``) spaced by the radio's
+  T_IFS-like 150 us switch, T_MAFS >= 300 us (in ``airtime_us``), the AUX_ADV_IND. The second
+  event follows advInterval + advDelay (uniform 0..10 ms, mean 5 ms: Core spec Vol 6 Part B
+  4.4.2.2.1) later: 25 ms that hold the sender but not the receivers, who have the frame after
+  the first event, so the last frame of a turn does not cost it (``repeat_us``).
+  ``ble2m-aux`` (one advertising event chaining every frame as AUX_CHAIN_IND, each T_MAFS
+  after the previous) costs T_MAFS per frame.
+
+The schedule is the firmware's ordered turns (cats_runner.c, CONFIG_CATS_TURN_FRAME_US): node
+d sends once every node before it is done (all of its columns arrived, or its slot of
+(frames + 1) x turn time passed). Without loss a turn ends when its last frame is received, so
+the exchange is every frame one after the other, each with its MAC time; a slot time-out (a
+lost frame) adds up to (frames + 1) x CONFIG_CATS_TURN_FRAME_US and is not modelled here. The
+resource model uses the same numbers per frame (``on_air_bytes``, ``airtime_us``,
+``mac_us``).
 """
 
 from __future__ import annotations
@@ -120,6 +148,99 @@ def short_address(station: int) -> int:
     return IEEE802154_GATEWAY_ADDR if station < 0 else IEEE802154_SHORT_ADDR_BASE + station
 
 
+# IEEE 802.15.4-2020, O-QPSK 2.4 GHz PHY (clause 12): 62.5 ksymbol/s, 16 us per symbol.
+IEEE802154_SYMBOL_US = 16.0
+A_TURNAROUND_SYMBOLS = 12  # aTurnaroundTime (11.3, table 11-1): RX-to-TX / TX-to-RX
+MAC_SIFS_SYMBOLS = 12  # macSIFSPeriod (8.4.3.1, table 8-94)
+MAC_LIFS_SYMBOLS = 40  # macLIFSPeriod, after frames longer than aMaxSIFSFrameSize
+A_MAX_SIFS_FRAME_SIZE = 18  # bytes (MPDU)
+A_UNIT_BACKOFF_SYMBOLS = 20  # aUnitBackoffPeriod (8.1.3, table 8-93)
+CCA_SYMBOLS = 8  # CCA detection time (10.2.8): 8 symbols
+MAC_MIN_BE = 3  # macMinBe default (table 8-94); nRF driver NRF_802154_CSMA_CA_MIN_BE_DEFAULT 3
+
+# BLE Core spec v5.x, Vol 6 Part B: T_IFS 150 us (4.1.1), T_MAFS >= 300 us (4.1.2),
+# advDelay pseudo-random 0..10 ms per advertising event (4.4.2.2.1).
+BLE_T_IFS_US = 150.0
+BLE_ADV_DELAY_MEAN_US = 5000.0
+BLE_ADV_INTERVAL_US = 20000.0  # link_ble.c BT_LE_ADV_PARAM_INIT(..., 0x20, 0x20): 32 x 625 us
+BLE_ADV_EVENTS = 2  # Kconfig CATS_BLE_ADV_EVENTS default
+
+
+def csma_backoff_mean_us(min_be: int = MAC_MIN_BE) -> float:
+    """Expected first backoff of unslotted CSMA-CA: mean of uniform{0 .. 2^BE - 1} units."""
+    return (2**min_be - 1) / 2 * A_UNIT_BACKOFF_SYMBOLS * IEEE802154_SYMBOL_US
+
+
+@dataclass(frozen=True)
+class Mac:
+    """Channel time of the MAC the runtime uses, besides each frame's own airtime.
+
+    ``per_frame_us``: before (or around) every frame, on the critical path (backoff, CCA,
+    turnaround, IFS, spacing of the primary advertising PDUs); ``repeat_us``: after a frame,
+    holding its sender but not its receivers (BLE: the repeated advertising events), so it
+    costs every frame of a turn but the last."""
+
+    name: str
+    per_frame_us: float
+    repeat_us: float
+    parts: tuple[tuple[str, float], ...]
+    note: str
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "per_frame_us": self.per_frame_us,
+            "repeat_us": self.repeat_us,
+            "parts": dict(self.parts),
+            "note": self.note,
+        }
+
+
+def _mac(name: str, parts: list[tuple[str, float]], note: str, repeat_us: float = 0.0) -> Mac:
+    return Mac(name, sum(v for _, v in parts), repeat_us, tuple(parts), note)
+
+
+_BACKOFF = csma_backoff_mean_us()
+_CCA = CCA_SYMBOLS * IEEE802154_SYMBOL_US
+_TURNAROUND = A_TURNAROUND_SYMBOLS * IEEE802154_SYMBOL_US
+MAC_802154_NRF = _mac(
+    "csma-ca (nRF 802.15.4 driver)",
+    [("backoff_mean", _BACKOFF), ("cca", _CCA), ("turnaround", _TURNAROUND)],
+    "unslotted CSMA-CA on an idle channel: mean backoff 3.5 x 320 us, CCA 128 us, RX-to-TX "
+    "192 us; no IFS (NRF_802154_IFS_ENABLED 0), no ACK (broadcast)",
+)
+MAC_802154_STANDARD = _mac(
+    "csma-ca + LIFS",
+    [
+        ("lifs", MAC_LIFS_SYMBOLS * IEEE802154_SYMBOL_US),
+        ("backoff_mean", _BACKOFF),
+        ("cca", _CCA),
+        ("turnaround", _TURNAROUND),
+    ],
+    "as csma-ca, plus macLIFSPeriod 640 us after every frame > 18 bytes",
+)
+MAC_802154_DIRECT = _mac(
+    "direct (no CSMA-CA)",
+    [("turnaround", _TURNAROUND)],
+    "IEEE802154_TX_MODE_DIRECT (e.g. CONFIG_NET_L2_IEEE802154_RADIO_ALOHA): the ordered turns "
+    "already keep one sender on the channel; RX-to-TX turnaround 192 us only",
+)
+MAC_NONE = _mac("none", [], "back to back: no gaps (the payload-only figure)")
+MAC_BLE_FIRMWARE = _mac(
+    f"extended advertising, {BLE_ADV_EVENTS} events",
+    [("primary_spacing", 2 * BLE_T_IFS_US)],
+    "per frame: one advertising event (3 ADV_EXT_IND + T_MAFS + AUX_ADV_IND, the first two in "
+    "the frame's airtime) and, for every frame of a turn but the last, the repeated events "
+    f"{BLE_ADV_EVENTS - 1} x (advInterval 20 ms + mean advDelay 5 ms)",
+    repeat_us=(BLE_ADV_EVENTS - 1) * (BLE_ADV_INTERVAL_US + BLE_ADV_DELAY_MEAN_US),
+)
+MAC_BLE_CHAIN = _mac(
+    "AUX_CHAIN_IND chain",
+    [("t_mafs", 300.0)],
+    "every frame an AUX_CHAIN_IND of one advertising event, T_MAFS 300 us after the previous",
+)
+
+
 @dataclass(frozen=True)
 class Phy:
     """One link's framing and timing (see the module docstring)."""
@@ -133,6 +254,7 @@ class Phy:
     frame_buffer_bytes: int  # one radio frame buffer in a node's RAM (PSDU / PDU)
     linktype: int  # pcap LINKTYPE of the frames psdu() builds
     note: str
+    mac: Mac = MAC_NONE  # the MAC timing of the runtime's link (module docstring)
 
     @property
     def column_mtu(self) -> int:
@@ -147,7 +269,26 @@ class Phy:
         return air_len + self.overhead_bytes
 
     def airtime_us(self, air_len: int) -> float:
+        """Channel time of the frame alone (back to back: ``airtime_payload_only``)."""
         return (air_len + self.framing_bytes) * self.us_per_byte + self.extra_us
+
+    def mac_us(self, air_len: int) -> float:
+        """Channel time of the frame with the MAC's per-frame gaps (not ``repeat_us``)."""
+        return self.airtime_us(air_len) + self.mac.per_frame_us
+
+    def schedule_us(self, frames_by_sender: dict[int, list[int]]) -> float:
+        """Modelled channel time of one ordered-turn schedule: every sender's radio frames
+        (their lengths) one after the other, each with its MAC time, and the repeats of every
+        frame but the last of each turn."""
+        total = 0.0
+        for lens in frames_by_sender.values():
+            total += sum(self.mac_us(n) for n in lens)
+            total += self.mac.repeat_us * max(len(lens) - 1, 0)
+        return total
+
+    def floor_us(self, payload_bytes: int) -> float:
+        """The payload floor: payload bits at the link's bit rate, nothing else."""
+        return payload_bytes * 8e6 / self.bitrate_bps
 
     def psdu(self, station: int, seq: int, air: bytes) -> bytes:
         raise NotImplementedError
@@ -164,6 +305,7 @@ class Phy:
             "frame_buffer_bytes": self.frame_buffer_bytes,
             "linktype": self.linktype,
             "note": self.note,
+            "mac": self.mac.to_dict(),
         }
 
 
@@ -205,6 +347,7 @@ IEEE802154 = Ieee802154(
     linktype=LINKTYPE_IEEE802_15_4_WITHFCS,
     note="O-QPSK 250 kbit/s; SHR 5 + PHR 1 + MHR 9 (broadcast data, PAN-ID compression, "
     "short addresses) + FCS 2; PSDU <= 127",
+    mac=MAC_802154_NRF,
 )
 
 BLE_PDU_PAYLOAD_MAX = 255
@@ -254,6 +397,7 @@ BLE2M = Ble2M(
     note="extended advertising: AUX_ADV_IND on LE 2M (preamble 2 + AA 4 + header 2 + ext "
     "header 10 + AD header 4 + CRC 3) announced by 3 ADV_EXT_IND on LE 1M (17 B, 136 us "
     "each) + T_MAFS 300 us",
+    mac=MAC_BLE_FIRMWARE,
 )
 
 BLE2M_AUX = Ble2M(
@@ -266,7 +410,15 @@ BLE2M_AUX = Ble2M(
     frame_buffer_bytes=BLE2M.frame_buffer_bytes,
     linktype=LINKTYPE_BLUETOOTH_LE_LL,
     note="AUX_ADV_IND on LE 2M only (primary-channel ADV_EXT_IND and T_MAFS not counted)",
+    mac=MAC_BLE_CHAIN,
 )
+
+# Other MAC models of a link, for comparison (bench/swarm): by link name.
+MAC_VARIANTS: dict[str, tuple[Mac, ...]] = {
+    "ieee802154": (MAC_NONE, MAC_802154_DIRECT, MAC_802154_NRF, MAC_802154_STANDARD),
+    "ble2m": (MAC_NONE, MAC_BLE_FIRMWARE),
+    "ble2m-aux": (MAC_NONE, MAC_BLE_CHAIN),
+}
 
 PHYS: dict[str, Phy] = {p.name: p for p in (IEEE802154, BLE2M, BLE2M_AUX)}
 

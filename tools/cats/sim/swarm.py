@@ -344,6 +344,9 @@ class Swarm:
             str(self.export_dir / f"node-{d}"),
             "--mtu",
             str(self.phy.column_mtu),
+            # the reported compute_us is the modelled M4 time (deterministic bytes on the air)
+            "--cycles-per-mac",
+            f"{self.instr_per_mac if self.instr_per_mac is not None else 1.5:.4f}",
         ] + self.extra_node_args
 
     def gateway_argv(self, port: int) -> list[str]:
