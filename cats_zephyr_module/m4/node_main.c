@@ -9,6 +9,13 @@
  * other node's columns lost. That exercises the whole runtime (manifest decode, blob hash,
  * kernels, SomeGather encode/decode) and keeps every part of it linked for `cats size`.
  *
+ * With CATS_M4_REPLAY (cats_m4_node_swarm_qemu.elf) the link is the swarm instead: every
+ * ColumnFrame the other nodes sent to this node in a loss-free run of the host swarm on the
+ * same input (recorded by `python -m cats.sim.m4profile --swarm`, linked in as
+ * cats_replay_frames) is handed to the runner once the node has reached that frame's
+ * exchange, and what the node sends goes nowhere: the node computes exactly what it computes
+ * in the swarm, so its instruction count is that of a loss-free swarm inference.
+ *
  * With CATS_M4_QEMU (cats_m4_node_qemu.elf) it also reports over semihosting, under
  * `qemu-system-arm -machine mps2-an386 -icount shift=0`, the instructions of init and of the
  * inference (CMSDK timer 0, 40 instructions per tick: bench/kernels/m4_bench.c) and the
@@ -93,6 +100,46 @@ static int loop_recv(void *ctx, uint8_t *buf, size_t cap)
 	return len;
 }
 
+#ifdef CATS_M4_REPLAY
+/* Recorded frames: u32 inference id, u32 count, then per frame u8 length, u8 exchange, bytes. */
+extern const uint8_t cats_replay_frames[];
+static struct cats_node *replay_node;
+static uint32_t replay_off = 8, replay_left, replay_sent;
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int replay_send(void *ctx, const uint8_t *frame, size_t len)
+{
+	(void)ctx;
+	(void)frame;
+	(void)len;
+	replay_sent++;
+	return 0;
+}
+
+static int replay_recv(void *ctx, uint8_t *buf, size_t cap)
+{
+	const uint8_t *r = &cats_replay_frames[replay_off];
+	uint16_t len;
+
+	(void)ctx;
+	if (replay_left == 0 || (int)r[1] > cats_node_current_exchange(replay_node)) {
+		return 0;
+	}
+	len = r[0];
+	if (len > cap) {
+		len = (uint16_t)cap;
+	}
+	memcpy(buf, &r[2], len);
+	replay_off += 2u + r[0];
+	replay_left--;
+	return len;
+}
+#endif
+
 /* No clock on this bare image: every call is one "millisecond", so an exchange waits
  * exchange_timeout_ms polls for the silent neighbours and then closes. */
 static uint32_t fake_ms;
@@ -121,8 +168,13 @@ static const struct cats_port port = {
 	.link = {
 		.ctx = &cats_loopback_frames,
 		.mtu = 115, /* IEEE 802.15.4: 127 - MHR 9 - FCS 2 - AirType 1 (cats.sim.phy) */
+#ifdef CATS_M4_REPLAY
+		.send = replay_send,
+		.recv = replay_recv,
+#else
 		.send = loop_send,
 		.recv = loop_recv,
+#endif
 	},
 };
 
@@ -173,7 +225,17 @@ int main(void)
 #endif
 	make_input();
 	cats_runner_init(&cats_runner_state, node, &port, 50);
+#ifdef CATS_M4_REPLAY
+	/* every poll is a "millisecond": room for all frames of an exchange (the swarm closes
+	 * an exchange when its columns are complete, never by this deadline) */
+	cats_runner_init(&cats_runner_state, node, &port, 1000000u);
+	replay_node = node;
+	replay_left = rd32(&cats_replay_frames[4]);
+	rc = cats_runner_infer(&cats_runner_state, rd32(cats_replay_frames), cats_input,
+			       sizeof(cats_input));
+#else
 	rc = cats_runner_infer(&cats_runner_state, 1, cats_input, sizeof(cats_input));
+#endif
 #ifdef CATS_M4_QEMU
 	t2 = TIMER0_VALUE;
 #endif

@@ -528,7 +528,10 @@ def encode_frames(
 def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
     """What each node sends per inference over all SomeGather exchanges ((D,) arrays):
     payload bytes (rows x kept columns, int8), frames, bytes on air (AirType byte + encoded
-    ColumnFrame + link overhead, ``Phy.on_air_bytes``), transmit time (``Phy.airtime_us``).
+    ColumnFrame + link overhead, ``Phy.on_air_bytes``), transmit time (``Phy.airtime_us``,
+    back to back) and channel time with the link's MAC (``Phy.schedule_us``: CSMA-CA backoff,
+    CCA and turnaround per 802.15.4 frame, the advertising events of BLE; one turn per
+    exchange).
     ``result_payload_bytes`` is the node's output slice for the gateway (rows x own outputs),
     kept apart: it is not part of the exchanges and its frame format belongs to the gateway
     protocol. One node sends no exchange frames at all."""
@@ -539,6 +542,7 @@ def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
     frames = np.zeros(d, dtype=np.int64)
     on_air = np.zeros(d, dtype=np.int64)
     tx_us = np.zeros(d)
+    mac_us = np.zeros(d)
     rows = lay.rows
     if d > 1:
         for e in range(lay.kept.shape[1]):
@@ -549,11 +553,13 @@ def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
                 air_lens = [AIR_TYPE_BYTES + fp.encoded_len for fp in plan]
                 on_air[s] += sum(link.on_air_bytes(n) for n in air_lens)
                 tx_us[s] += sum(link.airtime_us(n) for n in air_lens)
+                mac_us[s] += link.schedule_us({s: air_lens})
     return {
         "payload_bytes": payload,
         "frames": frames,
         "bytes_on_air": on_air,
         "tx_time_ms": tx_us / 1000.0,
+        "tx_time_mac_ms": mac_us / 1000.0,
         "result_payload_bytes": rows[-1] * lay.own_out[0],
     }
 
@@ -589,6 +595,7 @@ def node_resources(
         "air_frames": a["frames"].tolist(),
         "air_bytes_on_air": a["bytes_on_air"].tolist(),
         "air_tx_time_ms": [round(t, 3) for t in a["tx_time_ms"].tolist()],
+        "air_tx_time_mac_ms": [round(t, 3) for t in a["tx_time_mac_ms"].tolist()],
         "result_payload_bytes": a["result_payload_bytes"].tolist(),
         "fits": fit.tolist(),
     }

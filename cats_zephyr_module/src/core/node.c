@@ -328,6 +328,24 @@ static int find_slot(const struct cats_node *n, uint16_t col)
 	return col < n->slot_width ? n->slot_of[col] : -1;
 }
 
+/* Set bits [first, first + count) of a little-endian bit array: whole bytes at once. */
+static void set_bits(uint8_t *bits, size_t first, size_t count)
+{
+	while (count > 0 && first % 8 != 0) {
+		bits[first / 8] |= (uint8_t)(1u << (first % 8));
+		first++, count--;
+	}
+	if (count >= 8) {
+		memset(&bits[first / 8], 0xFF, count / 8);
+		first += count & ~(size_t)7;
+		count %= 8;
+	}
+	while (count > 0) {
+		bits[first / 8] |= (uint8_t)(1u << (first % 8));
+		first++, count--;
+	}
+}
+
 int cats_node_put(struct cats_node *n, uint16_t exchange, uint16_t sender, uint16_t col,
 		  uint16_t row0, uint16_t rows, const int8_t *src)
 {
@@ -348,17 +366,36 @@ int cats_node_put(struct cats_node *n, uint16_t exchange, uint16_t sender, uint1
 	if (slot < 0 || rows == 0 || (uint32_t)row0 + rows > ex->rows) {
 		return CATS_ERR_COLUMN;
 	}
-	for (size_t r = row0; r < (size_t)row0 + rows; r++) {
-		const size_t bit = (size_t)slot * ex->rows + r;
+	/* Locals: int8 stores may alias anything, so the compiler would reload every field. */
+	const size_t stride = ex->n_held, total = ex->rows;
+	int8_t *dst = n->buf + (size_t)row0 * stride + (size_t)slot;
+	uint8_t *bits = n->rowbits;
+	size_t bit = (size_t)slot * total + row0;
 
-		n->buf[r * ex->n_held + (size_t)slot] = src[r - row0];
-		if ((n->rowbits[bit / 8] & (1u << (bit % 8))) == 0) {
-			n->rowbits[bit / 8] |= (uint8_t)(1u << (bit % 8));
-			if (++n->rowcnt[slot] == ex->rows) {
-				n->n_complete++;
-			}
+	if (n->rowcnt[slot] == 0 && rows == total) {
+		/* The whole column in one frame, nothing of it here yet (the common case): copy,
+		 * mark every row, complete. */
+		for (size_t r = 0; r < rows; r++) {
+			dst[r * stride] = src[r];
+		}
+		set_bits(bits, bit, rows);
+		n->rowcnt[slot] = (uint16_t)total;
+		n->n_complete++;
+		return CATS_OK;
+	}
+	uint16_t cnt = n->rowcnt[slot];
+
+	for (size_t r = 0; r < rows; r++, bit++) {
+		dst[r * stride] = src[r];
+		if ((bits[bit / 8] & (1u << (bit % 8))) == 0) {
+			bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+			cnt++;
 		}
 	}
+	if (cnt == total && n->rowcnt[slot] != total) {
+		n->n_complete++;
+	}
+	n->rowcnt[slot] = cnt;
 	return CATS_OK;
 }
 

@@ -18,11 +18,16 @@ instructions per MAC are the measured Cortex-M4 numbers of ``bench/kernels/resul
   logit, not the DSP matmul: it uses the mean of the *plain C* matmul numbers of the same file
   (an estimate, not a measurement of the attention kernel).
 
-LayerNorm, softmax, residual adds and the activation table are not counted (linear in the
-activation size, small next to the matmuls), nor are instruction-to-cycle effects (QEMU counts
-instructions, not cycles; see bench/kernels/README). The nodes of a stage run in parallel and
-wait for each other at every exchange, so the compute time of an inference is the sum over
-stages of the slowest node's stage time.
+Whole node. The matmuls are not all a node computes: LayerNorm, softmax, the activation table,
+residual adds, framing (encode/decode) and the column-slot bookkeeping cost as much again.
+``bench/swarm/m4_profile.json`` (``python -m cats.sim.m4profile build/m4/cats_m4_node_qemu.elf
+--json``: every instruction of one inference of the verytiny D = 8 node-0 M4 image under
+QEMU, by function, with cycles estimated from the instruction mix) gives the whole node's
+estimated cycles per matmul instruction; every stage's matmul instructions are scaled by it
+(``WholeNode.cycles_per_matmul_insn``), so compute time = whole-node cycles / 64 MHz.
+``compute_s_matmul_only`` keeps the old instruction count of the matmuls alone. The nodes of a
+stage run in parallel and wait for each other at every exchange, so the compute time of an
+inference is the sum over stages of the slowest node's stage time.
 
 Airtime. The medium serialises every frame on one channel (``cats.sim.phy``): the input
 broadcast, each exchange's slot, the output frames; the modelled latency adds those airtimes
@@ -41,6 +46,7 @@ from cats import qref
 from cats.paths import REPO_ROOT
 
 KERNEL_RESULTS = REPO_ROOT / "bench" / "kernels" / "results.json"
+NODE_PROFILE = REPO_ROOT / "bench" / "swarm" / "m4_profile.json"
 CPU_HZ = 64e6  # nRF52840
 DEFAULT_INSN_PER_MAC = 1.0  # DSP matmul when no measurement applies (bench/kernels: ~0.85-0.92)
 DEFAULT_ATTENTION_INSN_PER_MAC = 5.8  # plain C matmul mean (bench/kernels), when no file
@@ -100,6 +106,25 @@ class KernelTable:
 
 
 @dataclass(frozen=True)
+class WholeNode:
+    """Whole-node estimated cycles per matmul instruction (cats.sim.m4profile)."""
+
+    cycles_per_matmul_insn: float
+    non_matmul_share: float  # of the instructions
+    source: str
+
+    @classmethod
+    @lru_cache(maxsize=4)
+    def load(cls, path: Path = NODE_PROFILE) -> WholeNode:
+        try:
+            data = json.loads(Path(path).read_text())
+            mm = sum(g["instructions"] for g in data["groups"] if g["group"] == "matmul")
+            return cls(float(data["cycles_est"]) / mm, float(data["non_matmul_share"]), str(path))
+        except (OSError, ValueError, KeyError, ZeroDivisionError):
+            return cls(1.0, 0.0, f"matmul instructions only ({path} not readable)")
+
+
+@dataclass(frozen=True)
 class Op:
     stage: int
     name: str
@@ -150,9 +175,14 @@ def node_ops(spec: qref.NodeSpec, table: KernelTable | None = None) -> list[Op]:
     return ops
 
 
-def compute(specs: list[qref.NodeSpec], table: KernelTable | None = None) -> dict:
-    """Per node MACs and seconds, and the critical path: sum over stages of the slowest node."""
+def compute(
+    specs: list[qref.NodeSpec], table: KernelTable | None = None, whole: WholeNode | None = None
+) -> dict:
+    """Per node MACs and seconds (whole node), and the critical path: sum over stages of the
+    slowest node; ``compute_s_matmul_only`` the same with the matmul instructions alone."""
     table = table or KernelTable.load()
+    whole = whole or WholeNode.load()
+    scale = whole.cycles_per_matmul_insn
     per_node = [node_ops(s, table) for s in specs]
     stages = max((op.stage for ops in per_node for op in ops), default=-1) + 1
     stage_s = [[0.0] * stages for _ in specs]
@@ -163,7 +193,11 @@ def compute(specs: list[qref.NodeSpec], table: KernelTable | None = None) -> dic
     return {
         "cpu_hz": CPU_HZ,
         "kernel_table": table.source,
+        "node_profile": whole.source,
+        "cycles_per_matmul_insn": scale,
+        "non_matmul_share": whole.non_matmul_share,
         "macs_per_node": [sum(op.macs for op in ops) for ops in per_node],
-        "compute_s_per_node": [sum(row) for row in stage_s],
-        "compute_s": critical,
+        "compute_s_per_node": [sum(row) * scale for row in stage_s],
+        "compute_s": critical * scale,
+        "compute_s_matmul_only": critical,
     }

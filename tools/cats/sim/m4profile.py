@@ -1,6 +1,16 @@
 """Per-function instruction profile of one node's inference on the Cortex-M4 image under QEMU.
 
-    python -m cats.sim.m4profile build/m4/cats_m4_node_qemu.elf [--json]
+    python -m cats.sim.m4profile --swarm build/parts/verytiny-d8 [--json]   # loss-free swarm
+    python -m cats.sim.m4profile build/m4/cats_m4_node_qemu.elf [--json]    # any node image
+
+What runs. ``--swarm PART`` profiles node 0 of that export as it runs in a loss-free swarm:
+the host swarm (``cats sim``) runs one inference on the M4 image's input (node_main.c
+make_input), the medium's pcap gives every ColumnFrame the other nodes sent, and those are
+linked into ``cats_m4_node_swarm_qemu.elf`` (cats_zephyr_module/m4, CATS_REPLAY_FRAMES; built
+in build/m4-swarm-d<D>), whose link hands them to the runner exchange by exchange: the node
+receives, decodes and stores what it would in the swarm, and its output is bit-exact with the
+swarm's. ``cats_m4_node_qemu.elf`` (``make m4``) instead runs node 0 over a loopback link in a
+swarm of silent nodes (every other column lost: no receive work, lost columns zeroed).
 
 How it measures. ``cats_m4_node_qemu.elf`` (cats_zephyr_module/m4, ``make m4``) runs node 0's
 whole runtime for one inference (manifest decode, cats_runner over a loopback link, kernels,
@@ -31,12 +41,15 @@ import bisect
 import json
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 QEMU_ARGS = [
     "-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none",
@@ -217,6 +230,8 @@ def profile(elf: Path, timeout: float = 600) -> dict[str, Any]:
     proc.wait(timeout=timeout)
     m = re.search(r"insn init \d+ infer (\d+)", out)
     timer = int(m.group(1)) if m else None
+    o = re.search(r"output (\d+) (\d+)((?: -?\d+)*)", out)
+    output = [int(v) for v in o.group(3).split()] if o else None
     per_func: Counter[str] = Counter()
     cyc_func: Counter[str] = Counter()
     for a, k in counts.items():
@@ -224,7 +239,9 @@ def profile(elf: Path, timeout: float = 600) -> dict[str, Any]:
         f = names[i] if i >= 0 else "?"
         per_func[f] += k
         cyc_func[f] += k * cycles_of(*insn[a])
-    return summarise(per_func, cyc_func, timer, execs, elf)
+    res = summarise(per_func, cyc_func, timer, execs, elf)
+    res["output"] = output
+    return res
 
 
 def summarise(
@@ -292,14 +309,106 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+M4_SRC = Path(__file__).resolve().parents[3] / "cats_zephyr_module" / "m4"
+TOOLCHAIN = Path(__file__).resolve().parents[3] / "cmake" / "arm-none-eabi.cmake"
+
+
+def m4_input(length: int) -> np.ndarray:
+    """node_main.c make_input(): ((i * 37) % 255 - 127) / 2, truncated toward zero."""
+    i = np.arange(length)
+    v = (i * 37) % 255 - 127
+    return np.trunc(v / 2).astype(np.int8)
+
+
+def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
+    """Run one loss-free host-swarm inference of `part` on the M4 image's input; write the
+    ColumnFrames other nodes sent (in air order) for node_main.c's replay link. Returns
+    (inference id, frames)."""
+    import tempfile
+
+    from cats import stream
+    from cats.sim import pcap as pcaps
+    from cats.sim.cli import simulate
+    from cats.wire import pb
+
+    spec = json.loads((part / "partition.json").read_text())["config"]
+    length = (spec["context"] // spec["patch"]) * spec["patch"]
+    with tempfile.TemporaryDirectory(prefix="cats-m4profile-") as tmp:
+        trace = Path(tmp) / "air.pcap"
+        res = simulate(part, inputs=m4_input(length)[None], pcap=trace, workdir=Path(tmp))
+        if not res["bit_exact"]:
+            raise RuntimeError("the host swarm run is not bit-exact")
+        iid = int(res["per_inference"][0]["inference_id"])
+        _, records = pcaps.read(trace)
+        cf = pb().ColumnFrame
+        body = bytearray()
+        count = 0
+        for _, psdu in records:
+            air = psdu[9:-2]  # 802.15.4: MHR 9 + radio frame + FCS 2
+            if not air or air[0] != stream.AIR_COLUMN:
+                continue
+            msg = cf.FromString(bytes(air[1:]))
+            if msg.sender == node:
+                continue
+            body += bytes([len(air) - 1, msg.exchange]) + bytes(air[1:])
+            count += 1
+    out.write_bytes(struct.pack("<II", iid, count) + bytes(body))
+    return iid, count
+
+
+def build_swarm_image(part: Path, frames: Path, build_dir: Path) -> Path:
+    """Configure and build cats_m4_node_swarm_qemu.elf for node 0 of `part`."""
+    subprocess.run(
+        ["cmake", "-S", str(M4_SRC), "-B", str(build_dir), f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}",
+         f"-DCATS_PARTITION_DIR={part.resolve()}", "-DCATS_NODE_ID=0",
+         f"-DCATS_REPLAY_FRAMES={frames.resolve()}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["cmake", "--build", str(build_dir), "-j", "2", "--target", "cats_m4_node_swarm_qemu"],
+        check=True,
+        capture_output=True,
+    )
+    return build_dir / "cats_m4_node_swarm_qemu.elf"
+
+
+def profile_swarm(part: Path, build_dir: Path | None = None) -> dict[str, Any]:
+    """Node 0 of `part` in a loss-free swarm inference, profiled (see the module docstring)."""
+    part = Path(part)
+    nodes = json.loads((part / "partition.json").read_text())["nodes"]
+    build_dir = build_dir or Path("build") / f"m4-swarm-d{nodes}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    frames = build_dir / "replay_frames.bin"
+    iid, count = record_frames(part, frames)
+    elf = build_swarm_image(part, frames, build_dir)
+    res = profile(elf)
+    from cats import export, qref
+
+    loaded = export.load_partition(part)
+    cfg = loaded[0].spec.cfg
+    x = m4_input(cfg.tokens * cfg.patch).reshape(cfg.tokens, cfg.patch)
+    ref = qref.run_swarm([n.runtime() for n in loaded], x)
+    lo, hi = loaded[0].spec.ranges["output"]
+    res["bit_exact_with_qref"] = res["output"] == ref[lo:hi].tolist()
+    res["harness"] = (
+        f"loss-free swarm: {count} ColumnFrames of the other {nodes - 1} nodes replayed "
+        f"(inference {iid}, {part})"
+    )
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m cats.sim.m4profile", description=__doc__.split("\n")[0]
     )  # noqa: E501
-    p.add_argument("elf", type=Path, help="cats_m4_node_qemu.elf (make m4)")
+    p.add_argument("elf", type=Path, nargs="?", help="a QEMU node image (make m4)")
+    p.add_argument("--swarm", type=Path, default=None, metavar="PART",
+                   help="profile node 0 of this export in a loss-free swarm inference")  # fmt: skip
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    res = profile(args.elf)
+    if (args.elf is None) == (args.swarm is None):
+        p.error("give an ELF or --swarm PART")
+    res = profile_swarm(args.swarm) if args.swarm is not None else profile(args.elf)
     if args.json:
         json.dump(res, sys.stdout, indent=1)
         print()
