@@ -170,7 +170,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: cats_gateway_sim --partition DIR --medium HOST:PORT --listen PORT "
 			"[--instr-per-mac X] [--deadline-ms N] [--liveness-ms N] "
-			"[--phy ieee802154|ble2m|ble2m-aux] [--mtu N]\n");
+			"[--phy ieee802154|ble2m|ble2m-aux] [--mtu N] [--mac-gap-us US]\n");
 	exit(2);
 }
 
@@ -182,6 +182,7 @@ int main(int argc, char **argv)
 	cats_SimHello hello = cats_SimHello_init_zero;
 	uint8_t hb[cats_SimHello_size], *man;
 	size_t man_len = 0, mtu = 0;
+	float mac_gap_us = 0.0f;
 	char path[4096];
 	int port = -1, lfd, rc;
 	pb_ostream_t os;
@@ -207,6 +208,8 @@ int main(int argc, char **argv)
 			phy = argv[++i];
 		} else if (!strcmp(argv[i], "--mtu")) {
 			mtu = strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--mac-gap-us")) {
+			mac_gap_us = strtof(argv[++i], NULL);
 		} else {
 			usage();
 		}
@@ -237,6 +240,9 @@ int main(int argc, char **argv)
 	if (mtu) {
 		cfg.mtu = mtu;
 	}
+	/* The MAC's channel time per frame besides its airtime (tools/cats/sim/phy.py Mac:
+	 * CSMA-CA backoff + CCA + turnaround on 802.15.4), for the gateway's own frames. */
+	cfg.phy_extra_us += mac_gap_us;
 	sim_install_signals();
 	snprintf(path, sizeof(path), "%s/node-0/manifest.pb", dir);
 	man = sim_read_file(path, &man_len);

@@ -229,8 +229,8 @@ def simulate(
     cfg = specs[0].cfg
     out_scale = float(loaded[0].manifest.output_scale)
     k = len(inputs)
-    compute = latency.compute(specs)
     link_phy = phys.get(link)
+    compute = latency.compute(specs, mtu=link_phy.column_mtu)
     loss = list(loss or [])
     # the gateway's own latency estimate (max node MACs x instructions per MAC) gets the
     # effective instructions per MAC of this compute model's slowest node

@@ -19,19 +19,26 @@ instructions per MAC are the measured Cortex-M4 numbers of ``bench/kernels/resul
   (an estimate, not a measurement of the attention kernel).
 
 Whole node. The matmuls are not all a node computes: LayerNorm, softmax, the activation table,
-residual adds, framing (encode/decode) and the column-slot bookkeeping cost as much again.
-``bench/swarm/m4_profile.json`` (``python -m cats.sim.m4profile build/m4/cats_m4_node_qemu.elf
---json``: every instruction of one inference of the verytiny D = 8 node-0 M4 image under
-QEMU, by function, with cycles estimated from the instruction mix) gives the whole node's
-estimated cycles per matmul instruction; every stage's matmul instructions are scaled by it
-(``WholeNode.cycles_per_matmul_insn``), so compute time = whole-node cycles / 64 MHz.
-``compute_s_matmul_only`` keeps the old instruction count of the matmuls alone. The nodes of a
+residual adds, and per frame the SomeGather encode/decode and storing of columns cost more
+than they do. ``bench/swarm/m4_profile.json`` (``python -m cats.sim.m4profile --swarm
+build/parts/verytiny-d8 --json``: every instruction node 0 of verytiny D = 8 executes in one
+loss-free swarm inference on the M4 image under QEMU, by function, cycles estimated from the
+instruction mix) gives three unit costs (``WholeNode``):
+
+* cycles per matmul instruction (the matmul group's instruction mix), applied to the matmul
+  instructions above;
+* cycles per frame handled (sent or received: the framing, slot-lookup and other groups over
+  the frames the profiled node sent and received), applied to each node's frames of each
+  exchange (``cats.frames.plan`` at the link MTU: its own frames + every other node's). A
+  node handles a frame (~0.17 ms at 64 MHz) while the next one is on the air (4.3 ms on
+  802.15.4), so this work overlaps the airtime: it is reported as CPU busy time
+  (``cpu_busy_s_per_node``), not added to the critical path;
+* cycles per held activation element (LayerNorm, softmax, activation table, adds over the
+  rows x held columns of the profiled node's exchanges), applied to each node's.
+
+``compute_s_matmul_only`` keeps the matmul instructions alone (the old figure). The nodes of a
 stage run in parallel and wait for each other at every exchange, so the compute time of an
 inference is the sum over stages of the slowest node's stage time.
-
-Airtime. The medium serialises every frame on one channel (``cats.sim.phy``): the input
-broadcast, each exchange's slot, the output frames; the modelled latency adds those airtimes
-to the compute time (no radio turnaround, scheduling or processing gaps).
 """
 
 from __future__ import annotations
@@ -105,12 +112,17 @@ class KernelTable:
         return sum(self.c.values()) / len(self.c)
 
 
+ELEMENT_GROUPS = ("layernorm", "softmax", "activation", "requant/add")
+
+
 @dataclass(frozen=True)
 class WholeNode:
-    """Whole-node estimated cycles per matmul instruction (cats.sim.m4profile)."""
+    """Unit costs of a whole node, from a loss-free swarm profile (cats.sim.m4profile)."""
 
     cycles_per_matmul_insn: float
-    non_matmul_share: float  # of the instructions
+    cycles_per_frame: float  # sent or received
+    cycles_per_element: float  # per held activation element (rows x held columns)
+    non_matmul_share: float  # of the profiled node's instructions
     source: str
 
     @classmethod
@@ -118,10 +130,20 @@ class WholeNode:
     def load(cls, path: Path = NODE_PROFILE) -> WholeNode:
         try:
             data = json.loads(Path(path).read_text())
-            mm = sum(g["instructions"] for g in data["groups"] if g["group"] == "matmul")
-            return cls(float(data["cycles_est"]) / mm, float(data["non_matmul_share"]), str(path))
-        except (OSError, ValueError, KeyError, ZeroDivisionError):
-            return cls(1.0, 0.0, f"matmul instructions only ({path} not readable)")
+            g = {r["group"]: r for r in data["groups"]}
+            mm = g["matmul"]
+            elem = sum(g[k]["cycles_est"] for k in ELEMENT_GROUPS if k in g)
+            rest = data["cycles_est"] - mm["cycles_est"] - elem
+            frames = data["frames_received"] + data["frames_sent"]
+            return cls(
+                mm["cycles_est"] / mm["instructions"],
+                rest / frames,
+                elem / data["held_elements"],
+                float(data["non_matmul_share"]),
+                str(path),
+            )
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            return cls(1.0, 0.0, 0.0, 0.0, f"matmul instructions only ({path} not readable)")
 
 
 @dataclass(frozen=True)
@@ -175,29 +197,71 @@ def node_ops(spec: qref.NodeSpec, table: KernelTable | None = None) -> list[Op]:
     return ops
 
 
+def frames_per_exchange(specs: list[qref.NodeSpec], mtu: int) -> list[list[int]]:
+    """[exchange][node] ColumnFrames node d sends (``cats.frames.plan``, the C rule)."""
+    from cats import frames
+
+    if len(specs) < 2:
+        return [[0] * len(specs) for _ in specs[0].exchanges]
+    return [
+        [
+            len(
+                frames.plan(
+                    e, d, [int(c) for c in s.exchanges[e].kept_cols], int(s.exchanges[e].rows), mtu
+                )
+            )  # fmt: skip
+            for d, s in enumerate(specs)
+        ]
+        for e in range(len(specs[0].exchanges))
+    ]
+
+
 def compute(
-    specs: list[qref.NodeSpec], table: KernelTable | None = None, whole: WholeNode | None = None
+    specs: list[qref.NodeSpec],
+    table: KernelTable | None = None,
+    whole: WholeNode | None = None,
+    mtu: int | None = None,
 ) -> dict:
-    """Per node MACs and seconds (whole node), and the critical path: sum over stages of the
-    slowest node; ``compute_s_matmul_only`` the same with the matmul instructions alone."""
+    """Per node MACs and seconds (whole node: matmuls, per-frame and per-element work, see
+    the module docstring; frames planned at `mtu`, default 802.15.4's), and the critical path:
+    sum over stages of the slowest node; ``compute_s_matmul_only`` with the matmuls alone."""
+    from cats.sim import phy
+
     table = table or KernelTable.load()
     whole = whole or WholeNode.load()
     scale = whole.cycles_per_matmul_insn
+    sent = frames_per_exchange(specs, mtu or phy.IEEE802154.column_mtu)
     per_node = [node_ops(s, table) for s in specs]
     stages = max((op.stage for ops in per_node for op in ops), default=-1) + 1
-    stage_s = [[0.0] * stages for _ in specs]
+    stages = max(stages, len(specs[0].exchanges) + 1)
+    stage_s = [[0.0] * stages for _ in specs]  # matmul instructions / CPU_HZ
+    other_s = [[0.0] * stages for _ in specs]  # per-element cycles / CPU_HZ
+    frame_s = [0.0] * len(specs)  # per-frame cycles / CPU_HZ (overlapping the air)
     for d, ops in enumerate(per_node):
         for op in ops:
             stage_s[d][op.stage] += op.seconds
-    critical = sum(max(stage_s[d][k] for d in range(len(specs))) for k in range(stages))
+        for ex in specs[d].exchanges:
+            handled = sum(sent[ex.index])  # its own frames out, everybody else's in
+            frame_s[d] += whole.cycles_per_frame * handled / CPU_HZ
+            cyc = whole.cycles_per_element * ex.rows * len(ex.held_cols)
+            other_s[d][ex.index + 1] += cyc / CPU_HZ
+    critical_mm = sum(max(stage_s[d][k] for d in range(len(specs))) for k in range(stages))
+    total_s = [
+        [stage_s[d][k] * scale + other_s[d][k] for k in range(stages)] for d in range(len(specs))
+    ]
+    critical = sum(max(total_s[d][k] for d in range(len(specs))) for k in range(stages))
     return {
         "cpu_hz": CPU_HZ,
         "kernel_table": table.source,
         "node_profile": whole.source,
         "cycles_per_matmul_insn": scale,
+        "cycles_per_frame": whole.cycles_per_frame,
+        "cycles_per_element": whole.cycles_per_element,
         "non_matmul_share": whole.non_matmul_share,
         "macs_per_node": [sum(op.macs for op in ops) for ops in per_node],
-        "compute_s_per_node": [sum(row) * scale for row in stage_s],
-        "compute_s": critical * scale,
-        "compute_s_matmul_only": critical,
+        "compute_s_per_node": [sum(row) for row in total_s],
+        "frame_cpu_s_per_node": frame_s,
+        "cpu_busy_s_per_node": [sum(row) + f for row, f in zip(total_s, frame_s, strict=True)],
+        "compute_s": critical,
+        "compute_s_matmul_only": critical_mm,
     }

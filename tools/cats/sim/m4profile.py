@@ -39,11 +39,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -219,15 +221,22 @@ def profile(elf: Path, timeout: float = 600) -> dict[str, Any]:
         raise RuntimeError("qemu-system-arm not installed")
     addrs, names = symbols(elf)
     start_pc, stop_pc = infer_bounds(elf, addrs, names)
-    cmd = [qemu, *QEMU_ARGS, "-d", "in_asm,exec,nochain", "-D", "/dev/stderr", "-kernel", str(elf)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None and proc.stdout is not None
-    counts, insn, execs = parse_trace(proc.stderr, start_pc, stop_pc)
-    rest = proc.stderr.read()
-    out = proc.stdout.read() + rest
-    proc.wait(timeout=timeout)
+    # the exec log on its own pipe (fd 3 in QEMU), semihosting output on stdout/stderr
+    r_fd, w_fd = os.pipe()
+    cmd = [qemu, *QEMU_ARGS, "-d", "in_asm,exec,nochain", "-D", f"/dev/fd/{w_fd}", "-kernel",
+           str(elf)]  # fmt: skip
+    with tempfile.TemporaryFile("w+") as semi:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=semi, stderr=semi, text=True, pass_fds=(w_fd,)
+        )
+        os.close(w_fd)
+        with os.fdopen(r_fd, "r") as log:
+            counts, insn, execs = parse_trace(log, start_pc, stop_pc)
+            for _ in log:  # drain
+                pass
+        proc.wait(timeout=timeout)
+        semi.seek(0)
+        out = semi.read()
     m = re.search(r"insn init \d+ infer (\d+)", out)
     timer = int(m.group(1)) if m else None
     o = re.search(r"output (\d+) (\d+)((?: -?\d+)*)", out)
@@ -241,6 +250,8 @@ def profile(elf: Path, timeout: float = 600) -> dict[str, Any]:
         cyc_func[f] += k * cycles_of(*insn[a])
     res = summarise(per_func, cyc_func, timer, execs, elf)
     res["output"] = output
+    f = re.search(r"frames sent (\d+)", out)
+    res["frames_sent"] = int(f.group(1)) if f else None
     return res
 
 
@@ -390,6 +401,11 @@ def profile_swarm(part: Path, build_dir: Path | None = None) -> dict[str, Any]:
     ref = qref.run_swarm([n.runtime() for n in loaded], x)
     lo, hi = loaded[0].spec.ranges["output"]
     res["bit_exact_with_qref"] = res["output"] == ref[lo:hi].tolist()
+    # what the per-unit costs of cats.sim.latency.WholeNode are divided by
+    spec = loaded[0].spec
+    res["nodes"] = nodes
+    res["frames_received"] = count
+    res["held_elements"] = int(sum(ex.rows * len(ex.held_cols) for ex in spec.exchanges))
     res["harness"] = (
         f"loss-free swarm: {count} ColumnFrames of the other {nodes - 1} nodes replayed "
         f"(inference {iid}, {part})"

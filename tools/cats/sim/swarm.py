@@ -354,6 +354,7 @@ class Swarm:
         argv = [str(self.build_dir / GATEWAY_EXE), "--medium", self.medium_address]
         argv += ["--partition", str(self.export_dir), "--listen", str(port)]
         argv += ["--phy", self.phy.name]  # cats_gateway_sim knows every cats.sim.phy link
+        argv += ["--mac-gap-us", f"{self.phy.mac.per_frame_us:g}"]  # its frames' MAC time
         argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
         if self.instr_per_mac is not None:
             argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]

@@ -1,0 +1,168 @@
+"""Honest timing: the links' MAC model (hand-computed frames and turns), the whole-node compute
+model, the M4 instruction profiler, and byte-identical loss-free seeded swarm runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cats import export
+from cats.partition import Partition
+from cats.sim import latency, m4profile
+from cats.sim import phy as phys
+
+# ----------------------------------------------------------------------------------------------
+# MAC model: one frame and one turn, by hand
+# ----------------------------------------------------------------------------------------------
+
+
+def test_802154_constants_from_the_standard() -> None:
+    # 16 us symbols: aTurnaroundTime 12, CCA 8, aUnitBackoffPeriod 20, macLIFSPeriod 40
+    assert phys.csma_backoff_mean_us() == 3.5 * 320.0  # mean of uniform{0..7} units
+    mac = phys.IEEE802154.mac
+    assert dict(mac.parts) == {"backoff_mean": 1120.0, "cca": 128.0, "turnaround": 192.0}
+    assert mac.per_frame_us == 1440.0 and mac.repeat_us == 0.0
+    assert dict(phys.MAC_802154_STANDARD.parts)["lifs"] == 640.0
+
+
+def test_802154_one_frame_and_one_turn() -> None:
+    p = phys.IEEE802154
+    # 116-byte radio frame: (SHR+PHR 6 + MHR 9 + 116 + FCS 2) x 32 us = 4256 us
+    assert p.airtime_us(116) == 133 * 32 == 4256.0
+    assert p.mac_us(116) == 4256.0 + 1120.0 + 128.0 + 192.0 == 5696.0
+    # node 0 sends two full frames, node 1 one of 50 bytes: one after the other
+    assert p.schedule_us({0: [116, 116], 1: [50]}) == 2 * 5696.0 + (67 * 32 + 1440.0)
+    assert p.floor_us(100) == 100 * 32.0  # 250 kbit/s
+
+
+def test_ble_one_frame_and_one_turn() -> None:
+    p = phys.BLE2M
+    # AUX_ADV_IND (241 + 25) x 4 us, 3 ADV_EXT_IND 17 B x 8 us, T_MAFS 300, primaries 2 x 150
+    one = (241 + 25) * 4 + 3 * 136 + 300
+    assert p.airtime_us(241) == one
+    assert p.mac_us(241) == one + 300.0
+    # 2 advertising events per frame 20 ms + mean advDelay 5 ms apart: every frame of a turn
+    # but the last holds its sender for the repeat
+    assert p.mac.repeat_us == 25000.0
+    assert p.schedule_us({3: [241, 241, 241]}) == 3 * (one + 300.0) + 2 * 25000.0
+    assert phys.BLE2M_AUX.mac_us(241) == (241 + 25) * 4 + 300.0  # chained: T_MAFS each
+    assert p.floor_us(100) == 400.0  # 2 Mbit/s
+
+
+def test_mac_none_is_the_payload_only_figure() -> None:
+    p = dataclasses.replace(phys.IEEE802154, mac=phys.MAC_NONE)
+    assert p.schedule_us({0: [116, 40], 2: [7]}) == sum(p.airtime_us(n) for n in (116, 40, 7))
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole-node compute model and the profiler
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cycle_estimate_of_instructions() -> None:
+    assert m4profile.cycles_of("adds", "r3, #1") == 1
+    assert m4profile.cycles_of("smlad", "r0, r1, r2, r3") == 1
+    assert m4profile.cycles_of("ldr.w", "r3, [r8, ip, lsl #2]") == 2
+    assert m4profile.cycles_of("push", "{r4, r5, r6, lr}") == 5
+    assert m4profile.cycles_of("pop", "{r4, pc}") == 5
+    assert m4profile.cycles_of("bne", "#0x38ee") == 2
+    assert m4profile.cycles_of("sdiv", "r0, r1, r2") == 7
+
+
+def test_function_groups() -> None:
+    assert m4profile.group_of("mm_tiles") == "matmul"
+    assert m4profile.group_of("linear.isra.0") == "matmul"
+    assert m4profile.group_of("cats_layer_norm_s8") == "layernorm"
+    assert m4profile.group_of("pb_decode_varint32") == "framing"
+    assert m4profile.group_of("find_slot") == "slot lookup"
+    assert m4profile.group_of("memset") == "other"
+
+
+def test_m4_input_matches_node_main() -> None:
+    x = m4profile.m4_input(512)
+    assert x[0] == -63 and x[1] == -45
+    assert x[2] == -26  # (74 - 127) / 2 = -26.5: C division truncates toward zero
+    assert x.dtype.name == "int8"
+
+
+def test_whole_node_compute_exceeds_the_matmuls(tmp_path: Path) -> None:
+    _, qm = export.untrained("verytiny", 0)
+    export.export_partition(qm, Partition.full(qm.cfg, 8), tmp_path / "d8")
+    specs = [n.spec for n in export.load_partition(tmp_path / "d8")]
+    whole = latency.WholeNode.load()
+    assert whole.cycles_per_matmul_insn > 1.0 and whole.cycles_per_frame > 0
+    c = latency.compute(specs)
+    assert c["compute_s"] > c["compute_s_matmul_only"] > 0
+    # the frames are planned as the C engine plans them: every node sends in every exchange
+    sent = latency.frames_per_exchange(specs, phys.IEEE802154.column_mtu)
+    assert len(sent) == len(specs[0].exchanges) and all(min(row) > 0 for row in sent)
+    assert all(
+        b >= a for a, b in zip(c["compute_s_per_node"], c["cpu_busy_s_per_node"], strict=True)
+    )
+    none = latency.compute(specs, whole=latency.WholeNode(1.0, 0.0, 0.0, 0.0, "none"))
+    assert none["compute_s"] == pytest.approx(c["compute_s_matmul_only"])
+
+
+def test_profile_file_is_a_loss_free_bit_exact_swarm_run() -> None:
+    data = json.loads(latency.NODE_PROFILE.read_text())
+    assert data["bit_exact_with_qref"] and data["frames_received"] > 0
+    assert sum(g["instructions"] for g in data["groups"]) == data["instructions"]
+    # the exec-log count agrees with the image's own timer count (the timer also counts
+    # cats_sg_plan in cats_runner_init, before the inference: within a few percent)
+    assert data["instructions"] == pytest.approx(data["instructions_timer"], rel=0.03)
+
+
+@pytest.mark.skipif(
+    shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+    reason="needs qemu-system-arm and arm-none-eabi-gcc",
+)
+def test_profile_of_the_loopback_image_counts_every_instruction() -> None:
+    from _m4 import build
+
+    elf = build(8) / "cats_m4_node_qemu.elf"
+    res = m4profile.profile(elf)
+    assert res["instructions"] == pytest.approx(res["instructions_timer"], rel=0.03)
+    groups = {g["group"]: g for g in res["groups"]}
+    assert groups["matmul"]["instructions"] > 1_000_000
+    # the direct column -> slot table: no search left worth counting
+    assert groups.get("slot lookup", {"instructions": 0})["instructions"] < 100_000
+    assert res["output"] and len(res["output"]) > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism: the same seeded loss-free run twice sends the same bytes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_loss_free_seeded_runs_are_byte_identical(tmp_path: Path) -> None:
+    from cats.sim.cli import simulate
+    from cats.sim.swarm import build_executables
+
+    build_executables()
+    _, qm = export.untrained("verytiny", 0)
+    part = tmp_path / "verytiny-d4"
+    export.export_partition(qm, Partition.full(qm.cfg, 4), part)
+    runs = []
+    for k in range(2):
+        res = simulate(part, inferences=1, seed=7, workdir=tmp_path / f"run{k}")
+        assert res["bit_exact"]
+        r = res["per_inference"][0]
+        runs.append(
+            (
+                r["air_bytes"],
+                r["air_bytes_input"],
+                r["air_bytes_exchanges"],
+                r["air_bytes_output"],
+                r["frames_sent"],
+                r["airtime_s"],
+                r["airtime_payload_only_s"],
+                r["gateway"]["air_bytes"],
+            )
+        )
+        assert res["airtime_floor_ratio"] == pytest.approx(r["airtime_s"] / r["airtime_floor_s"])
+        assert r["airtime_s"] > r["airtime_payload_only_s"] > r["airtime_floor_s"]
+    assert runs[0] == runs[1]
