@@ -42,10 +42,11 @@ from _helpers import descendants, gone
 from cats_bridge import codec
 from cats_bridge.partition_info import PartitionInfo
 
-from cats import export, qref
-from cats.partition import Partition
-from cats.paths import REPO_ROOT
-from cats.sim.cli import revin_int8
+from cats.artefacts import export
+from cats.base.paths import REPO_ROOT
+from cats.model.partition import Partition
+from cats.quant import qref
+from cats.sim.run import revin_int8
 from cats.sim.swarm import Swarm, build_executables
 
 ROS_ENV = {
