@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,29 +58,23 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
+@dataclass
+class _Trained:
+    """Step 1's model: trained now or reused from the work directory."""
+
+    model: Any
+    part: Any
+    data: Any
+    metrics: dict[str, Any]
+    checkpoint: Path
+    trained: bool
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg = preset("demo")
-    ck_path = args.out / "model" / "checkpoint.pt"
-    opts = TrainOptions(**{**DEMO_OPTIONS.__dict__, "steps": args.steps,
-                           "progress": not args.json and sys.stderr.isatty()})  # fmt: skip
-    reuse = ck_path.is_file() and not args.retrain
-    if reuse:
-        ck = load_checkpoint(ck_path)
-        if ck.cfg != cfg or ck.extra.get("options", {}).get("steps") != args.steps:
-            reuse = False
-    if reuse:
-        _say(args, f"[1/6] reusing trained model {ck_path}")
-        model, part = ck.model(), ck.partition()
-        data = prepare_data(None, cfg, normaliser=ck.normaliser)
-        train_metrics = ck.metrics
-    else:
-        _say(args, f"[1/6] training the `demo` preset on the default dataset ({args.steps} "
-                   "steps, message-dropout, QAT, pruning to p = 0.5 for 8 nodes)")  # fmt: skip
-        data = prepare_data(None, cfg)
-        res = train_model(cfg, data, opts)
-        res.save(ck_path.parent)
-        model, part, train_metrics = res.model, res.part, res.metrics
+    tr = _train_or_reuse(args, cfg)
+    model, part, data = tr.model, tr.part, tr.data
 
     _say(args, "[2/6] quantising and exporting the 8-node partition")
     qm = quantized(model, data.train)
@@ -88,15 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     _say(args, "[3/6] reloading the artefacts and running the integer swarm")
     loaded = [n.runtime() for n in export.load_partition(part_dir)]
-    idx = eval_indices(len(data.test), 64)
-    x, _ = data.test.batch(idx)
-    in_memory = predict_int8(model, qm, qref.build_nodes(qm, part), x)
-    from_files = predict_int8(model, qm, loaded, x)
-    gen = torch.Generator().manual_seed(0)
-    lossy = {e: d[0].numpy() for e, d in loss_delivery(part, None, 1, 0.1, gen).items()}
-    bit_exact = bool(np.array_equal(in_memory, from_files)) and bool(
-        np.array_equal(predict_int8(model, qm, qref.build_nodes(qm, part), x, lossy),
-                       predict_int8(model, qm, loaded, x, lossy)))  # fmt: skip
+    bit_exact = _artefacts_bit_exact(model, qm, part, loaded, data.test)
 
     _say(args, "[4/6] scoring held-out windows (float, int8, message loss)")
     gap = int8_gap(model, qm, part, data.test, max_windows=args.test_windows)
@@ -104,11 +91,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      max_windows=args.test_windows)  # fmt: skip
 
     _say(args, "[5/6] resources per node")
-    res_rows = {
-        "cats_pruned": resource.node_resources(cfg, part.nodes, partition=part),
-        "allgather": resource.node_resources(cfg, part.nodes, method="allgather"),
-        "single": resource.node_resources(cfg, 1, method="single"),
-    }
     result = {
         "dataset": data.name,
         "config": cfg.to_dict(),
@@ -116,19 +98,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pruning_ratio": part.pruning_ratio(),
         "partition_hash": summary["partition_hash"],
         "partition_dir": str(part_dir),
-        "checkpoint": str(ck_path),
-        "trained": not reuse,
-        "train_wall_s": train_metrics.get("wall_time_s"),
+        "checkpoint": str(tr.checkpoint),
+        "trained": tr.trained,
+        "train_wall_s": tr.metrics.get("wall_time_s"),
         "artefacts_bit_exact": bit_exact,
         "test": gap,
         "robustness": [{k: r[k] for k in ("loss_rate", "mse", "ratio")} for r in rob],
-        "resources": {
-            k: {
-                m: v["max"][m]
-                for m in ("ram_bytes", "flash_bytes", "air_payload_bytes", "air_frames")
-            }
-            for k, v in res_rows.items()
-        },  # fmt: skip
+        "resources": _resources(cfg, part),
     }
     if args.ros_windows > 0:
         _say(args, f"[6/6] serving the partition: simulated swarm + ROS 2 bridge (cats serve); "
@@ -144,6 +120,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "ros" in result and not result["ros"]["ok"]:
         raise ValueError(f"the ROS 2 client failed: {result['ros']}")
     return result
+
+
+def _train_or_reuse(args: argparse.Namespace, cfg: Any) -> _Trained:
+    """Step 1: the checkpoint in the work directory when it is of this preset and step count
+    (and --retrain is not given), else a model trained now and saved there."""
+    ck_path = args.out / "model" / "checkpoint.pt"
+    reuse = ck_path.is_file() and not args.retrain
+    if reuse:
+        ck = load_checkpoint(ck_path)
+        if ck.cfg != cfg or ck.extra.get("options", {}).get("steps") != args.steps:
+            reuse = False
+    if reuse:
+        _say(args, f"[1/6] reusing trained model {ck_path}")
+        data = prepare_data(None, cfg, normaliser=ck.normaliser)
+        return _Trained(ck.model(), ck.partition(), data, ck.metrics, ck_path, trained=False)
+    _say(args, f"[1/6] training the `demo` preset on the default dataset ({args.steps} "
+               "steps, message-dropout, QAT, pruning to p = 0.5 for 8 nodes)")  # fmt: skip
+    opts = TrainOptions(**{**DEMO_OPTIONS.__dict__, "steps": args.steps,
+                           "progress": not args.json and sys.stderr.isatty()})  # fmt: skip
+    data = prepare_data(None, cfg)
+    res = train_model(cfg, data, opts)
+    res.save(ck_path.parent)
+    return _Trained(res.model, res.part, data, res.metrics, ck_path, trained=True)
+
+
+def _artefacts_bit_exact(model: Any, qm: Any, part: Any, loaded: list, test: Any) -> bool:
+    """Step 3: the reloaded artefacts predict exactly what the in-memory integer swarm does on
+    64 held-out windows, without loss and with 10 % message loss."""
+    x, _ = test.batch(eval_indices(len(test), 64))
+    in_memory = predict_int8(model, qm, qref.build_nodes(qm, part), x)
+    from_files = predict_int8(model, qm, loaded, x)
+    gen = torch.Generator().manual_seed(0)
+    lossy = {e: d[0].numpy() for e, d in loss_delivery(part, None, 1, 0.1, gen).items()}
+    return bool(np.array_equal(in_memory, from_files)) and bool(
+        np.array_equal(predict_int8(model, qm, qref.build_nodes(qm, part), x, lossy),
+                       predict_int8(model, qm, loaded, x, lossy)))  # fmt: skip
+
+
+def _resources(cfg: Any, part: Any) -> dict[str, dict[str, int]]:
+    """Step 5: the largest node's RAM, flash and air use, pruned CATS vs AllGather vs one node."""
+    rows = {
+        "cats_pruned": resource.node_resources(cfg, part.nodes, partition=part),
+        "allgather": resource.node_resources(cfg, part.nodes, method="allgather"),
+        "single": resource.node_resources(cfg, 1, method="single"),
+    }
+    keys = ("ram_bytes", "flash_bytes", "air_payload_bytes", "air_frames")
+    return {k: {m: v["max"][m] for m in keys} for k, v in rows.items()}
 
 
 def serve_and_call(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cats.sim import bsim
-from cats.sim.run import native_sim_nodes, simulate
+from cats.sim.run import SimOptions, native_sim_nodes, simulate
 from cats.wire import phy as phys
 
 
@@ -140,10 +140,14 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
             deadline_ms=max(args.deadline_ms, 60000),
             progress=not args.json,
         )
-    return simulate(
-        args.partition_dir,
+    return simulate(args.partition_dir, sim_options(args))
+
+
+def sim_options(args: argparse.Namespace) -> SimOptions:
+    """The medium backend's options of `cats sim` (and `west cats-sim`)."""
+    return SimOptions(
         link=args.link,
-        loss=args.loss,
+        loss=tuple(args.loss or ()),
         seed=args.seed,
         inferences=args.inferences,
         data=args.data,

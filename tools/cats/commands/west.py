@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,17 @@ _TOOLS_DIR = Path(__file__).resolve().parents[2]
 if __name__ != "cats.commands.west" and str(_TOOLS_DIR) not in sys.path[:1]:
     sys.path.insert(0, str(_TOOLS_DIR))
 
+from cats.firmware import build  # noqa: E402 (after the sys.path line above)
+from cats.firmware.build import (  # noqa: E402
+    GATEWAY_SAMPLE,
+    HOST_EXES,
+    NANOPB_VERSION,
+    SAMPLE,
+    BuildError,
+)
+
 REPO = _TOOLS_DIR.parent
-MODULE = REPO / "cats_zephyr_module"
-SAMPLE = MODULE / "samples" / "node"
-GATEWAY_SAMPLE = MODULE / "samples" / "gateway"
-HOST_SRC = MODULE / "host"
-M4_SRC = MODULE / "m4"
-TOOLCHAIN = REPO / "cmake" / "arm-none-eabi.cmake"
-NANOPB_VERSION = "0.4.9.1"
 DEFAULT_BOARD = "nrf52840dk/nrf52840"
-HOST_EXES = ("cats_node_sim", "cats_gateway_sim")
 KIB = 1024
 # Flash / RAM of the boards the node image targets (what the application may use).
 BOARD_LIMITS: dict[str, tuple[int, int]] = {
@@ -63,12 +63,7 @@ BOARD_LIMITS: dict[str, tuple[int, int]] = {
 # ------------------------------------------------------------------------------------------------
 
 
-class _Fail(Exception):
-    """A user-facing error: message (+ hint); reported by _CatsCommand.do_run."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+_Fail = BuildError  # a user-facing error: message (+ hint); reported by _CatsCommand.do_run
 
 
 def _check_cats_origin() -> str | None:
@@ -80,59 +75,6 @@ def _check_cats_origin() -> str | None:
     if origin != here:
         return f"the cats package in use is {origin}, not this workspace's {here}"
     return None
-
-
-def _run(
-    cmd: list[str],
-    what: str,
-    cwd: Path | None = None,
-    env: dict | None = None,
-    stream: bool = False,
-) -> str:
-    """Run a build step; on failure raise _Fail with the tail of its output. With `stream`,
-    the output goes straight to stderr (long Zephyr builds)."""
-    cmd = [str(c) for c in cmd]
-    if stream:
-        res = subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, stderr=sys.stderr)
-        out = ""
-    else:
-        res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-        out = res.stdout + res.stderr
-    if res.returncode != 0:
-        raise _Fail(
-            f"{what} failed (exit {res.returncode}): {' '.join(cmd)}"
-            + (f"\n{out[-6000:]}" if out else "")
-        )
-    return out
-
-
-def _cmake_cache(build_dir: Path) -> dict[str, str]:
-    """NAME -> value of a build directory's CMakeCache.txt (empty if none)."""
-    cache = Path(build_dir) / "CMakeCache.txt"
-    out: dict[str, str] = {}
-    if cache.is_file():
-        for ln in cache.read_text(errors="replace").splitlines():
-            m = re.match(r"^([A-Za-z_][\w.-]*):[A-Z_]+=(.*)$", ln)
-            if m:
-                out[m.group(1)] = m.group(2)
-    return out
-
-
-def _nanopb_generator() -> Path:
-    cands = [
-        Path(sys.executable).parent / "nanopb_generator",
-        REPO / ".venv" / "bin" / "nanopb_generator",
-    ]
-    for c in cands:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    found = shutil.which("nanopb_generator")
-    if found:
-        return Path(found)
-    raise _Fail(
-        "nanopb_generator not found",
-        hint=f"pip install nanopb=={NANOPB_VERSION} (requirements.txt; `make setup`)",
-    )
 
 
 def _partition_summary(part_dir: Path) -> dict[str, Any]:
@@ -236,43 +178,6 @@ class _CatsCommand(WestCommand):
             hint="run scripts/fetch_nanopb.sh (or `make setup`), or `west update nanopb`, "
             "or pass --nanopb-dir / set CATS_NANOPB_DIR",
         )
-
-    def build_host(self, nanopb: Path, jobs: int) -> dict[str, Any]:
-        """Configure + build cats_zephyr_module/host into <repo>/build/host (the directory
-        cats.firmware.cnode and the simulator use), under cats.firmware.cnode's lock file."""
-        import fcntl
-
-        from cats.firmware import cnode
-
-        build_dir = Path(cnode.BUILD_DIR)
-        build_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(build_dir.parent / f".{build_dir.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            _run(
-                [
-                    "cmake",
-                    "-S",
-                    HOST_SRC,
-                    "-B",
-                    build_dir,
-                    f"-DNANOPB_DIR={nanopb}",
-                    f"-DNANOPB_GENERATOR={_nanopb_generator()}",
-                ],
-                "host configure",
-            )
-            _run(["cmake", "--build", build_dir, "-j", str(jobs)], "host build")
-            lib = build_dir / cnode.LIB_NAME
-            if lib.is_file():
-                lib.touch()  # cnode.build_host's freshness check: up to date
-        exes = {name: build_dir / name for name in HOST_EXES}
-        missing = [n for n, p in exes.items() if not p.is_file()]
-        if missing:
-            raise _Fail(f"host build in {build_dir} has no {', '.join(missing)}")
-        return {
-            "build_dir": str(build_dir),
-            "executables": {n: str(p) for n, p in exes.items()},
-            "library": str(build_dir / cnode.LIB_NAME),
-        }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -446,57 +351,15 @@ class CatsBuild(_CatsCommand):
         The tree is ZEPHYR_BASE as west resolves it for extension commands: --zephyr-base,
         the environment's ZEPHYR_BASE, the zephyr.base setting, else the manifest's zephyr
         project (set even when that project is not cloned)."""
-
-        def is_zephyr(path: Path) -> bool:
-            return (path / "cmake" / "modules" / "zephyr_default.cmake").is_file()
-
         proj = self._project("zephyr")
         active = proj is not None and self.manifest.is_active(proj)
         zb = os.environ.get("ZEPHYR_BASE")
         same = bool(zb and proj is not None and Path(zb).resolve() == Path(proj.abspath).resolve())
-        if zb and is_zephyr(Path(zb)):
+        if zb and build.is_zephyr(Path(zb)):
             if same and active and (Path(zb) / "scripts" / "west-commands.yml").is_file():
                 return "west", Path(zb)
             return "cmake", Path(zb)
-        fallback = (
-            "; without Zephyr, `west cats-build --m4` builds the bare-metal Cortex-M4 "
-            "node images and `--host` the simulator's stations"
-        )
-        if zb and not same:
-            raise _Fail(
-                f"ZEPHYR_BASE={zb} (environment or zephyr.base setting) is not a "
-                "Zephyr tree (no cmake/modules/zephyr_default.cmake)",
-                hint="point it at a Zephyr 4.x checkout, or unset it and use this "
-                "workspace's zephyr project (`west update`)" + fallback,
-            )
-        if proj is None:
-            why = (
-                "Zephyr is not available: the manifest has no zephyr project, ZEPHYR_BASE is unset"
-            )
-            hint = (
-                "import Zephyr in the manifest (as this repository's west.yml does) and run "
-                "`west update`, or set ZEPHYR_BASE to a Zephyr 4.x tree"
-            )
-        elif not active:
-            why = (
-                f"Zephyr is not available: the workspace's zephyr project ({proj.revision}) "
-                "is inactive (manifest.project-filter) and ZEPHYR_BASE is unset"
-            )
-            hint = (
-                "`west config -d manifest.project-filter` (or drop -zephyr from it), then "
-                "`west update` (fetches Zephyr and its modules nanopb, cmsis_6, hal_nordic)"
-            )
-        else:
-            why = (
-                f"Zephyr is not available: the workspace's zephyr project ({proj.revision}) "
-                f"is not cloned at {proj.abspath}"
-            )
-            hint = "run `west update` (fetches Zephyr and the modules nanopb, cmsis_6, hal_nordic)"
-        hint += (
-            ", then `pip install -r zephyr/scripts/requirements-base.txt` and install the "
-            "Zephyr SDK"
-        )
-        raise _Fail(why, hint=hint + fallback)
+        raise build.zephyr_missing(zb if not same else None, proj, active)
 
     def build_zephyr_node(
         self, mode: str, zbase: Path, args, part: Path, node: int | None, bdir: Path
@@ -505,108 +368,27 @@ class CatsBuild(_CatsCommand):
         sample when `node` is None."""
         app = SAMPLE if node is not None else GATEWAY_SAMPLE
         what = f"node {node}" if node is not None else "the gateway"
-        defs = [f"-DCATS_PARTITION_DIR={part}"]
-        if node is not None:
-            defs.append(f"-DCATS_NODE_ID={node}")
-        if args.link:
-            defs.append(f"-DCATS_LINK={args.link}")
-        if args.file_suffix:
-            defs.append(f"-DFILE_SUFFIX={args.file_suffix}")
-        defs += list(args.cmake_args)
-        stream = not self._json
+        defs = _zephyr_defs(args, part, node)
         if mode == "west":
-            cmd = [
-                sys.executable,
-                "-m",
-                "west",
-                "build",
-                "-b",
-                args.board,
-                "-d",
-                bdir,
-                "--no-sysbuild",
-                "-p",
-                "always" if args.pristine else "auto",
-                app,
-                "--",
-                *defs,
-            ]
-            _run(cmd, f"west build of {what}", stream=stream)
+            build.west_build(
+                args.board, app, bdir, defs, what, pristine=args.pristine, stream=not self._json
+            )
         else:
-            if args.pristine and (bdir / "CMakeCache.txt").is_file():
-                shutil.rmtree(bdir)
-            env = dict(os.environ, ZEPHYR_BASE=str(zbase))
-            gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-            _run(
-                ["cmake", "-S", app, "-B", bdir, *gen, f"-DBOARD={args.board}", *defs],
-                f"Zephyr configure of {what}",
-                env=env,
-                stream=stream,
+            build.cmake_build(
+                zbase,
+                args.board,
+                app,
+                bdir,
+                defs,
+                what,
+                pristine=args.pristine,
+                jobs=args.jobs,
+                stream=not self._json,
             )
-            _run(
-                ["cmake", "--build", bdir, "-j", str(args.jobs)],
-                f"Zephyr build of {what}",
-                env=env,
-                stream=stream,
-            )
-        elf = next(
-            (
-                e
-                for e in (bdir / "zephyr" / "zephyr.elf", *bdir.glob("*/zephyr/zephyr.elf"))
-                if e.is_file()
-            ),
-            None,
-        )
-        if elf is None:
-            raise _Fail(f"{what}: the build in {bdir} left no zephyr/zephyr.elf")
-        config = (elf.parent / ".config").read_text() if (elf.parent / ".config").is_file() else ""
+        elf = build.zephyr_elf(bdir, what)
         if node is None:
             return {"build_dir": str(bdir), "elf": str(elf), "flash": f"west flash -d {bdir}"}
-        if f"CONFIG_CATS_NODE_ID={node}\n" not in config:
-            raise _Fail(f"node {node}: {elf.parent / '.config'} has no CONFIG_CATS_NODE_ID={node}")
-        hexf = elf.with_suffix(".hex")
-        return {
-            "node": node,
-            "build_dir": str(bdir),
-            "elf": str(elf),
-            "hex": str(hexf) if hexf.is_file() else None,
-            "flash": f"west flash -d {bdir}",
-        }
-
-    # --- bare-metal M4 --------------------------------------------------------------------------
-
-    def build_m4_node(self, args, nanopb: Path, part: Path, node: int, bdir: Path) -> dict:
-        if args.pristine and (bdir / "CMakeCache.txt").is_file():
-            shutil.rmtree(bdir)
-        _run(
-            [
-                "cmake",
-                "-S",
-                M4_SRC,
-                "-B",
-                bdir,
-                f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}",
-                f"-DCATS_PARTITION_DIR={part}",
-                f"-DCATS_NODE_ID={node}",
-                f"-DNANOPB_DIR={nanopb}",
-                f"-DNANOPB_GENERATOR={_nanopb_generator()}",
-                *args.cmake_args,
-            ],
-            f"M4 configure of node {node}",
-        )
-        _run(
-            ["cmake", "--build", bdir, "--target", "cats_m4_node", "-j", str(args.jobs)],
-            f"M4 build of node {node}",
-        )
-        elf = bdir / "cats_m4_node.elf"
-        if not elf.is_file():
-            raise _Fail(f"node {node}: the M4 build in {bdir} left no cats_m4_node.elf")
-        return {
-            "node": node,
-            "build_dir": str(bdir),
-            "elf": str(elf),
-            "map": str(bdir / "cats_m4_node.map"),
-        }
+        return build.zephyr_node_row(elf, node, bdir)
 
     # --- the command ----------------------------------------------------------------------------
 
@@ -617,59 +399,91 @@ class CatsBuild(_CatsCommand):
         nodes: list[int] = []
         part = None
         if want_zephyr or args.m4:
-            part = (args.partition or root / "partition").resolve()
-            summary = _partition_summary(part)
-            total = int(summary["nodes"])
-            nodes = sorted(set(args.node)) if args.node else list(range(total))
-            bad = [i for i in nodes if not 0 <= i < total]
-            if bad:
-                raise _Fail(f"node {bad[0]} is not in the partition (nodes 0..{total - 1})")
-            result.update(
-                partition_dir=str(part), partition_hash=summary["partition_hash"], nodes=total
-            )
+            part, nodes = _select_nodes(args, result)
         zmode = zbase = None
         if want_zephyr:
             zmode, zbase = self.zephyr()  # before anything is built: fail fast
         if args.m4:
-            for tool in ("arm-none-eabi-gcc", "cmake"):
-                if shutil.which(tool) is None:
-                    raise _Fail(
-                        f"{tool} not found: the --m4 build needs it",
-                        hint="apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                        "cmake (scripts/setup.sh)",
-                    )
+            build.check_m4_tools()
         nanopb = self.nanopb_dir(args.nanopb_dir) if (args.m4 or args.host) else None
         if args.host:
-            self.say(f"host: cats_zephyr_module/host -> {REPO / 'build' / 'host'}")
-            result["host"] = self.build_host(nanopb, args.jobs)
-            for name, path in result["host"]["executables"].items():
-                self.say(f"  {name}: {path}")
+            result["host"] = self._build_host_stations(nanopb, args.jobs)
         if args.m4:
-            result["m4"] = []
-            for i in nodes:
-                bdir = (root / f"m4-node-{i}").resolve()
-                self.say(f"m4: node {i} -> {bdir}")
-                result["m4"].append(self.build_m4_node(args, nanopb, part, i, bdir))
+            result["m4"] = [self._build_m4(args, nanopb, part, i) for i in nodes]
         if want_zephyr:
-            result["zephyr"] = {
-                "board": args.board,
-                "mode": zmode,
-                "zephyr_base": str(zbase),
-                "nodes": [],
-            }
-            for i in nodes:
-                bdir = (root / f"node-{i}").resolve()
-                self.say(f"zephyr: node {i} ({args.board}) -> {bdir}")
-                row = self.build_zephyr_node(zmode, zbase, args, part, i, bdir)
-                result["zephyr"]["nodes"].append(row)
-                self.say(f"  {row['elf']}  (flash: {row['flash']})")
-            if args.gateway:
-                bdir = (root / "gateway").resolve()
-                self.say(f"zephyr: gateway ({args.board}) -> {bdir}")
-                row = self.build_zephyr_node(zmode, zbase, args, part, None, bdir)
-                result["zephyr"]["gateway"] = row
-                self.say(f"  {row['elf']}  (flash: {row['flash']})")
+            result["zephyr"] = self._build_zephyr(args, zmode, zbase, part, nodes)
         return result
+
+    def _build_host_stations(self, nanopb: Path, jobs: int) -> dict[str, Any]:
+        self.say(f"host: cats_zephyr_module/host -> {REPO / 'build' / 'host'}")
+        host = build.build_host(nanopb, jobs)
+        for name, path in host["executables"].items():
+            self.say(f"  {name}: {path}")
+        return host
+
+    def _build_m4(self, args, nanopb: Path, part: Path, node: int) -> dict[str, Any]:
+        bdir = (args.build_root / f"m4-node-{node}").resolve()
+        self.say(f"m4: node {node} -> {bdir}")
+        return build.build_m4_node(
+            nanopb,
+            part,
+            node,
+            bdir,
+            cmake_args=list(args.cmake_args),
+            jobs=args.jobs,
+            pristine=args.pristine,
+        )
+
+    def _build_zephyr(
+        self, args, zmode: str, zbase: Path, part: Path, nodes: list[int]
+    ) -> dict[str, Any]:
+        """The Zephyr images: one per node into <build-root>/node-<i>, and with --gateway the
+        gateway's into <build-root>/gateway."""
+        out: dict[str, Any] = {
+            "board": args.board,
+            "mode": zmode,
+            "zephyr_base": str(zbase),
+            "nodes": [],
+        }
+        for i in nodes:
+            bdir = (args.build_root / f"node-{i}").resolve()
+            self.say(f"zephyr: node {i} ({args.board}) -> {bdir}")
+            row = self.build_zephyr_node(zmode, zbase, args, part, i, bdir)
+            out["nodes"].append(row)
+            self.say(f"  {row['elf']}  (flash: {row['flash']})")
+        if args.gateway:
+            bdir = (args.build_root / "gateway").resolve()
+            self.say(f"zephyr: gateway ({args.board}) -> {bdir}")
+            row = self.build_zephyr_node(zmode, zbase, args, part, None, bdir)
+            out["gateway"] = row
+            self.say(f"  {row['elf']}  (flash: {row['flash']})")
+        return out
+
+
+def _select_nodes(args, result: dict[str, Any]) -> tuple[Path, list[int]]:
+    """The partition to build and the nodes of it (-n, else all); records the partition in
+    `result`."""
+    part = (args.partition or args.build_root / "partition").resolve()
+    summary = _partition_summary(part)
+    total = int(summary["nodes"])
+    nodes = sorted(set(args.node)) if args.node else list(range(total))
+    bad = [i for i in nodes if not 0 <= i < total]
+    if bad:
+        raise _Fail(f"node {bad[0]} is not in the partition (nodes 0..{total - 1})")
+    result.update(partition_dir=str(part), partition_hash=summary["partition_hash"], nodes=total)
+    return part, nodes
+
+
+def _zephyr_defs(args, part: Path, node: int | None) -> list[str]:
+    """The CMake definitions of a node (or, `node` None, the gateway) image."""
+    defs = [f"-DCATS_PARTITION_DIR={part}"]
+    if node is not None:
+        defs.append(f"-DCATS_NODE_ID={node}")
+    if args.link:
+        defs.append(f"-DCATS_LINK={args.link}")
+    if args.file_suffix:
+        defs.append(f"-DFILE_SUFFIX={args.file_suffix}")
+    return defs + list(args.cmake_args)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -811,7 +625,7 @@ class CatsSize(_CatsCommand):
             rram = next((v for k, v in regions.items() if k.upper() in ("RAM", "SRAM")), None)
             if rflash and rram:
                 flash, ram = rflash[1], rram[1]
-                board = _cmake_cache(_build_dir_of(elf)).get("BOARD")
+                board = build.cmake_cache(_build_dir_of(elf)).get("BOARD")
                 source.append(f"linker map {map_path.name}" + (f" ({board})" if board else ""))
             else:
                 flash, ram = size.FLASH_LIMIT, size.RAM_LIMIT
@@ -835,7 +649,7 @@ class CatsSize(_CatsCommand):
             flash_limit, ram_limit, source = self.limits(args, elf)
             rep = size.size_report(elf, flash_limit=flash_limit, ram_limit=ram_limit)
             bdir = _build_dir_of(elf)
-            cache = _cmake_cache(bdir)
+            cache = build.cmake_cache(bdir)
             node = cache.get("CATS_NODE_ID")
             if node is None:
                 m = re.search(r"node-(\d+)$", bdir.name)
@@ -983,10 +797,10 @@ class CatsSim(_CatsCommand):
         set_threads()
         args.partition_dir = (args.partition_dir or args.build_root / "partition").resolve()
         _partition_summary(args.partition_dir)
-        build = Path(cnode.BUILD_DIR)
-        if not all((build / exe).is_file() for exe in HOST_EXES):
-            self.say(f"building the simulator's stations into {build}")
-            self.build_host(self.nanopb_dir(args.nanopb_dir), os.cpu_count() or 2)
+        host_dir = Path(cnode.BUILD_DIR)
+        if not all((host_dir / exe).is_file() for exe in HOST_EXES):
+            self.say(f"building the simulator's stations into {host_dir}")
+            build.build_host(self.nanopb_dir(args.nanopb_dir), os.cpu_count() or 2)
         try:
             res = sim_cli.run(args)
         except (ValueError, FileNotFoundError, RuntimeError) as exc:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from cats.base.paths import REPO_ROOT
+from cats.sim.run import load_run, simulate
 from cats.wire import stream
 
 MODULE = REPO_ROOT / "cats_zephyr_module"
@@ -273,7 +274,6 @@ def simulate_bsim(
     import tempfile
 
     from cats.quant import qref
-    from cats.sim.run import load_run
 
     partition_dir = Path(partition_dir)
     run = load_run(partition_dir, data, inferences)
@@ -358,8 +358,6 @@ def simulate_bsim(
         "per_inference": per,
     }
     if compare_medium:
-        from cats.sim.run import simulate
-
         med = simulate(partition_dir, link=link, inputs=inputs)
         out["medium"] = {
             "bit_exact": med["bit_exact"],

@@ -1,4 +1,4 @@
-"""`cats sim`: run inferences of an exported partition on the simulated swarm and check them.
+"""The run behind `cats sim`: inferences of an exported partition on the simulated swarm, checked.
 
     cats sim <partition-dir> [--link ieee802154|ble2m|ble2m-aux] [--loss SPEC] [--seed S]
              [--inferences K] [--data default|CSV] [--pcap FILE] [--log FILE] [--json]
@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,169 +126,247 @@ def load_run(
 # ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SimOptions:
+    """How `simulate` runs the swarm (the options of `cats sim` for the medium backend)."""
+
+    link: str = "ieee802154"
+    loss: tuple[str, ...] = ()  # loss specs, combined with "+" (cats.sim.loss)
+    seed: int = 0
+    inferences: int = 4  # K test windows (ignored when `inputs` is given)
+    data: str | None = None  # default: partition.json's data set
+    pcap: Path | None = None
+    log: Path | None = None  # keep the medium's JSON-lines log here
+    workdir: Path | None = None  # process logs (default: a temporary directory)
+    deadline_ms: int = 10000
+    slot_timeout: float = 2.0
+    inputs: np.ndarray | None = None  # (K, tokens, patch) int8: no prediction metrics
+    progress: bool = False
+    external: dict[int, str] | None = None  # nodes played by other stations (Swarm(external=))
+
+    @property
+    def lossy(self) -> bool:
+        return any(s.strip() not in ("", "none") for s in self.loss)
+
+
+@dataclass
+class _Answer:
+    """One gateway answer and the wall time it took."""
+
+    res: Any  # InferResult
+    wall_s: float
+
+
+@dataclass
+class _Timing:
+    start: float
+    ready: float = 0.0
+    done: float = 0.0
+
+
 def simulate(
-    partition_dir: Path,
-    *,
-    link: str = "ieee802154",
-    loss: list[str] | None = None,
-    seed: int = 0,
-    inferences: int = 4,
-    data: str | None = None,
-    pcap: Path | None = None,
-    log: Path | None = None,
-    workdir: Path | None = None,
-    deadline_ms: int = 10000,
-    slot_timeout: float = 2.0,
-    inputs: np.ndarray | None = None,
-    progress: bool = False,
-    external: dict[int, str] | None = None,
+    partition_dir: Path, options: SimOptions | None = None, /, **overrides: Any
 ) -> dict[str, Any]:
     """Run the swarm on K windows (or the given int8 `inputs`, (K, tokens, patch), without
     prediction metrics) and check every result against qref; returns the JSON summary.
-    `external`: nodes played by other stations (``Swarm(external=...)``)."""
-    from cats.quant import qref
+    Options: a SimOptions and/or its fields as keywords (``simulate(d, link="ble2m")``)."""
     from cats.sim import latency, replay
+
+    if "loss" in overrides:
+        overrides["loss"] = tuple(overrides["loss"] or ())
+    opts = replace(options or SimOptions(), **overrides)
+    partition_dir = Path(partition_dir)
+    run = load_run(partition_dir, opts.data, opts.inferences, opts.inputs)
+    specs = [n.spec for n in run.loaded]
+    compute = latency.compute(specs)
+    swarm = _make_swarm(partition_dir, opts, compute)
+    answers, timing = _infer_all(swarm, run.inputs, opts)
+    records = replay.read_log(swarm.log)
+    if opts.workdir is None:  # a temp dir of process logs (and of the medium log unless --log)
+        swarm.cleanup()
+    nodes = [n.runtime() for n in run.loaded]
+    per = [
+        _check_inference(run, i, answer, records, nodes, compute, opts.lossy)
+        for i, answer in enumerate(answers)
+    ]
+    return _summary(partition_dir, opts, run, swarm, compute, records, per, timing)
+
+
+def _make_swarm(partition_dir: Path, opts: SimOptions, compute: dict[str, Any]):
+    """The swarm of the run, not yet started. The gateway's own latency estimate (max node MACs
+    x instructions per MAC) gets the effective instructions per MAC of this compute model's
+    slowest node."""
+    from cats.sim import latency
     from cats.sim.swarm import Swarm
 
-    partition_dir = Path(partition_dir)
-    run = load_run(partition_dir, data, inferences, inputs)
-    summary, loaded, inputs = run.summary, run.loaded, run.inputs
-    dataset, truth, mu, sd = run.dataset, run.truth, run.mu, run.sd
-    specs = [n.spec for n in loaded]
-    cfg = specs[0].cfg
-    out_scale = float(loaded[0].manifest.output_scale)
-    k = len(inputs)
-    compute = latency.compute(specs)
-    loss = list(loss or [])
-    # the gateway's own latency estimate (max node MACs x instructions per MAC) gets the
-    # effective instructions per MAC of this compute model's slowest node
     slow = int(np.argmax(compute["compute_s_per_node"]))
     ipm = compute["compute_s_per_node"][slow] * latency.CPU_HZ / compute["macs_per_node"][slow]
-    swarm = Swarm(
+    return Swarm(
         partition_dir,
-        link=link,
-        loss=loss,
-        seed=seed,
-        pcap=pcap,
-        log=log,
-        workdir=workdir,
-        slot_timeout=slot_timeout,
-        deadline_ms=deadline_ms,
+        link=opts.link,
+        loss=list(opts.loss),
+        seed=opts.seed,
+        pcap=opts.pcap,
+        log=opts.log,
+        workdir=opts.workdir,
+        slot_timeout=opts.slot_timeout,
+        deadline_ms=opts.deadline_ms,
         instr_per_mac=ipm,
-        external=external,
+        external=opts.external,
     )
-    results = []
-    t_start = time.monotonic()
+
+
+def _infer_all(swarm: Any, inputs: np.ndarray, opts: SimOptions) -> tuple[list[_Answer], _Timing]:
+    """Start the swarm, send every input to its gateway in turn, stop the swarm (and remove its
+    temporary files if the run fails)."""
+    answers: list[_Answer] = []
+    timing = _Timing(time.monotonic())
+    k = len(inputs)
     try:
         swarm.start()
-        t_ready = time.monotonic()
-        with swarm.client(timeout=deadline_ms / 1e3 + 30) as gw:
+        timing.ready = time.monotonic()
+        with swarm.client(timeout=opts.deadline_ms / 1e3 + 30) as gw:
             for i in range(k):
                 t0 = time.monotonic()
                 res = gw.infer(
                     inputs[i],
                     request_id=i + 1,
                     partition_hash=swarm.partition_hash,
-                    deadline_ms=deadline_ms,
+                    deadline_ms=opts.deadline_ms,
                 )
-                results.append((res, time.monotonic() - t0))
-                if progress:
+                answers.append(_Answer(res, time.monotonic() - t0))
+                if opts.progress:
                     print(
                         f"  inference {i + 1}/{k}: status {res.status}"
                         f"{' degraded' if res.degraded else ''}",
                         file=sys.stderr,
                     )
-        t_done = time.monotonic()
+        timing.done = time.monotonic()
     except BaseException:
-        if workdir is None:
+        if opts.workdir is None:
             swarm.cleanup()
         raise
     finally:
         swarm.stop()
-    records = replay.read_log(swarm.log)
-    if workdir is None:  # a temp dir of process logs (and of the medium log unless --log)
-        swarm.cleanup()
+    return answers, timing
+
+
+def _check_inference(
+    run: RunInputs,
+    i: int,
+    answer: _Answer,
+    records: list[dict[str, Any]],
+    nodes: list[Any],
+    compute: dict[str, Any],
+    lossy: bool,
+) -> dict[str, Any]:
+    """The per-inference row: the answer against qref (with the columns the medium lost, when
+    it lost any), its air bytes and time from the medium's log, and its prediction metrics."""
+    from cats.quant import qref
+    from cats.sim import replay
+
+    res = answer.res
+    specs = [n.spec for n in run.loaded]
+    recs = replay.inference_records(records, res.inference_id)
+    slots = [r for r in recs if r.get("event") == "slot"]
+    inp_recs = [r for r in recs if r.get("event") == "input"]
+    outs = [r for r in recs if r.get("event") == "output"]
+    missing = sorted(int(m) for m in res.missing_nodes)
+    clean = qref.run_swarm(nodes, run.inputs[i])
+    if lossy or missing:
+        ref = replay.replay(nodes, run.inputs[i], replay.lost_columns(specs, recs), missing)
+    else:
+        ref = clean
+    got = np.frombuffer(res.output, dtype=np.int8)
+    air_in = sum(r["air_bytes"] for r in inp_recs)
+    air_ex = sum(r["air_bytes"] for r in slots)
+    air_out = sum(r["air_bytes"] for r in outs)
+    t_in = sum(r["airtime_us"] for r in inp_recs) / 1e6
+    t_ex = sum(r["airtime_us"] for r in slots) / 1e6
+    t_out = sum(r["airtime_us"] for r in outs) / 1e6
+    row = {
+        "request_id": int(res.request_id),
+        "inference_id": int(res.inference_id),
+        "status": int(res.status),
+        "message": res.message,
+        "degraded": bool(res.degraded),
+        "missing_nodes": missing,
+        "output": got.tolist(),
+        "bit_exact": bool(res.status == 0 and got.shape == ref.shape and np.array_equal(got, ref)),
+        "slots": len(slots),
+        "frames_sent": sum(r["frames_sent"] for r in slots),
+        "payload_bytes": sum(len(f[4]) * f[3] for r in slots for f in r["frames"]),
+        "frames_lost": sum(r["frames_lost"] for r in slots),
+        "deliveries": sum(r["deliveries"] for r in slots),
+        "air_bytes": air_in + air_ex + air_out,
+        "air_bytes_input": air_in,
+        "air_bytes_exchanges": air_ex,
+        "air_bytes_output": air_out,
+        "airtime_s": t_in + t_ex + t_out,
+        "compute_s": compute["compute_s"],
+        "modelled_latency_s": compute["compute_s"] + t_in + t_ex + t_out,
+        "wall_s": answer.wall_s,
+        "gateway": {
+            "air_bytes": int(res.air_bytes),
+            "frames_lost": int(res.frames_lost),
+            "modelled_latency_s": float(res.modelled_latency_s),
+        },
+    }
+    if run.truth is not None and res.status == 0:
+        row.update(_prediction_metrics(run, i, got, clean, float(res.output_scale)))
+    return row
+
+
+def _prediction_metrics(
+    run: RunInputs, i: int, got: np.ndarray, clean: np.ndarray, output_scale: float
+) -> dict[str, Any]:
+    """Forecast MSE / MAE (and qref's MSE without loss) in the train-normalised space after
+    RevIN's de-normalisation, or whether a classifier's answer is right."""
+    cfg = run.loaded[0].spec.cfg
+    out_scale = float(run.loaded[0].manifest.output_scale)
+    y = got.astype(np.float64) * (output_scale or out_scale)
+    y_ref = clean.astype(np.float64) * out_scale
+    truth = run.truth[i]
+    if cfg.task != "forecast":
+        return {"correct": bool(int(np.argmax(y)) == int(truth))}
+    pred = y * run.sd[i] + run.mu[i]
+    pred_ref = y_ref * run.sd[i] + run.mu[i]
+    return {
+        "mse": float(((pred - truth) ** 2).mean()),
+        "mae": float(np.abs(pred - truth).mean()),
+        "reference_mse": float(((pred_ref - truth) ** 2).mean()),
+    }
+
+
+def _summary(
+    partition_dir: Path,
+    opts: SimOptions,
+    run: RunInputs,
+    swarm: Any,
+    compute: dict[str, Any],
+    records: list[dict[str, Any]],
+    per: list[dict[str, Any]],
+    timing: _Timing,
+) -> dict[str, Any]:
+    """The JSON summary of the run: means over the inferences and the medium's counters."""
+    k = len(run.inputs)
+    n = max(1, len(per))
     counters: dict[str, int] = {}
     for r in records:
         if r.get("event") == "counters":
             counters = {k2: v for k2, v in r.items() if k2 not in ("event", "t")}
-    lossy = bool(loss) and any(s.strip() not in ("", "none") for s in loss)
-    nodes = [n.runtime() for n in loaded]
-    per = []
-    for i, (res, wall) in enumerate(results):
-        recs = replay.inference_records(records, res.inference_id)
-        slots = [r for r in recs if r.get("event") == "slot"]
-        inp_recs = [r for r in recs if r.get("event") == "input"]
-        outs = [r for r in recs if r.get("event") == "output"]
-        missing = sorted(int(m) for m in res.missing_nodes)
-        clean = qref.run_swarm(nodes, inputs[i])
-        if lossy or missing:
-            lost = replay.lost_columns(specs, recs)
-            ref = replay.replay(nodes, inputs[i], lost, missing)
-        else:
-            ref = clean
-        got = np.frombuffer(res.output, dtype=np.int8)
-        air_in = sum(r["air_bytes"] for r in inp_recs)
-        air_ex = sum(r["air_bytes"] for r in slots)
-        air_out = sum(r["air_bytes"] for r in outs)
-        t_in = sum(r["airtime_us"] for r in inp_recs) / 1e6
-        t_ex = sum(r["airtime_us"] for r in slots) / 1e6
-        t_out = sum(r["airtime_us"] for r in outs) / 1e6
-        row = {
-            "request_id": int(res.request_id),
-            "inference_id": int(res.inference_id),
-            "status": int(res.status),
-            "message": res.message,
-            "degraded": bool(res.degraded),
-            "missing_nodes": missing,
-            "output": got.tolist(),
-            "bit_exact": bool(
-                res.status == 0 and got.shape == ref.shape and np.array_equal(got, ref)
-            ),
-            "slots": len(slots),
-            "frames_sent": sum(r["frames_sent"] for r in slots),
-            "payload_bytes": sum(len(f[4]) * f[3] for r in slots for f in r["frames"]),
-            "frames_lost": sum(r["frames_lost"] for r in slots),
-            "deliveries": sum(r["deliveries"] for r in slots),
-            "air_bytes": air_in + air_ex + air_out,
-            "air_bytes_input": air_in,
-            "air_bytes_exchanges": air_ex,
-            "air_bytes_output": air_out,
-            "airtime_s": t_in + t_ex + t_out,
-            "compute_s": compute["compute_s"],
-            "modelled_latency_s": compute["compute_s"] + t_in + t_ex + t_out,
-            "wall_s": wall,
-            "gateway": {
-                "air_bytes": int(res.air_bytes),
-                "frames_lost": int(res.frames_lost),
-                "modelled_latency_s": float(res.modelled_latency_s),
-            },
-        }
-        if truth is not None and res.status == 0:
-            y = got.astype(np.float64) * float(res.output_scale or out_scale)
-            y_ref = clean.astype(np.float64) * out_scale
-            if cfg.task == "forecast":
-                pred = y * sd[i] + mu[i]
-                pred_ref = y_ref * sd[i] + mu[i]
-                row["mse"] = float(((pred - truth[i]) ** 2).mean())
-                row["mae"] = float(np.abs(pred - truth[i]).mean())
-                row["reference_mse"] = float(((pred_ref - truth[i]) ** 2).mean())
-            else:
-                row["correct"] = bool(int(np.argmax(y)) == int(truth[i]))
-        per.append(row)
-    n = max(1, len(per))
     out: dict[str, Any] = {
         "ok": len(per) == k and all(r["status"] == 0 for r in per),
         "partition_dir": str(partition_dir),
-        "partition_hash": summary.get("partition_hash"),
-        "nodes": len(specs),
-        "pruning_ratio": summary.get("pruning_ratio"),
-        "link": link,
+        "partition_hash": run.summary.get("partition_hash"),
+        "nodes": len(run.loaded),
+        "pruning_ratio": run.summary.get("pruning_ratio"),
+        "link": opts.link,
         "external_nodes": {str(d): spec for d, spec in sorted(swarm.external.items())},
-        "loss": "+".join(loss) or "none",
-        "seed": seed,
+        "loss": "+".join(opts.loss) or "none",
+        "seed": opts.seed,
         "inferences": k,
-        "dataset": dataset,
+        "dataset": run.dataset,
         "bit_exact": len(per) == k and all(r["bit_exact"] for r in per),
         "air_bytes": sum(r["air_bytes"] for r in per) / n,
         "air_bytes_exchanges": sum(r["air_bytes_exchanges"] for r in per) / n,
@@ -299,20 +377,19 @@ def simulate(
         "airtime_s": sum(r["airtime_s"] for r in per) / n,
         "compute_s": compute["compute_s"],
         "compute": compute,
-        "wall_s": t_done - t_start,
-        "wall_s_startup": t_ready - t_start,
-        "wall_s_per_inference": (t_done - t_ready) / n,
+        "wall_s": timing.done - timing.start,
+        "wall_s_startup": timing.ready - timing.start,
+        "wall_s_per_inference": (timing.done - timing.ready) / n,
         "degraded": sum(r["degraded"] for r in per),
         "medium_counters": counters,
         "log": str(swarm.log) if swarm.log.exists() else None,
-        "pcap": str(pcap) if pcap else None,
+        "pcap": str(opts.pcap) if opts.pcap else None,
         "per_inference": per,
     }
     scored = [r for r in per if "mse" in r]
     if scored:
-        out["mse"] = sum(r["mse"] for r in scored) / len(scored)
-        out["mae"] = sum(r["mae"] for r in scored) / len(scored)
-        out["reference_mse"] = sum(r["reference_mse"] for r in scored) / len(scored)
+        for key in ("mse", "mae", "reference_mse"):
+            out[key] = sum(r[key] for r in scored) / len(scored)
     judged = [r for r in per if "correct" in r]
     if judged:
         out["accuracy"] = sum(r["correct"] for r in judged) / len(judged)
