@@ -10,7 +10,8 @@ only its own layer and the layers below it (tests/test_layering.py checks this):
     quant      the int8 model: the bit-exact integer reference (qref), int8 evaluation
     artefacts  what a node is flashed with: export / manifests, SomeGather frames
     analysis   the resource model: flash, RAM and airtime of a partition per node
-    firmware   the C node build: ctypes binding to the host core, ELF image sizes
+    firmware   the C node build: Zephyr / M4 / host builds, ctypes binding to the host core,
+               ELF image sizes
     sim        the simulated swarm: radio medium, loss, C node processes, replay, latency
     commands   the `cats` CLI subcommands and the west commands (thin wrappers)
 """

@@ -1,1 +1,1 @@
-"""Layer 7, firmware: the C node build - ctypes binding to the host core, ELF image sizes."""
+"""Layer 7, firmware: the C node build - Zephyr / M4 / host builds, ctypes binding, ELF sizes."""
