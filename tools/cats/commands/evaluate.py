@@ -11,8 +11,6 @@ from cats.training.checkpoint import load_checkpoint
 from cats.training.evaluate import DEFAULT_LOSSES, robustness
 from cats.training.train import data_arg_of, prepare_data
 
-# --------------------------------------------------------------------------- CLI
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

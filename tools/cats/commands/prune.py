@@ -8,8 +8,6 @@ from typing import Any
 
 from cats.training.train import prune_checkpoint
 
-# --------------------------------------------------------------------------- CLI
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

@@ -11,8 +11,6 @@ from cats.model.config import preset
 from cats.model.dropout import DropoutConfig
 from cats.training.train import TrainOptions, train_model
 
-# --------------------------------------------------------------------------- CLI
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
