@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cats import export
-from cats.partition import Partition
+from cats.artefacts import export
+from cats.model.partition import Partition
 from cats.sim import latency, m4profile
-from cats.sim import phy as phys
+from cats.wire import phy as phys
 
 # ----------------------------------------------------------------------------------------------
 # MAC model: one frame and one turn, by hand
@@ -139,7 +139,7 @@ def test_profile_of_the_loopback_image_counts_every_instruction() -> None:
 
 
 def test_loss_free_seeded_runs_are_byte_identical(tmp_path: Path) -> None:
-    from cats.sim.cli import simulate
+    from cats.sim.run import simulate
     from cats.sim.swarm import build_executables
 
     build_executables()

@@ -11,12 +11,12 @@ Per (link, D) of the untrained ``verytiny`` export at p = 0:
   input, exchanged columns and output at the link's bit rate), the airtime back to back
   (``airtime_payload_only_s``), the airtime with the MAC the firmware uses (``airtime_s``),
   their ratio to the floor (``airtime_floor_ratio``);
-* the exchanges' frames as the code plans them (``cats.frames.plan``, the C engine's rule)
+* the exchanges' frames as the code plans them (``cats.artefacts.frames.plan``, the C engine's rule)
   for a MIC of 0, 4 and 8 bytes per frame (planned at ``column_mtu - MIC`` so that the MIC
   fits, each frame MIC bytes longer on the air), each under every MAC model of the link
-  (``cats.sim.phy.MAC_VARIANTS``): frames, MIC bytes per inference, exchange airtime and its
+  (``cats.wire.phy.MAC_VARIANTS``): frames, MIC bytes per inference, exchange airtime and its
   ratio to the exchanges' payload floor. Part A's authenticated frames plug in here through
-  ``cats.frames``; nothing is hard-coded but the MIC length.
+  ``cats.artefacts.frames``; nothing is hard-coded but the MIC length.
 
 The instruction breakdown is ``bench/swarm/m4_profile.json`` (``cats.sim.m4profile``).
 """
@@ -31,9 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cats import export, frames
+from cats.artefacts import export, frames
 from cats.sim import m4profile
-from cats.sim import phy as phys
+from cats.wire import phy as phys
 
 HERE = Path(__file__).resolve().parent
 PROFILE = HERE / "m4_profile.json"
@@ -83,7 +83,7 @@ def run_row(part: Path, link: str, nodes: int, sim: bool) -> dict[str, Any]:
         "planned": [planned(specs, phy, mic) for mic in MICS],
     }
     if sim:
-        from cats.sim.cli import simulate
+        from cats.sim.run import simulate
 
         res = simulate(part, link=link, inferences=1, seed=0)
         per = res["per_inference"][0]
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in args.nodes:
             part = Path(tmp) / f"verytiny-d{d}"
             _, qm = export.untrained("verytiny", 0)
-            from cats.partition import Partition
+            from cats.model.partition import Partition
 
             export.export_partition(qm, Partition.full(qm.cfg, d), part)
             for link in args.links:

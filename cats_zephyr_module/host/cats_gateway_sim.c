@@ -12,7 +12,7 @@
  * medium closes. From the medium it takes AIR frames (OutputFrames), SlotEnd and StationEvent.
  *
  * --phy sets the PHY model of the input/output frames (their air bytes and airtime, as
- * tools/cats/sim/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
+ * tools/cats/wire/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
  * byte), ble2m (240; with the primary-channel ADV_EXT_INDs and T_MAFS) or ble2m-aux (240; the
  * AUX_ADV_IND only). Logs to stderr.
  */
@@ -240,7 +240,7 @@ int main(int argc, char **argv)
 	if (mtu) {
 		cfg.mtu = mtu;
 	}
-	/* The MAC's channel time per frame besides its airtime (tools/cats/sim/phy.py Mac:
+	/* The MAC's channel time per frame besides its airtime (tools/cats/wire/phy.py Mac:
 	 * CSMA-CA backoff + CCA + turnaround on 802.15.4), for the gateway's own frames. */
 	cfg.phy_extra_us += mac_gap_us;
 	sim_install_signals();

@@ -29,7 +29,7 @@ instruction mix) gives three unit costs (``WholeNode``):
   instructions above;
 * cycles per frame handled (sent or received: the framing, slot-lookup and other groups over
   the frames the profiled node sent and received), applied to each node's frames of each
-  exchange (``cats.frames.plan`` at the link MTU: its own frames + every other node's). A
+  exchange (``cats.artefacts.frames.plan`` at the link MTU: its own frames + every other node's). A
   node handles a frame (~0.17 ms at 64 MHz) while the next one is on the air (4.3 ms on
   802.15.4), so this work overlaps the airtime: it is reported as CPU busy time
   (``cpu_busy_s_per_node``), not added to the critical path;
@@ -39,6 +39,11 @@ instruction mix) gives three unit costs (``WholeNode``):
 ``compute_s_matmul_only`` keeps the matmul instructions alone (the old figure). The nodes of a
 stage run in parallel and wait for each other at every exchange, so the compute time of an
 inference is the sum over stages of the slowest node's stage time.
+
+Airtime. The medium serialises every frame on one channel (``cats.wire.phy``): the input
+broadcast, each exchange's slot, the output frames, each frame with the MAC time of the link
+the firmware uses (CSMA-CA backoff, CCA and turnaround on 802.15.4; advertising events on
+BLE); the modelled latency adds those airtimes to the compute time.
 """
 
 from __future__ import annotations
@@ -49,8 +54,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cats import qref
-from cats.paths import REPO_ROOT
+from cats.base.paths import REPO_ROOT
+from cats.quant import qref
 
 KERNEL_RESULTS = REPO_ROOT / "bench" / "kernels" / "results.json"
 NODE_PROFILE = REPO_ROOT / "bench" / "swarm" / "m4_profile.json"
@@ -198,8 +203,8 @@ def node_ops(spec: qref.NodeSpec, table: KernelTable | None = None) -> list[Op]:
 
 
 def frames_per_exchange(specs: list[qref.NodeSpec], mtu: int) -> list[list[int]]:
-    """[exchange][node] ColumnFrames node d sends (``cats.frames.plan``, the C rule)."""
-    from cats import frames
+    """[exchange][node] ColumnFrames node d sends (``cats.artefacts.frames.plan``, the C rule)."""
+    from cats.artefacts import frames
 
     if len(specs) < 2:
         return [[0] * len(specs) for _ in specs[0].exchanges]
@@ -225,7 +230,7 @@ def compute(
     """Per node MACs and seconds (whole node: matmuls, per-frame and per-element work, see
     the module docstring; frames planned at `mtu`, default 802.15.4's), and the critical path:
     sum over stages of the slowest node; ``compute_s_matmul_only`` with the matmuls alone."""
-    from cats.sim import phy
+    from cats.wire import phy
 
     table = table or KernelTable.load()
     whole = whole or WholeNode.load()

@@ -335,12 +335,10 @@ def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
     """Run one loss-free host-swarm inference of `part` on the M4 image's input; write the
     ColumnFrames other nodes sent (in air order) for node_main.c's replay link. Returns
     (inference id, frames)."""
-    import tempfile
-
-    from cats import stream
     from cats.sim import pcap as pcaps
-    from cats.sim.cli import simulate
-    from cats.wire import pb
+    from cats.sim.run import simulate
+    from cats.wire import stream
+    from cats.wire.proto import pb
 
     spec = json.loads((part / "partition.json").read_text())["config"]
     length = (spec["context"] // spec["patch"]) * spec["patch"]
@@ -393,7 +391,8 @@ def profile_swarm(part: Path, build_dir: Path | None = None) -> dict[str, Any]:
     iid, count = record_frames(part, frames)
     elf = build_swarm_image(part, frames, build_dir)
     res = profile(elf)
-    from cats import export, qref
+    from cats.artefacts import export
+    from cats.quant import qref
 
     loaded = export.load_partition(part)
     cfg = loaded[0].spec.cfg

@@ -4,7 +4,7 @@
                               [--pcap FILE] [--log FILE] [--nodes D] [--slot-timeout 2.0]
 
 Stations (D node processes and one gateway) speak the framed byte stream of proto/cats.proto
-(``cats.stream``). The first message of a station is a SimHello (type 2). Then:
+(``cats.wire.stream``). The first message of a station is a SimHello (type 2). Then:
 
 * type 1 (AIR: AirType byte + message) from a station is one radio frame put on the air. The
   medium checks it against the PHY (longer than the link's largest radio frame: rejected
@@ -31,7 +31,7 @@ Stations (D node processes and one gateway) speak the framed byte stream of prot
   the SimHello, unexpected types and frames from foreign stations are ignored and counted.
 
 Airtime is serialised on one channel in the runtime's ordered turns: the air clock advances by
-each frame's MAC time (``cats.sim.phy``: CSMA-CA backoff, CCA and turnaround on 802.15.4; the
+each frame's MAC time (``cats.wire.phy``: CSMA-CA backoff, CCA and turnaround on 802.15.4; the
 advertising event's spacing on BLE) and its airtime; pcap timestamps are that clock. A slot's
 ``airtime_us`` (in the log and in SlotEnd, so in the gateway's modelled latency) is the
 modelled schedule ``Phy.schedule_us`` of its frames; ``airtime_payload_only_us`` the old
@@ -59,11 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cats import stream
-from cats.sim import phy as phys
 from cats.sim.loss import Die, LossModel
 from cats.sim.pcap import PcapWriter
-from cats.wire import pb
+from cats.wire import phy as phys
+from cats.wire import stream
+from cats.wire.proto import pb
 
 GATEWAY = -1
 ID_MASK = 0xFFFF  # inference ids go on the air modulo 2^16
