@@ -14,6 +14,13 @@
  * bytes of advertising data only with CONFIG_BT_CTLR_ADV_DATA_CHAIN; the 245 bytes still go
  * in one AUX_ADV_IND, no AUX_CHAIN_IND is sent.
  *
+ * One advertising event per frame (CONFIG_CATS_BLE_ADV_EVENTS): the next node in the ordered
+ * turns starts as soon as it has this node's last frame, and a repeat of that frame would
+ * collide with its first one, event after event (same interval). While its own frame is on
+ * the air the node does not scan: the controller's continuous scan window would otherwise
+ * take the radio from the set, skipping and delaying its events (the set counts skipped
+ * events as sent); by the turn order nobody else sends meanwhile.
+ *
  * Receiving: continuous passive scanning (bt_le_scan_start, window = interval; with
  * CONFIG_BT_EXT_ADV the host uses the LE extended scan commands and the controller follows
  * the AUX pointers onto the 2M PHY; BT_LE_SCAN_OPT_CODED would add the coded PHY, and
