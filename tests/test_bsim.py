@@ -44,20 +44,7 @@ def _sim(partition: Path, *args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize(
-    "link",
-    [
-        "ieee802154",
-        pytest.param(
-            "ble2m",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BLE on nrf52_bsim completes (every node answers) but loses most "
-                "exchange frames: turn timing and scanning not tuned yet (issue 9)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("link", ["ieee802154", "ble2m"])
 def test_bsim_swarm_is_bit_exact_without_loss(partition: Path, link: str) -> None:
     res = _sim(partition, "--link", link)
     assert res["ok"] and res["backend"] == "bsim" and res["nodes"] == NODES

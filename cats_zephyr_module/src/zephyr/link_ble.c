@@ -14,6 +14,13 @@
  * bytes of advertising data only with CONFIG_BT_CTLR_ADV_DATA_CHAIN; the 245 bytes still go
  * in one AUX_ADV_IND, no AUX_CHAIN_IND is sent.
  *
+ * One advertising event per frame (CONFIG_CATS_BLE_ADV_EVENTS): the next node in the ordered
+ * turns starts as soon as it has this node's last frame, and a repeat of that frame would
+ * collide with its first one, event after event (same interval). While its own frame is on
+ * the air the node does not scan: the controller's continuous scan window would otherwise
+ * take the radio from the set, skipping and delaying its events (the set counts skipped
+ * events as sent); by the turn order nobody else sends meanwhile.
+ *
  * Receiving: continuous passive scanning (bt_le_scan_start, window = interval; with
  * CONFIG_BT_EXT_ADV the host uses the LE extended scan commands and the controller follows
  * the AUX pointers onto the 2M PHY; BT_LE_SCAN_OPT_CODED would add the coded PHY, and
@@ -60,11 +67,32 @@ static uint8_t adv_buf[CATS_BLE_AD_PREFIX + CATS_BLE_MTU]; /* tx_lock */
 static struct ble_frame rx_tmp;
 static cats_air_handler_t air_handler;
 
+/* The scanner is paused while this node's own frame is on the air (the controller's
+ * continuous scan otherwise preempts the set's advertising events) and resumed from the system
+ * work queue once the set is idle. The host sends its HCI commands from that queue too, so
+ * the work never blocks on tx_lock (a sender holding it waits for a command: deadlock); while
+ * a sender holds it, the work retries a moment later. */
+static bool scanning; /* tx_lock */
+static int scan_on(void);
+static void scan_resume(struct k_work *work)
+{
+	if (k_mutex_lock(&tx_lock, K_NO_WAIT) != 0) {
+		(void)k_work_schedule(k_work_delayable_from_work(work), K_MSEC(1));
+		return;
+	}
+	if (!scanning && k_sem_count_get(&adv_done) > 0) {
+		(void)scan_on();
+	}
+	k_mutex_unlock(&tx_lock);
+}
+static K_WORK_DELAYABLE_DEFINE(scan_resume_work, scan_resume);
+
 static void adv_sent(struct bt_le_ext_adv *set, struct bt_le_ext_adv_sent_info *info)
 {
 	ARG_UNUSED(set);
 	LOG_DBG("ble: frame advertised (%u events)", info->num_sent);
 	k_sem_give(&adv_done);
+	(void)k_work_schedule(&scan_resume_work, K_NO_WAIT);
 }
 
 static const struct bt_le_ext_adv_cb adv_callbacks = {
@@ -80,6 +108,7 @@ static int adv_frame(const uint8_t *air, size_t len)
 
 	/* The previous frame must have had its advertising events. */
 	if (k_sem_take(&adv_done, K_MSEC(CATS_BLE_SEND_TIMEOUT_MS)) != 0) {
+		LOG_WRN("ble: frame still on the air after %d ms, stopped", CATS_BLE_SEND_TIMEOUT_MS);
 		(void)bt_le_ext_adv_stop(adv);
 	}
 	sys_put_le16(CONFIG_CATS_BLE_COMPANY_ID, adv_buf);
@@ -89,6 +118,13 @@ static int adv_frame(const uint8_t *air, size_t len)
 	ad.type = BT_DATA_MANUFACTURER_DATA;
 	ad.data_len = (uint8_t)(2 + len);
 	ad.data = adv_buf;
+	if (scanning) {
+		rc = bt_le_scan_stop();
+		if (rc != 0) {
+			LOG_WRN("ble: bt_le_scan_stop: %d", rc);
+		}
+		scanning = false;
+	}
 	rc = bt_le_ext_adv_set_data(adv, &ad, 1, NULL, 0);
 	if (rc == 0) {
 		rc = bt_le_ext_adv_start(adv,
@@ -96,6 +132,7 @@ static int adv_frame(const uint8_t *air, size_t len)
 	}
 	if (rc != 0) {
 		k_sem_give(&adv_done);
+		(void)k_work_schedule(&scan_resume_work, K_NO_WAIT);
 	}
 	LOG_DBG("ble: air type %u, %zu bytes: %d", air[0], len, rc);
 	return rc;
@@ -198,19 +235,33 @@ static struct bt_le_scan_cb scan_callbacks = {
 	.recv = scan_recv,
 };
 
-int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
-		    uint32_t partition_tag, cats_air_handler_t on_air)
+/* Continuous passive scanning; the caller holds tx_lock. */
+static int scan_on(void)
 {
-	/* 20 ms: the shortest interval for non-connectable advertising (only matters when
-	 * CONFIG_CATS_BLE_ADV_EVENTS > 1). */
-	const struct bt_le_adv_param adv_param =
-		BT_LE_ADV_PARAM_INIT(BT_LE_ADV_OPT_EXT_ADV, 0x20, 0x20, NULL);
-	const struct bt_le_scan_param scan_param = {
+	static const struct bt_le_scan_param scan_param = {
 		.type = BT_LE_SCAN_TYPE_PASSIVE,
 		.options = BT_LE_SCAN_OPT_NONE,
 		.interval = BT_GAP_SCAN_FAST_INTERVAL,
 		.window = BT_GAP_SCAN_FAST_INTERVAL,
 	};
+	int rc = bt_le_scan_start(&scan_param, NULL);
+
+	if (rc != 0) {
+		LOG_ERR("ble: bt_le_scan_start: %d", rc);
+		return rc;
+	}
+	scanning = true;
+	return 0;
+}
+
+int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
+		    uint32_t partition_tag, cats_air_handler_t on_air)
+{
+	/* 20 ms: the shortest interval for non-connectable advertising (only matters when
+	 * CONFIG_CATS_BLE_ADV_EVENTS > 1). The identity address: without it the host programs a
+	 * fresh private address before every start, i.e. every frame. */
+	const struct bt_le_adv_param adv_param = BT_LE_ADV_PARAM_INIT(
+		BT_LE_ADV_OPT_EXT_ADV | BT_LE_ADV_OPT_USE_IDENTITY, 0x20, 0x20, NULL);
 	int rc;
 
 	ARG_UNUSED(station);
@@ -228,9 +279,10 @@ int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
 		return rc;
 	}
 	bt_le_scan_cb_register(&scan_callbacks);
-	rc = bt_le_scan_start(&scan_param, NULL);
+	k_mutex_lock(&tx_lock, K_FOREVER);
+	rc = scan_on();
+	k_mutex_unlock(&tx_lock);
 	if (rc != 0) {
-		LOG_ERR("ble: bt_le_scan_start: %d", rc);
 		return rc;
 	}
 	zl->link.ctx = NULL;
