@@ -13,6 +13,8 @@ at once, and are told through it.
 * While there is no connection, ``submit()`` fails at once with the reason; the loop
   reconnects by itself with exponential backoff, and a connection lost fails the requests in
   flight.
+* With a token (the simulated gateway of ``cats serve``), a ClientHello carrying it is the
+  first message of every connection.
 * A StatusRequest goes out on connect and every ``status_period_s``; the latest SwarmStatus is
   ``status``. A gateway that stops answering is treated as gone and reconnected.
 """
@@ -140,12 +142,14 @@ class GatewayLink:
         self,
         endpoint: str,
         *,
+        token: bytes = b"",
         status_period_s: float = 1.0,
         window: int = DEFAULT_WINDOW,
         on_status: Callable[[Any], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
     ) -> None:
         self.endpoint = check_endpoint(endpoint)
+        self._token = bytes(token)
         self.status_period_s = max(0.05, float(status_period_s))
         self.silence_limit_s = max(5.0, 3.0 * self.status_period_s)
         self.window = max(1, int(window))
@@ -280,6 +284,9 @@ class GatewayLink:
         return await _SerialTransport.open(self.endpoint, timeout=5.0)
 
     async def _session(self) -> None:
+        if self._token:  # a simulated gateway admits a client only with its run's token
+            hello = self._pb.ClientHello(token=self._token)
+            await self._write(self._pb.GatewayMessage(client_hello=hello))
         tasks = [
             asyncio.ensure_future(self._reader()),
             asyncio.ensure_future(self._sender()),

@@ -162,16 +162,20 @@ class Proc:
         )
         self._out = open(log, "wb")  # noqa: SIM115 - closed in wait()/kill paths
         kw: dict[str, Any] = {"process_group": 0 if pgid is None else pgid}
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO_ROOT,
-            preexec_fn=_pdeathsig,
-            **kw,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+                preexec_fn=_pdeathsig,
+                **kw,
+            )
+        except BaseException:
+            self._out.close()
+            raise
         self._ready_at = 0  # log offset searched so far
 
     @property
@@ -316,7 +320,12 @@ class Swarm:
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         env = {TOKEN_ENV: self.token.hex()}
-        proc = Proc(name, argv, self._log_path(name), self._pgid, env)
+        log = self._log_path(name)
+        try:
+            proc = Proc(name, argv, log, self._pgid, env)
+        except PermissionError:  # every process of the group has exited: a new group
+            self._pgid = None
+            proc = Proc(name, argv, log, None, env)
         if self._pgid is None:
             self._pgid = proc.pid
         return proc
