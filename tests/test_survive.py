@@ -176,3 +176,26 @@ def test_supervisor_restarts_what_dies(part, tmp_path) -> None:
         finally:
             sup.stop()
     assert sup.restarts == {"node-3": 1, "gateway": 1, "medium": 1}
+
+
+def test_bridge_link_waits_out_a_busy_gateway(part, tmp_path) -> None:
+    """Row 5 from the bridge's side: while a raw client keeps the gateway's queue full, the
+    bridge's requests are served (its fair share), not refused "gateway busy": a busy reply
+    puts the request back in the bridge's queue until a place frees."""
+    from cats_bridge.gateway_link import GatewayLink
+
+    x = _inputs(part, 1)[0]
+    with Swarm(part, workdir=tmp_path) as swarm:
+        link = GatewayLink(swarm.endpoint, token=swarm.token, status_period_s=0.2).start()
+        hog = GatewayClient(swarm.endpoint, timeout=60, token=swarm.token)
+        try:
+            wait_for(lambda: link.ready, what="the link connected")
+            hog_ids = [hog.submit(x) for _ in range(12)]
+            futures = [link.submit(x.tobytes(), timeout_s=30) for _ in range(6)]
+            results = [f.result(timeout=40) for f in futures]
+            assert [r.status for r in results] == [0] * 6, [r.message for r in results]
+            hog_status = [hog.result(r).status for r in hog_ids]
+            assert -104 in hog_status  # the hog did overflow the queue
+        finally:
+            hog.close()
+            link.stop()

@@ -171,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "expected_partition_hash": args.expected_partition_hash,
     }
     t0 = time.monotonic()
+    restarts: dict[str, int] = {}
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with serving(
@@ -191,6 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"nodes={s.swarm.nodes} partition={s.node.expected_hash}",
                 flush=True,
             )
+            restarts = s.supervisor.restarts  # counted by its thread, read at the end
             while True:
                 time.sleep(0.5)  # the supervisor's thread keeps the swarm up
     except SwarmError as exc:
@@ -204,4 +206,4 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-    return {"ok": True, "served_s": time.monotonic() - t0}
+    return {"ok": True, "served_s": time.monotonic() - t0, "restarts": dict(restarts)}
