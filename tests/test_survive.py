@@ -199,3 +199,28 @@ def test_bridge_link_waits_out_a_busy_gateway(part, tmp_path) -> None:
         finally:
             hog.close()
             link.stop()
+
+
+def test_node_back_during_an_inference_is_not_waited_for(part, tmp_path) -> None:
+    """A node restarted while an inference runs missed its input: the gateway does not wait
+    for it until the deadline (it did: every call stalled ~10 s after a supervised restart)."""
+    x = _inputs(part, 2)
+    with (
+        Swarm(part, workdir=tmp_path, slot_timeout=1.0, deadline_ms=10000) as swarm,
+        swarm.client() as gw,
+    ):
+        swarm.node[0].signal(signal.SIGSTOP)  # keeps the inference running for a slot timeout
+        try:
+            t0 = time.monotonic()
+            rid = gw.submit(x[0])
+            time.sleep(0.2)
+            swarm.kill_node(2)
+            swarm.restart_node(2)
+            res = gw.result(rid)
+            assert time.monotonic() - t0 < 6.0
+            assert res.degraded and 2 in res.missing_nodes
+        finally:
+            swarm.node[0].signal(signal.SIGCONT)
+        wait_for(lambda: all(n.alive for n in gw.status().node_status), what="all alive")
+        res = gw.infer(x[1])
+        assert res.status == 0 and not res.degraded

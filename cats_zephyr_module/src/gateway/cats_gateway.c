@@ -650,7 +650,13 @@ int cats_gateway_on_air(struct cats_gateway *gw, const uint8_t *frame, size_t le
 	}
 	if (!gw->running || f.inference_id != gw->inference_id) {
 		gw->frames_ignored++;
-		return CATS_ERR_STATE; /* late: its inference is over */
+		if (f.has_counters) {
+			/* Late: its inference is over, but its cumulative counters move the baseline,
+			 * so the losses of that inference are not counted against the next. */
+			n->counters = n->prev_counters = f.counters;
+			n->has_counters = 1;
+		}
+		return CATS_ERR_STATE;
 	}
 	count_frame(gw, len);
 	if (f.has_counters) {
@@ -728,8 +734,18 @@ int cats_gateway_on_station(struct cats_gateway *gw, const uint8_t *msg, size_t 
 	}
 	n = &gw->node[ev.node_id];
 	if (ev.alive) {
+		/* Back (restarted, or heard again after hanging) while an inference runs: it missed
+		 * that inference's input, so it is not waited for (it gave no output). */
+		int missed = gw->running && n->link != CATS_GW_LINK_UP &&
+			     n->answer == CATS_GW_WAITING;
+
 		heard(gw, n, ev.partition_tag);
 		n->link = CATS_GW_LINK_UP;
+		if (missed) {
+			n->answer = CATS_GW_FAILED;
+			GW_LOGF(gw, CATS_LOG_INF, "gateway: node %d is back during inference %u: "
+				"not waited for in it", (int)ev.node_id, (unsigned)gw->inference_id);
+		}
 		if (!n->tag_ok) {
 			GW_LOGF(gw, CATS_LOG_WRN, "gateway: node %d joined with partition tag %08x, "
 				"ours is %08x", (int)ev.node_id, (unsigned)ev.partition_tag,
