@@ -96,6 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--domain-id", type=int, default=77)
     p.add_argument("--timeout-s", type=float, default=15.0, help="the bridge's timeout_s")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--workdir", type=Path, default=None, help="keep the process logs here")
     return p.parse_args(argv)
 
 
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with serving(
             part,
             domain_id=args.domain_id,
-            workdir=Path(tmp) / "swarm",
+            workdir=args.workdir or Path(tmp) / "swarm",
             on_event=lambda text: events.append(f"{time.monotonic() - t0:7.1f} s {text}"),
             timeout_s=args.timeout_s,
             status_period_s=0.5,
