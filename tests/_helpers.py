@@ -58,8 +58,8 @@ def cats_sim_argv(export_dir: Path, workdir: Path, *options: str) -> list[str]:
 def untrained_export(directory: Path, nodes: int = 4, seed: int = 0) -> Path:
     """An untrained `test` model exported for `nodes` nodes into `directory`; the host build
     of the simulator is made too."""
-    from cats import export
-    from cats.partition import Partition
+    from cats.artefacts import export
+    from cats.model.partition import Partition
     from cats.sim.swarm import build_executables
 
     build_executables()

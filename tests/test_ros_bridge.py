@@ -42,10 +42,11 @@ from _helpers import descendants, gone
 from cats_bridge import codec
 from cats_bridge.partition_info import PartitionInfo
 
-from cats import export, qref
-from cats.partition import Partition
-from cats.paths import REPO_ROOT
-from cats.sim.cli import revin_int8
+from cats.artefacts import export
+from cats.base.paths import REPO_ROOT
+from cats.model.partition import Partition
+from cats.quant import qref
+from cats.sim.run import revin_int8
 from cats.sim.swarm import Swarm, build_executables
 
 ROS_ENV = {
@@ -101,14 +102,16 @@ def bridge(
     partition_dir: Path,
     domain: int,
     log: Path,
+    command: list[str] | None = None,
     token: bytes = b"",
     **params: Any,
 ) -> Iterator[subprocess.Popen]:
-    """`python -m cats_bridge` in its own process (with the swarm's admission token in
-    CATS_SIM_TOKEN); SIGINT on exit, which must end it cleanly."""
+    """`python -m cats_bridge` (or `command`: tests/test_colcon.py's installed entry point) in
+    its own process, with the swarm's admission token in CATS_SIM_TOKEN; SIGINT on exit, which
+    must end it cleanly."""
     args = {"gateway": endpoint, "partition_dir": str(partition_dir), "status_period_s": 0.2}
     args.update(params)
-    argv = [sys.executable, "-m", "cats_bridge", "--ros-args"]
+    argv = [*(command or [sys.executable, "-m", "cats_bridge"]), "--ros-args"]
     for k, v in args.items():
         argv += ["-p", f"{k}:={v}"]
     env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
@@ -191,7 +194,7 @@ def setup(
     log = tmp_path / "bridge.log"
     with (
         Swarm(exports["a"], workdir=tmp_path / "swarm", **swarm_kw) as swarm,
-        bridge(swarm.endpoint, exports[bridge_dir], domain, log, swarm.token, **kw) as proc,
+        bridge(swarm.endpoint, exports[bridge_dir], domain, log, token=swarm.token, **kw) as proc,
     ):
         client = Client(domain)
         try:

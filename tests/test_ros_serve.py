@@ -31,7 +31,7 @@ from cats_bridge.node import request_qos
 from cats_bridge.partition_info import PartitionInfo
 from test_ros_bridge import ROS_ENV
 
-from cats.serve import serving
+from cats.commands.serve import serving
 
 _domains = itertools.count(60 + os.getpid() % 40)
 

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from _helpers import untrained_export, wait_for
 
-from cats import export, stream
+from cats.artefacts import export
 from cats.sim.gateway_client import GatewayClient
 from cats.sim.swarm import Supervisor, Swarm
-from cats.wire import pb
+from cats.wire import stream
+from cats.wire.proto import pb
 
 
 @pytest.fixture(scope="module")

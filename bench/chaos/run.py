@@ -47,11 +47,12 @@ from cats_bridge.partition_info import PartitionInfo
 from cats_interfaces.srv import Infer
 from rclpy.executors import SingleThreadedExecutor
 
-from cats import export, stream
-from cats.partition import Partition
-from cats.serve import serving
+from cats.artefacts import export
+from cats.commands.serve import serving
+from cats.model.partition import Partition
 from cats.sim.gateway_client import GatewayClient
-from cats.wire import pb
+from cats.wire import stream
+from cats.wire.proto import pb
 
 ROS_ENV = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
 SCHEDULE = [  # (start as a fraction of the run, phase)

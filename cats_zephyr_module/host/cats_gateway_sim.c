@@ -19,7 +19,7 @@
  * connection). Requests are queued fairly across clients (cats_gateway.h). From the medium it takes AIR frames (OutputFrames), SlotEnd and StationEvent.
  *
  * --phy sets the PHY model of the input/output frames (their air bytes and airtime, as
- * tools/cats/sim/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
+ * tools/cats/wire/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
  * byte), ble2m (240; with the primary-channel ADV_EXT_INDs and T_MAFS) or ble2m-aux (240; the
  * AUX_ADV_IND only). Logs to stderr.
  */

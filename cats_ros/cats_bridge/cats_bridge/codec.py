@@ -1,4 +1,4 @@
-"""Request validation and the client side of the int8 swarm, as ``cats.int8.predict_int8``:
+"""Request validation and the client side of the int8 swarm, as ``cats.quant.int8.predict_int8``:
 RevIN (per-window mean and standard deviation) and int8 quantisation of the input patches on
 the way in; dequantisation and de-normalisation of the int8 output on the way back. numpy
 only, so the bridge does not load torch.
@@ -7,7 +7,7 @@ Numerics: a window is range-checked in float64 (which cannot overflow for finite
 values): values beyond ``MAX_ABS`` are refused with a clear message (float32 statistics of
 ±1e19 alternating, or 1e36, overflowed: an infinite variance, all-NaN outputs reported as
 "ok"). Within the range the float32 RevIN statistics cannot overflow, and are used, so the
-int8 input stays bit-equal to the model's (``cats.int8.predict_int8``). The output is
+int8 input stays bit-equal to the model's (``cats.quant.int8.predict_int8``). The output is
 de-normalised in float64; one that does not fit float32 is an ``OutputError``, never a success."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from cats_bridge.partition_info import PartitionInfo
 
-QMAX = 127  # int8 values are symmetric: [-127, 127] (cats.qref.sat8)
+QMAX = 127  # int8 values are symmetric: [-127, 127] (cats.quant.qref.sat8)
 REVIN_EPS = np.float32(1e-5)  # CatsModel.normalise
 MAX_ABS = 1e15  # largest |input| accepted: its statistics and outputs stay finite in float32
 

@@ -4,7 +4,7 @@
                               [--pcap FILE] [--log FILE] [--nodes D] [--slot-timeout 2.0]
 
 Stations (D node processes and one gateway) speak the framed byte stream of proto/cats.proto
-(``cats.stream``). The first message of a station is a SimHello (type 2).
+(``cats.wire.stream``). The first message of a station is a SimHello (type 2).
 
 Admission: with a run token (hex in the environment variable CATS_SIM_TOKEN, which ``cats
 serve`` / ``cats sim`` set for the medium and their stations), a SimHello without that token is
@@ -42,7 +42,7 @@ Then:
   the SimHello, unexpected types and frames from foreign stations are ignored and counted.
 
 Airtime is serialised on one channel: the air clock advances by each frame's airtime, back to
-back (``cats.sim.phy``); pcap timestamps are that clock.
+back (``cats.wire.phy``); pcap timestamps are that clock.
 
 The log (``--log``, JSON lines) has: ``start``; ``join`` / ``leave`` / ``dead``; ``input`` per
 inference (its input frames); ``drop`` per lost delivery (inference, ordinal, exchange, sender,
@@ -68,11 +68,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cats import stream
-from cats.sim import phy as phys
 from cats.sim.loss import Die, LossModel
 from cats.sim.pcap import PcapWriter
-from cats.wire import pb
+from cats.wire import phy as phys
+from cats.wire import stream
+from cats.wire.proto import pb
 
 GATEWAY = -1
 ID_MASK = 0xFFFF  # inference ids go on the air modulo 2^16
