@@ -12,6 +12,9 @@
  *
  * Bridge clients (up to 64) never block it: sockets are written without blocking, each client's
  * unread replies are bounded (64 KiB; past that it is a slow reader and dropped), a client
+ * with more than 16 KiB unread is not read from until they drain (backpressure: a flood of
+ * requests it does not read the answers to costs nothing), one whose replies make no progress
+ * for 2 s is dropped, a client
  * silent for 30 s is dropped, and with all slots taken the client idle longest (>= 1 s) makes
  * room for a new one. With CATS_SIM_TOKEN set (hex; `cats serve` / `cats sim` set it), the same
  * token goes in its SimHello to the medium, and a client is admitted only after a ClientHello
@@ -50,6 +53,8 @@
 #define IDLE_TIMEOUT_MS 30000u /* a client silent this long is dropped (the bridge polls 1/s) */
 #define HELLO_TIMEOUT_MS 2000u /* with a token: a client without a ClientHello by then */
 #define EVICT_IDLE_MS 1000u    /* clients full: the one idle longest, if this idle, makes room */
+#define BACKLOG_MAX (OUT_MAX / 4) /* unread replies beyond this: its requests wait (not read) */
+#define SLOW_READER_MS 2000u   /* replies pending without progress this long: dropped */
 
 static struct cats_gateway gw;
 static int medium = -1;
@@ -60,6 +65,7 @@ struct client {
 	int fd;
 	uint32_t id;
 	uint32_t last_rx; /* sim_now_ms() of its last bytes */
+	uint32_t last_tx; /* sim_now_ms() when its replies last drained (or it had none) */
 	int authed;       /* sent a ClientHello with the run's token (or no token is set) */
 	const char *doomed; /* why it is dropped after this round (NULL: it stays) */
 	struct cats_stream_decoder dec;
@@ -112,6 +118,7 @@ static void client_flush(struct client *c)
 			break;
 		}
 		c->out_off += (size_t)n;
+		c->last_tx = sim_now_ms();
 	}
 	if (c->out_off == c->out_len) {
 		c->out_off = c->out_len = 0;
@@ -130,6 +137,9 @@ static int client_send(struct client *c, const uint8_t *msg, size_t len)
 
 	if (c->doomed != NULL) {
 		return -5;
+	}
+	if (c->out_off == c->out_len) {
+		c->last_tx = sim_now_ms(); /* nothing was pending: the wait starts now */
 	}
 	if (c->out_off > 0 && c->out_len + len + CATS_STREAM_OVERHEAD > OUT_MAX) {
 		memmove(c->out, &c->out[c->out_off], c->out_len - c->out_off);
@@ -494,10 +504,12 @@ int main(int argc, char **argv)
 		for (int i = 0; i < MAX_CLIENTS; i++) {
 			if (clients[i] != NULL) {
 				pfd[n].fd = clients[i]->fd;
-				pfd[n].events = (short)(POLLIN |
-							(clients[i]->out_len > clients[i]->out_off
-								 ? POLLOUT
-								 : 0));
+				size_t backlog = clients[i]->out_len - clients[i]->out_off;
+
+				/* A client that does not read its replies is not read either:
+				 * its requests wait in its socket (backpressure, no CPU spent). */
+				pfd[n].events = (short)((backlog < BACKLOG_MAX ? POLLIN : 0) |
+							(backlog > 0 ? POLLOUT : 0));
 				idx[n++] = i;
 			}
 		}
@@ -544,7 +556,9 @@ int main(int argc, char **argv)
 				continue;
 			}
 			flush_idle(c, t);
-			if (!c->authed && t - c->last_rx >= HELLO_TIMEOUT_MS) {
+			if (c->out_len > c->out_off && t - c->last_tx >= SLOW_READER_MS) {
+				doom(c, "slow reader: its replies stayed unread");
+			} else if (!c->authed && t - c->last_rx >= HELLO_TIMEOUT_MS) {
 				doom(c, "no ClientHello");
 			} else if (t - c->last_rx >= IDLE_TIMEOUT_MS) {
 				doom(c, "idle");
