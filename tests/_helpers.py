@@ -53,3 +53,16 @@ def cats_sim_argv(export_dir: Path, workdir: Path, *options: str) -> list[str]:
     """`python -m cats.cli sim EXPORT_DIR OPTIONS... --workdir WORKDIR --json`."""
     return [sys.executable, "-m", "cats.cli", "sim", str(export_dir), *options,
             "--workdir", str(workdir), "--json"]  # fmt: skip
+
+
+def untrained_export(directory: Path, nodes: int = 4, seed: int = 0) -> Path:
+    """An untrained `test` model exported for `nodes` nodes into `directory`; the host build
+    of the simulator is made too."""
+    from cats.artefacts import export
+    from cats.model.partition import Partition
+    from cats.sim.swarm import build_executables
+
+    build_executables()
+    _, qm = export.untrained("test", seed)
+    export.export_partition(qm, Partition.full(qm.cfg, nodes), directory)
+    return directory

@@ -157,7 +157,7 @@ def test_installed_entry_point_serves_a_request(workspace, exports, domain, tmp_
     log = tmp_path / "bridge.log"
     with (
         Swarm(exports["a"], workdir=tmp_path / "swarm") as swarm,
-        bridge(swarm.endpoint, exports["a"], domain, log, command=command) as proc,
+        bridge(swarm.endpoint, exports["a"], domain, log, command, swarm.token) as proc,
     ):
         client = Client(domain)
         try:

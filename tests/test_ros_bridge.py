@@ -103,16 +103,19 @@ def bridge(
     domain: int,
     log: Path,
     command: list[str] | None = None,
+    token: bytes = b"",
     **params: Any,
 ) -> Iterator[subprocess.Popen]:
     """`python -m cats_bridge` (or `command`: tests/test_colcon.py's installed entry point) in
-    its own process; SIGINT on exit, which must end it cleanly."""
+    its own process, with the swarm's admission token in CATS_SIM_TOKEN; SIGINT on exit, which
+    must end it cleanly."""
     args = {"gateway": endpoint, "partition_dir": str(partition_dir), "status_period_s": 0.2}
     args.update(params)
     argv = [*(command or [sys.executable, "-m", "cats_bridge"]), "--ros-args"]
     for k, v in args.items():
         argv += ["-p", f"{k}:={v}"]
     env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}
+    env["CATS_SIM_TOKEN"] = token.hex()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
     try:
@@ -191,7 +194,7 @@ def setup(
     log = tmp_path / "bridge.log"
     with (
         Swarm(exports["a"], workdir=tmp_path / "swarm", **swarm_kw) as swarm,
-        bridge(swarm.endpoint, exports[bridge_dir], domain, log, **kw) as proc,
+        bridge(swarm.endpoint, exports[bridge_dir], domain, log, token=swarm.token, **kw) as proc,
     ):
         client = Client(domain)
         try:

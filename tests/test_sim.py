@@ -169,12 +169,16 @@ def test_replay_matches_qref_delivery_masks(exports) -> None:
 
 
 class RawStation:
-    def __init__(self, port: int, node_id: int | None, nodes: int = 2, tag: int = TAG) -> None:
+    def __init__(
+        self, port: int, node_id: int | None, nodes: int = 2, tag: int = TAG, token: bytes = b""
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.dec = stream.Decoder()
         self.msgs: list[tuple[int, bytes]] = []
         if node_id is not None:
-            hello = pb().SimHello(node_id=node_id, nodes=nodes, partition_tag=tag, mtu=115)
+            hello = pb().SimHello(
+                node_id=node_id, nodes=nodes, partition_tag=tag, mtu=115, token=token
+            )
             self.sock.sendall(stream.encode(stream.HELLO, hello.SerializeToString()))
 
     def send(self, data: bytes) -> None:
@@ -505,16 +509,25 @@ def test_swarm_survives_garbage_and_foreign_stations(exports, tmp_path: Path) ->
     with Swarm(d, workdir=tmp_path) as swarm, swarm.client() as gw:
         junk = RawStation(swarm.medium_port, None)
         junk.send(bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)))
-        foreign = RawStation(swarm.medium_port, 0, nodes=4, tag=swarm.tag ^ 1)
+        foreign = RawStation(swarm.medium_port, 0, nodes=4, tag=swarm.tag ^ 1, token=swarm.token)
         foreign.send(stream.encode(stream.AIR, _column(0, tag=swarm.tag ^ 1)))
+        # issue 11 row 3: a SimHello without this run's token, with an existing node id or the
+        # gateway's (-1), evicts nobody: refused, counted, its connection closed
+        intruders = [RawStation(swarm.medium_port, k, nodes=4, tag=swarm.tag) for k in (2, -1)]
+        intruders.append(RawStation(swarm.medium_port, 3, nodes=4, tag=swarm.tag, token=b"x"))
+        for bad in intruders:
+            bad.poll(0.5)
+            assert bad.sock.recv(1) == b""  # closed by the medium
         for i in range(2):
             res = gw.infer(x[i])
             assert res.status == 0 and not res.degraded
             assert np.array_equal(np.frombuffer(res.output, np.int8), qref.run_swarm(nodes, x[i]))
+        swarm.check_alive()
         junk.sock.close()
         foreign.sock.close()
     c = _counters(swarm.log)
     assert c["foreign_station"] >= 1 and c["stream_skipped_bytes"] > 0
+    assert c["bad_token"] == 3
 
 
 def test_ctrl_c_leaves_no_orphans(exports, tmp_path: Path) -> None:

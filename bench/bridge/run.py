@@ -71,12 +71,14 @@ def stats(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def start_bridge(endpoint: str, part: Path, domain: int, log: Path, **params: Any) -> Any:
+def start_bridge(
+    endpoint: str, part: Path, domain: int, log: Path, token: bytes, **params: Any
+) -> Any:
     argv = [sys.executable, "-m", "cats_bridge", "--ros-args",
             "-p", f"gateway:={endpoint}", "-p", f"partition_dir:={part}"]  # fmt: skip
     for k, v in params.items():
         argv += ["-p", f"{k}:={v}"]
-    env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain)}
+    env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain), "CATS_SIM_TOKEN": token.hex()}
     with open(log, "wb") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
 
@@ -138,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         swarm = Swarm(part, workdir=Path(tmp) / "swarm", build_dir=build_dir)
         with swarm, swarm.client() as gw:
             log = Path(tmp) / "bridge.log"
-            proc = start_bridge(swarm.endpoint, part, args.domain_id, log, queue_depth=depth,
-                                status_period_s=args.status_period_s)  # fmt: skip
+            params = {"queue_depth": depth, "status_period_s": args.status_period_s}
+            proc = start_bridge(swarm.endpoint, part, args.domain_id, log, swarm.token, **params)
             client = Client(args.domain_id)
             try:
                 client.wait(xs[0])

@@ -27,12 +27,21 @@ import rclpy
 from cats_interfaces.msg import SwarmStatus
 from cats_interfaces.srv import Infer
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# The bridge's request QoS (cats_bridge.node.request_qos): reliable, keep the last 1000. A
+# client's responses wait in its own DDS reader queue until it takes them; with the default
+# depth (10) a burst of answers (results and "queue full" refusals alike) overflows it and
+# the calls are never answered. Keep it at least as deep as the calls you have in flight.
+REQUEST_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE
+)
 
 
 class InferClient(Node):
     def __init__(self, service: str) -> None:
         super().__init__("cats_infer_client")
-        self.client = self.create_client(Infer, service)
+        self.client = self.create_client(Infer, service, qos_profile=REQUEST_QOS)
 
     def wait(self, timeout_s: float) -> None:
         if not self.client.wait_for_service(timeout_sec=timeout_s):

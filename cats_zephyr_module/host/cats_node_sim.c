@@ -460,6 +460,11 @@ int main(int argc, char **argv)
 	hello.nodes = cats_node_count(node);
 	hello.partition_tag = tag;
 	hello.mtu = (uint32_t)mtu;
+	rc = sim_token(hello.token.bytes, sizeof(hello.token.bytes));
+	if (rc < 0) {
+		return 1;
+	}
+	hello.token.size = (pb_size_t)rc;
 	os = pb_ostream_from_buffer(hb, sizeof(hb));
 	if (!pb_encode(&os, cats_SimHello_fields, &hello) ||
 	    sim_send(sock, CATS_STREAM_HELLO, hb, os.bytes_written, NULL, 0) != 0) {

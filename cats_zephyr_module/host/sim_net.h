@@ -29,6 +29,13 @@ int sim_send(int fd, uint8_t type, const uint8_t *a, size_t na, const uint8_t *b
 /* Read a whole file into a malloc'd buffer (16-byte aligned); NULL on error. */
 uint8_t *sim_read_file(const char *path, size_t *len);
 
+/* The run's admission token: the hex string in the environment variable CATS_SIM_TOKEN
+ * (set by `cats serve` / `cats sim` for their stations; not on the command line, so not in
+ * `ps`) decoded into out (up to cap bytes). Its length, 0 when unset, -1 when malformed. */
+#define SIM_TOKEN_ENV "CATS_SIM_TOKEN"
+#define SIM_TOKEN_MAX 32
+int sim_token(uint8_t *out, size_t cap);
+
 /* Monotonic milliseconds. */
 uint32_t sim_now_ms(void);
 

@@ -10,9 +10,14 @@ at once, and are told through it.
   one inference at a time and holds CATS_GW_QUEUE = 4 more; the window stays within that).
   Results are matched by request id, so several requests pipeline.
 * Every request has a deadline (``timeout_s`` from ``submit()``), queued or in flight.
+* A "gateway busy" reply (-104: other clients share the gateway's queue, which it divides
+  fairly) is not the caller's answer: the request goes back to the head of the queue and is
+  sent again once a result frees a place, or after ``BUSY_HOLD_S``, until its deadline.
 * While there is no connection, ``submit()`` fails at once with the reason; the loop
   reconnects by itself with exponential backoff, and a connection lost fails the requests in
   flight.
+* With a token (the simulated gateway of ``cats serve``), a ClientHello carrying it is the
+  first message of every connection.
 * A StatusRequest goes out on connect and every ``status_period_s``; the latest SwarmStatus is
   ``status``. A gateway that stops answering is treated as gone and reconnected.
 """
@@ -40,6 +45,8 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
 IDLE_FLUSH_S = 0.2  # give up a partial message held this long (proto: 200 ms)
 INFLIGHT_GRACE_S = 10.0  # a timed-out request still holds its window slot this much longer
+GATEWAY_BUSY = -104  # CATS_GW_ERR_BUSY: the gateway's queue is full (other clients)
+BUSY_HOLD_S = 0.2  # after a busy reply, wait this long (or for a result) before sending again
 
 
 class GatewayUnavailable(RuntimeError):
@@ -140,12 +147,14 @@ class GatewayLink:
         self,
         endpoint: str,
         *,
+        token: bytes = b"",
         status_period_s: float = 1.0,
         window: int = DEFAULT_WINDOW,
         on_status: Callable[[Any], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
     ) -> None:
         self.endpoint = check_endpoint(endpoint)
+        self._token = bytes(token)
         self.status_period_s = max(0.05, float(status_period_s))
         self.silence_limit_s = max(5.0, 3.0 * self.status_period_s)
         self.window = max(1, int(window))
@@ -158,6 +167,7 @@ class GatewayLink:
         self._queue: collections.deque[_Request] = collections.deque()
         self._inflight: dict[int, _Request] = {}
         self._wake: asyncio.Event | None = None
+        self._hold_until = 0.0  # no sending before this (time.monotonic()) after a busy reply
         self._main: asyncio.Task | None = None
         self._transport: _TcpTransport | _SerialTransport | None = None
         self._connected = False
@@ -280,6 +290,9 @@ class GatewayLink:
         return await _SerialTransport.open(self.endpoint, timeout=5.0)
 
     async def _session(self) -> None:
+        if self._token:  # a simulated gateway admits a client only with its run's token
+            hello = self._pb.ClientHello(token=self._token)
+            await self._write(self._pb.GatewayMessage(client_hello=hello))
         tasks = [
             asyncio.ensure_future(self._reader()),
             asyncio.ensure_future(self._sender()),
@@ -321,6 +334,13 @@ class GatewayLink:
                 self._on_status(msg.swarm_status)
         elif which == "infer_result":
             req = self._inflight.pop(int(msg.infer_result.request_id), None)
+            if req is not None and msg.infer_result.status == GATEWAY_BUSY:
+                if not req.future.done():  # again later, first in line
+                    self._queue.appendleft(req)
+                self._hold_until = time.monotonic() + BUSY_HOLD_S
+                self._loop.call_later(BUSY_HOLD_S, self._kick)
+                return
+            self._hold_until = 0.0
             if req is not None:
                 for t in req.timers:
                     t.cancel()
@@ -334,9 +354,17 @@ class GatewayLink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue and len(self._inflight) < self.window:
+            while (
+                self._queue
+                and len(self._inflight) < self.window
+                and time.monotonic() >= self._hold_until
+            ):
                 req = self._queue.popleft()
-                if req.future.done() or not req.future.set_running_or_notify_cancel():
+                if req.future.done():
+                    continue
+                if req.future.running():  # sent before, answered busy
+                    pass
+                elif not req.future.set_running_or_notify_cancel():
                     continue
                 infer = self._pb.InferRequest(
                     request_id=req.request_id, partition_hash=req.partition_hash, input=req.data

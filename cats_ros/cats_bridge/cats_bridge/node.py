@@ -23,6 +23,7 @@ stream lives in its own thread (``cats_bridge.gateway_link``).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -35,7 +36,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from cats_bridge import codec, parameters
 from cats_bridge.gateway_link import GatewayLink
@@ -44,12 +45,33 @@ from cats_bridge.request import CANCELLED, Job, Outcome
 from cats_bridge.status_messages import BridgeState, diagnostics, swarm_status
 
 NODE_NAME = "cats_bridge"
-SERVICE_QOS_DEPTH = 100
+# Requests DDS keeps for the executor to take (service and action goal/cancel/result
+# services). A burst larger than queue_depth is answered "queue full" at once by the bridge;
+# the middleware must hold the whole burst until then, or it drops requests silently
+# (the default QoS keeps 10: 1-24 of 50 and 122-378 of 500 calls were never answered).
+# Clients need a response queue as deep (README: the client's QoS).
+REQUEST_QOS_DEPTH = 1000
+TOKEN_ENV = "CATS_SIM_TOKEN"  # the run's admission token of a simulated gateway (hex)
+
+
+def request_qos(depth: int = REQUEST_QOS_DEPTH) -> QoSProfile:
+    """Reliable, volatile, keep the last `depth`: a burst of `depth` calls is answered."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 class CatsBridge(Node):
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, gateway_token: bytes | None = None, **kwargs: Any) -> None:
+        """gateway_token: the admission token of a simulated gateway (`cats serve` passes
+        its run's); default: CATS_SIM_TOKEN from the environment (hex), else none. Not a
+        ROS parameter: parameters can be read by anyone on the ROS domain."""
         super().__init__(NODE_NAME, **kwargs)
+        if gateway_token is None:
+            gateway_token = bytes.fromhex(os.environ.get(TOKEN_ENV, ""))
         p = parameters.declare(self)
         self.info = PartitionInfo.from_dir(p.partition_dir)
         self.expected_hash = p.expected_partition_hash or self.info.partition_hash
@@ -74,16 +96,15 @@ class CatsBridge(Node):
 
         self.link = GatewayLink(
             p.gateway,
+            token=gateway_token,
             status_period_s=self.status_period_s,
             on_status=self._on_gateway_status,
             on_state=self._on_gateway_state,
         )
         requests = ReentrantCallbackGroup()
-        # DDS keeps this many requests for the executor to take; beyond queue_depth they
-        # are answered "queue full", never dropped by the middleware (the default keeps 10)
-        service_qos = QoSProfile(depth=max(SERVICE_QOS_DEPTH, 4 * self.queue_depth))
+        qos = request_qos(max(REQUEST_QOS_DEPTH, 4 * self.queue_depth))
         self.create_service(
-            Infer, "~/infer", self._serve_infer, qos_profile=service_qos, callback_group=requests
+            Infer, "~/infer", self._serve_infer, qos_profile=qos, callback_group=requests
         )
         self._action = ActionServer(
             self,
@@ -93,6 +114,9 @@ class CatsBridge(Node):
             goal_callback=lambda _goal: GoalResponse.ACCEPT,
             cancel_callback=self._cancel_goal,
             callback_group=requests,
+            goal_service_qos_profile=qos,
+            result_service_qos_profile=qos,
+            cancel_service_qos_profile=qos,
         )
         self._status_pub = self.create_publisher(SwarmStatus, "~/status", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -247,6 +271,7 @@ class CatsBridge(Node):
             message="",
             degraded=bool(res.degraded),
             missing_nodes=[int(n) for n in res.missing_nodes],
+            missing_fraction=float(res.missing_fraction),
             frames_lost=int(res.frames_lost),
             air_bytes=int(res.air_bytes),
             modelled_latency_s=float(res.modelled_latency_s),
@@ -263,13 +288,23 @@ class CatsBridge(Node):
             )
             return out
         scale = float(res.output_scale) or self.info.output_scale
-        out.output = codec.decode_output(res.output, scale, mu, sd, self.info).tolist()
+        try:
+            out.output = codec.decode_output(res.output, scale, mu, sd, self.info).tolist()
+        except codec.OutputError as exc:
+            out.message = f"output error: {exc}"
+            return out
         out.shape = codec.output_shape(shape, self.info)
         out.success = True
         out.message = "ok"
-        if out.degraded:
+        if out.missing_nodes:
             out.message = (
-                f"ok, degraded: nodes {out.missing_nodes} gave no output slice (zeros in its place)"
+                f"degraded: nodes {out.missing_nodes} gave no output slice (zeros in its place); "
+                f"{100 * out.missing_fraction:.0f} % of expected columns missing"
+            )
+        elif out.degraded:
+            out.message = (
+                f"degraded: {100 * out.missing_fraction:.1f} % of expected columns missing "
+                f"({out.frames_lost} frames lost)"
             )
         return out
 

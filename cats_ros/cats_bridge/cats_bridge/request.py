@@ -26,6 +26,7 @@ class Outcome:
     shape: list[int] = field(default_factory=list)
     degraded: bool = False
     missing_nodes: list[int] = field(default_factory=list)
+    missing_fraction: float = 0.0
     frames_lost: int = 0
     air_bytes: int = 0
     modelled_latency_s: float = 0.0
@@ -39,6 +40,7 @@ class Outcome:
         msg.message = self.message
         msg.degraded = self.degraded
         msg.missing_nodes = [int(n) for n in self.missing_nodes]
+        msg.missing_fraction = float(self.missing_fraction)
         msg.frames_lost = int(self.frames_lost)
         msg.air_bytes = int(self.air_bytes)
         msg.modelled_latency_s = float(self.modelled_latency_s)

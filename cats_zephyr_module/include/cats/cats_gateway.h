@@ -7,14 +7,17 @@
  * outputs and their split: node d owns outputs split_ranges(outputs, nodes)[d] of
  * tools/cats/model/partition.py, scales). It serves the gateway protocol of proto/cats.proto:
  *
- *  - InferRequest: checked (partition hash unless empty, input size), queued (up to
- *    CATS_GW_QUEUE), then run one at a time: a new inference id (1, 2, ...), the input cut into
+ *  - InferRequest: checked (partition hash unless empty, input size, deadline_ms at most
+ *    CATS_GW_DEADLINE_MAX_MS), queued (up to CATS_GW_QUEUE waiting, fair across clients:
+ *    struct cats_gateway's queue), then run one at a time: a new inference id (1, 2, ...), the input cut into
  *    InputFrames of at most `mtu` encoded bytes and broadcast (AirType byte + InputFrame);
  *  - OutputFrames from the nodes are collected into the output vector by (sender, start,
  *    offset): a node has responded once its whole slice arrived with status 0;
  *  - the inference ends when every node has responded or is known dead (StationEvent), or at
  *    the deadline (the request's deadline_ms, else config.deadline_ms): the InferResult has the
- *    output (missing slices zero), degraded + missing_nodes, a NodeStatus per node,
+ *    output (missing slices zero), degraded + missing_nodes + missing_fraction (degraded
+ *    whenever a node is missing or any column a node expected did not arrive, from the change
+ *    of the nodes' columns_received / columns_lost), a NodeStatus per node,
  *    frames_lost and air_bytes (the SlotEnds of this inference plus the input and output frames
  *    on the air), modelled_latency_s and the output scale;
  *  - StatusRequest: a SwarmStatus at once.
@@ -26,7 +29,9 @@
  * and output frames (the PHY model of struct cats_gateway_config) + the compute model: max over
  * the nodes that reported counters of NodeCounters.macs * instr_per_mac / cpu_hz.
  *
- * Liveness: a node is alive while its station is connected (StationEvent alive) or, when no
+ * Liveness: a node is alive while its station is connected (StationEvent alive; the medium
+ * also reports a hung node, one that sent nothing in its exchange slot, as not alive until it
+ * is heard again) or, when no
  * StationEvent said otherwise, if it was heard (any OutputFrame) within liveness_ms.
  * NodeCounters are what the node reports (cumulative since its start, except compute_us and
  * macs: the last inference); link_quality is the share of held columns it received in its
@@ -64,7 +69,11 @@ enum cats_gw_status {
 	CATS_GW_ERR_UNEXPECTED = -105, /* not a request (a result or status sent to the gateway) */
 	CATS_GW_ERR_NO_NODES = -106,   /* no node delivered its output by the deadline */
 	CATS_GW_ERR_LINK = -107,       /* broadcasting the input failed */
+	CATS_GW_ERR_DEADLINE = -108,   /* InferRequest.deadline_ms above CATS_GW_DEADLINE_MAX_MS */
+	CATS_GW_ERR_AUTH = -109,       /* no ClientHello with this run's token yet (simulation) */
 };
+
+#define CATS_GW_DEADLINE_MAX_MS 600000u /* 10 min: deadlines stay far from uint32 wrap */
 
 struct cats_gateway_config {
 	size_t mtu;               /* largest encoded InputFrame per air frame (AirType excluded) */
@@ -123,6 +132,9 @@ struct cats_gw_request {
 	uint64_t request_id;
 	uint32_t client;
 	uint32_t deadline_ms;
+	uint8_t used;
+	uint32_t seq; /* arrival order */
+	uint32_t tag; /* fair-queueing tag: max(vt, the client's newest tag) + 1 */
 	uint8_t input[CATS_GW_INPUT_MAX];
 };
 
@@ -136,16 +148,20 @@ struct cats_gateway {
 	size_t input_len;
 	float input_scale, output_scale;
 	struct cats_gw_node node[CATS_GW_MAX_NODES];
-	/* requests: queue[head] runs when `running` */
+	/* requests: queue[q_run] runs when `running`; the others wait. Fair across clients: the
+	 * next to run is the smallest tag (start-time fair queueing over the waiting entries), and
+	 * a full queue makes room for a client by refusing the newest waiting request of the
+	 * client holding the most (when it holds at least two more). */
 	struct cats_gw_request queue[CATS_GW_QUEUE + 1];
-	uint16_t q_head, q_count;
+	uint16_t q_run, q_count;
+	uint32_t q_seq, q_vt;
 	int running;
 	uint32_t next_inference; /* ids 1, 2, ... */
 	uint32_t inference_id;   /* running (or last) inference */
 	uint32_t deadline;       /* now_ms() at which the running one ends */
 	uint64_t inferences;     /* finished */
 	/* air statistics of the running inference */
-	uint32_t slot_frames_lost, slot_frames_sent, slots;
+	uint32_t slot_frames_lost, slot_frames_sent, slot_deliveries, slots;
 	uint64_t air_bytes;
 	double airtime_us;
 	uint32_t frames_ignored; /* stale / foreign / malformed air frames */

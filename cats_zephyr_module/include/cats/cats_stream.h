@@ -69,9 +69,11 @@ struct cats_stream_msg {
 };
 
 struct cats_stream_decoder {
-	uint8_t *buf;     /* the candidate message from its sync bytes on */
+	uint8_t *buf;     /* held bytes: buf[start, have), the candidate message first */
 	size_t cap;       /* bytes of buf */
-	size_t have;      /* bytes held in buf */
+	size_t start;     /* first held byte (rejected bytes advance it; moved down when full) */
+	size_t have;      /* end of the held bytes in buf */
+	uint16_t *prefix; /* optional (cats_stream_decoder_prefix): CRC states, see stream.c */
 	size_t emitted;   /* bytes of the message returned last (removed on the next call) */
 	uint16_t max_len; /* largest payload accepted: cap - 7 (at most 65535) */
 	uint32_t messages;   /* messages returned */
@@ -84,6 +86,17 @@ struct cats_stream_decoder {
 /* The decoder accepts payloads up to buf_size - 7 bytes (buf_size >= 7; sizes above
  * 65535 + 7 are not used). */
 void cats_stream_decoder_init(struct cats_stream_decoder *d, uint8_t *buf, size_t buf_size);
+
+/* Accept payloads of at most max_len bytes (below what the buffer holds). */
+void cats_stream_decoder_limit(struct cats_stream_decoder *d, uint16_t max_len);
+
+/* Resynchronisation in time linear in the bytes received, whatever they are: `prefix` (n >=
+ * buf_size + 1 entries, 2 bytes each) keeps the running CRC state at every held byte, so
+ * checking a candidate costs O(log N), not O(N). Without it a crafted line (a false header
+ * every few bytes, each with a long length) costs O(N) per candidate. Give the decoder a
+ * buffer of at least twice (max_len + 7) with cats_stream_decoder_limit() so that moving the
+ * held bytes down is amortised too. Decoding is the same either way. */
+void cats_stream_decoder_prefix(struct cats_stream_decoder *d, uint16_t *prefix, size_t n);
 
 /* Drop what is held (e.g. a new connection); counters are kept. */
 void cats_stream_decoder_reset(struct cats_stream_decoder *d);
@@ -103,7 +116,7 @@ int cats_stream_flush(struct cats_stream_decoder *d, struct cats_stream_msg *msg
 /* Bytes held for a message not complete yet (0: nothing to flush). */
 static inline size_t cats_stream_pending(const struct cats_stream_decoder *d)
 {
-	return d->have - d->emitted;
+	return d->have - d->start - d->emitted;
 }
 
 #ifdef __cplusplus

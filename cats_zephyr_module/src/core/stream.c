@@ -58,22 +58,110 @@ void cats_stream_decoder_init(struct cats_stream_decoder *d, uint8_t *buf, size_
 	}
 	d->buf = buf;
 	d->max_len = (uint16_t)(max > 0xFFFFu ? 0xFFFFu : max);
-	d->cap = (size_t)d->max_len + CATS_STREAM_OVERHEAD;
+	d->cap = buf_size;
+}
+
+void cats_stream_decoder_limit(struct cats_stream_decoder *d, uint16_t max_len)
+{
+	if (max_len < d->max_len) {
+		d->max_len = max_len;
+	}
+}
+
+void cats_stream_decoder_prefix(struct cats_stream_decoder *d, uint16_t *prefix, size_t n)
+{
+	if (prefix != NULL && d->cap > 0 && n >= d->cap + 1) {
+		d->prefix = prefix;
+		d->start = d->have = d->emitted = 0;
+		prefix[0] = 0;
+	}
 }
 
 void cats_stream_decoder_reset(struct cats_stream_decoder *d)
 {
-	d->have = 0;
-	d->emitted = 0;
+	d->start = d->have = d->emitted = 0;
+	if (d->prefix != NULL) {
+		d->prefix[0] = 0;
+	}
+}
+
+/* GF(2)[x] product of two CRC states modulo the CRC polynomial x^16 + x^12 + x^5 + 1. */
+static uint16_t gf_mul(uint16_t a, uint16_t b)
+{
+	uint16_t r = 0;
+
+	for (int i = 15; i >= 0; i--) {
+		r = (r & 0x8000u) ? (uint16_t)((r << 1) ^ 0x1021u) : (uint16_t)(r << 1);
+		if (b & (1u << i)) {
+			r ^= a;
+		}
+	}
+	return r;
+}
+
+/* The CRC state s carried through m zero bytes: s * x^(8m) mod P. */
+static uint16_t crc_advance(uint16_t s, size_t m)
+{
+	static uint16_t pow2[24]; /* x^(8 * 2^k) mod P */
+	static int ready;
+
+	if (!ready) {
+		uint8_t zero = 0;
+
+		pow2[0] = cats_stream_crc16(0x0001u, &zero, 1); /* x^8 */
+		for (int k = 1; k < 24; k++) {
+			pow2[k] = gf_mul(pow2[k - 1], pow2[k - 1]);
+		}
+		ready = 1;
+	}
+	for (int k = 0; m != 0 && k < 24; k++, m >>= 1) {
+		if (m & 1u) {
+			s = gf_mul(s, pow2[k]);
+		}
+	}
+	return s;
+}
+
+/* CRC-16 (init 0xFFFF) of buf[a, b). With prefix states P (P[i+1] = crc(P[i], buf[i]), from
+ * any origin): crc(0xFFFF, buf[a, b)) = P[b] ^ advance(P[a] ^ 0xFFFF, b - a). */
+static uint16_t held_crc(const struct cats_stream_decoder *d, size_t a, size_t b)
+{
+	if (d->prefix == NULL) {
+		return cats_stream_crc16(0xFFFFu, &d->buf[a], b - a);
+	}
+	return (uint16_t)(d->prefix[b] ^ crc_advance((uint16_t)(d->prefix[a] ^ 0xFFFFu), b - a));
 }
 
 static void drop(struct cats_stream_decoder *d, size_t n)
 {
-	d->have -= n;
-	if (d->have) {
-		memmove(d->buf, &d->buf[n], d->have);
-	}
+	d->start += n;
 	d->skipped += (uint32_t)n;
+	if (d->start == d->have) {
+		cats_stream_decoder_reset(d);
+	}
+}
+
+/* Append bytes to what is held, moving the held bytes down first when they would not fit. */
+static void append(struct cats_stream_decoder *d, const uint8_t *p, size_t n)
+{
+	if (d->have + n > d->cap) {
+		size_t held = d->have - d->start;
+
+		memmove(d->buf, &d->buf[d->start], held);
+		if (d->prefix != NULL) {
+			memmove(d->prefix, &d->prefix[d->start], (held + 1) * sizeof(d->prefix[0]));
+		}
+		d->start = 0;
+		d->have = held;
+	}
+	memcpy(&d->buf[d->have], p, n);
+	if (d->prefix != NULL) {
+		for (size_t i = 0; i < n; i++) {
+			d->prefix[d->have + i + 1] =
+				cats_stream_crc16(d->prefix[d->have + i], &p[i], 1);
+		}
+	}
+	d->have += n;
 }
 
 /* Bytes the held candidate still needs before it can be judged (0: judge it now). Drops
@@ -82,25 +170,31 @@ static size_t scan(struct cats_stream_decoder *d, struct cats_stream_msg *msg, i
 {
 	*found = 0;
 	for (;;) {
-		const uint8_t *p = d->buf;
-		size_t i = 0, n;
+		const uint8_t *p;
+		size_t i, n, held;
 		uint16_t crc;
 
-		while (i < d->have && p[i] != CATS_STREAM_SYNC0) {
-			i++;
+		held = d->have - d->start;
+		p = &d->buf[d->start];
+		i = 0;
+		if (held && p[0] != CATS_STREAM_SYNC0) {
+			const uint8_t *s = memchr(p, CATS_STREAM_SYNC0, held);
+
+			i = s != NULL ? (size_t)(s - p) : held;
 		}
 		if (i) {
 			drop(d, i);
+			continue;
 		}
-		if (d->have < 2) {
-			return 2 - d->have;
+		if (held < 2) {
+			return 2 - held;
 		}
 		if (p[1] != CATS_STREAM_SYNC1) {
 			drop(d, 1);
 			continue;
 		}
-		if (d->have < CATS_STREAM_HEADER) {
-			return CATS_STREAM_HEADER - d->have;
+		if (held < CATS_STREAM_HEADER) {
+			return CATS_STREAM_HEADER - held;
 		}
 		n = (size_t)p[3] | ((size_t)p[4] << 8);
 		if (n > d->max_len) {
@@ -108,10 +202,10 @@ static size_t scan(struct cats_stream_decoder *d, struct cats_stream_msg *msg, i
 			drop(d, 1);
 			continue;
 		}
-		if (d->have < n + CATS_STREAM_OVERHEAD) {
-			return n + CATS_STREAM_OVERHEAD - d->have;
+		if (held < n + CATS_STREAM_OVERHEAD) {
+			return n + CATS_STREAM_OVERHEAD - held;
 		}
-		crc = cats_stream_crc16(0xFFFFu, &p[2], 3 + n);
+		crc = held_crc(d, d->start + 2, d->start + 5 + n);
 		if (crc != (uint16_t)(p[5 + n] | (p[6 + n] << 8))) {
 			d->bad_crc++;
 			drop(d, 1);
@@ -131,11 +225,11 @@ static size_t scan(struct cats_stream_decoder *d, struct cats_stream_msg *msg, i
 static void release(struct cats_stream_decoder *d)
 {
 	if (d->emitted) {
-		d->have -= d->emitted;
-		if (d->have) {
-			memmove(d->buf, &d->buf[d->emitted], d->have);
-		}
+		d->start += d->emitted;
 		d->emitted = 0;
+		if (d->start == d->have) {
+			cats_stream_decoder_reset(d);
+		}
 	}
 }
 
@@ -144,12 +238,12 @@ int cats_stream_flush(struct cats_stream_decoder *d, struct cats_stream_msg *msg
 	int found;
 
 	release(d);
-	while (d->have) {
+	while (d->have > d->start) {
 		(void)scan(d, msg, &found);
 		if (found) {
 			return 1;
 		}
-		if (d->have) {
+		if (d->have > d->start) {
 			d->stalled++;
 			drop(d, 1);
 		}
@@ -181,7 +275,7 @@ int cats_stream_decode(struct cats_stream_decoder *d, const uint8_t *data, size_
 		if (off == len) {
 			break;
 		}
-		if (d->have == 0) {
+		if (d->have == d->start) {
 			/* Hunting: skip to the next possible sync byte without copying. */
 			const uint8_t *s = memchr(&data[off], CATS_STREAM_SYNC0, len - off);
 			size_t skip = s != NULL ? (size_t)(s - &data[off]) : len - off;
@@ -193,8 +287,7 @@ int cats_stream_decode(struct cats_stream_decoder *d, const uint8_t *data, size_
 			}
 		}
 		take = len - off < need ? len - off : need;
-		memcpy(&d->buf[d->have], &data[off], take);
-		d->have += take;
+		append(d, &data[off], take);
 		off += take;
 	}
 	if (used != NULL) {

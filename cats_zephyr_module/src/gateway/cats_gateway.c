@@ -242,11 +242,12 @@ static void start_next(struct cats_gateway *gw);
 
 static void finish(struct cats_gateway *gw)
 {
-	struct cats_gw_request *rq = &gw->queue[gw->q_head];
+	struct cats_gw_request *rq = &gw->queue[gw->q_run];
 	cats_InferResult *res = &gw->msg.msg.infer_result;
 	uint32_t t = now(gw);
 	uint64_t max_macs = 0;
-	uint16_t answered = 0;
+	uint16_t answered = 0, reported = 0;
+	uint64_t col_rx = 0, col_lost = 0;
 
 	memset(&gw->msg, 0, sizeof(gw->msg));
 	gw->msg.which_msg = cats_GatewayMessage_infer_result_tag;
@@ -275,6 +276,11 @@ static void finish(struct cats_gateway *gw)
 
 			n->link_quality = rx + lost ? (float)rx / (float)(rx + lost) : 1.0f;
 			n->prev_counters = *c;
+			if (n->answer == CATS_GW_DONE) {
+				col_rx += rx;
+				col_lost += lost;
+				reported++;
+			}
 			if (c->macs > max_macs) {
 				max_macs = c->macs;
 			}
@@ -282,7 +288,27 @@ static void finish(struct cats_gateway *gw)
 		node_status(gw, d, t, &res->nodes[d]);
 	}
 	res->nodes_count = gw->nodes;
-	res->degraded = res->missing_nodes_count > 0;
+	/* Columns expected = what the reporting nodes expected, plus as many again for each node
+	 * that gave no output (all of its own missing); frames lost on the air with no counters
+	 * to show them (a node that reported none) still make the result degraded. */
+	{
+		double per_node = reported ? (double)(col_rx + col_lost) / reported : 0.0;
+		double expected = (double)(col_rx + col_lost) +
+				  per_node * (double)res->missing_nodes_count;
+		double missing = (double)col_lost + per_node * (double)res->missing_nodes_count;
+
+		if (expected > 0.0) {
+			res->missing_fraction = (float)(missing / expected);
+		} else if (res->missing_nodes_count > 0) {
+			res->missing_fraction = (float)res->missing_nodes_count / (float)gw->nodes;
+		}
+		if (res->missing_fraction == 0.0f && gw->slot_frames_lost > 0 &&
+		    gw->slot_deliveries > 0) {
+			res->missing_fraction =
+				(float)gw->slot_frames_lost / (float)gw->slot_deliveries;
+		}
+	}
+	res->degraded = res->missing_nodes_count > 0 || res->missing_fraction > 0.0f;
 	res->frames_lost = gw->slot_frames_lost;
 	res->air_bytes = gw->air_bytes;
 	res->modelled_latency_s =
@@ -293,10 +319,16 @@ static void finish(struct cats_gateway *gw)
 		res->status = CATS_GW_ERR_NO_NODES;
 		snprintf(res->message, sizeof(res->message),
 			 "no node delivered its output (deadline %u ms)", (unsigned)rq->deadline_ms);
+	} else if (res->missing_nodes_count > 0) {
+		snprintf(res->message, sizeof(res->message),
+			 "degraded: %u of %u nodes did not deliver their output (zeros); %u%% of "
+			 "expected columns missing",
+			 (unsigned)res->missing_nodes_count, (unsigned)gw->nodes,
+			 (unsigned)(res->missing_fraction * 100.0f + 0.5f));
 	} else if (res->degraded) {
 		snprintf(res->message, sizeof(res->message),
-			 "degraded: %u of %u nodes did not deliver their output (zeros)",
-			 (unsigned)res->missing_nodes_count, (unsigned)gw->nodes);
+			 "degraded: %u%% of expected columns missing (lost on the air)",
+			 (unsigned)(res->missing_fraction * 100.0f + 0.5f));
 	} else {
 		snprintf(res->message, sizeof(res->message), "ok");
 	}
@@ -309,7 +341,7 @@ static void finish(struct cats_gateway *gw)
 		(unsigned long)(res->modelled_latency_s * 1e6f)); /* no %f on small libcs */
 	gw->running = 0;
 	gw->inferences++;
-	gw->q_head = (uint16_t)((gw->q_head + 1u) % (CATS_GW_QUEUE + 1u));
+	rq->used = 0;
 	gw->q_count--;
 	send_msg(gw, rq->client);
 	start_next(gw);
@@ -367,11 +399,41 @@ static int broadcast_input(struct cats_gateway *gw, const uint8_t *input)
 	return CATS_OK;
 }
 
+/* The waiting request to run next: the smallest fair-queueing tag, then the oldest. */
+static int next_waiting(const struct cats_gateway *gw)
+{
+	int best = -1;
+
+	for (int i = 0; i < CATS_GW_QUEUE + 1; i++) {
+		const struct cats_gw_request *e = &gw->queue[i];
+
+		if (!e->used || (gw->running && i == gw->q_run)) {
+			continue;
+		}
+		if (best < 0 || (int32_t)(e->tag - gw->queue[best].tag) < 0 ||
+		    (e->tag == gw->queue[best].tag &&
+		     (int32_t)(e->seq - gw->queue[best].seq) < 0)) {
+			best = i;
+		}
+	}
+	return best;
+}
+
 static void start_next(struct cats_gateway *gw)
 {
 	while (!gw->running && gw->q_count > 0) {
-		struct cats_gw_request *rq = &gw->queue[gw->q_head];
+		int k = next_waiting(gw);
+		struct cats_gw_request *rq;
 		int rc;
+
+		if (k < 0) {
+			return;
+		}
+		rq = &gw->queue[k];
+		gw->q_run = (uint16_t)k;
+		if ((int32_t)(rq->tag - gw->q_vt) > 0) {
+			gw->q_vt = rq->tag;
+		}
 
 		gw->inference_id = gw->next_inference++;
 		if (gw->next_inference == 0) {
@@ -379,7 +441,7 @@ static void start_next(struct cats_gateway *gw)
 		}
 		gw->running = 1;
 		gw->deadline = now(gw) + rq->deadline_ms;
-		gw->slot_frames_lost = gw->slot_frames_sent = gw->slots = 0;
+		gw->slot_frames_lost = gw->slot_frames_sent = gw->slot_deliveries = gw->slots = 0;
 		gw->air_bytes = 0;
 		gw->airtime_us = 0;
 		memset(gw->output, 0, sizeof(gw->output));
@@ -395,7 +457,7 @@ static void start_next(struct cats_gateway *gw)
 		rc = broadcast_input(gw, rq->input);
 		if (rc != CATS_OK) {
 			gw->running = 0;
-			gw->q_head = (uint16_t)((gw->q_head + 1u) % (CATS_GW_QUEUE + 1u));
+			rq->used = 0;
 			gw->q_count--;
 			reply_error(gw, rq->client, rq->request_id, rc,
 				    "broadcasting the input to the swarm failed");
@@ -408,10 +470,48 @@ static void start_next(struct cats_gateway *gw)
 	}
 }
 
+static uint16_t client_entries(const struct cats_gateway *gw, uint32_t client)
+{
+	uint16_t n = 0;
+
+	for (int i = 0; i < CATS_GW_QUEUE + 1; i++) {
+		n += (uint16_t)(gw->queue[i].used && gw->queue[i].client == client);
+	}
+	return n;
+}
+
+/* The queue is full: the newest waiting request of the client holding the most entries, if
+ * it holds at least two more than `client` does (one client cannot keep the others out), is
+ * to be withdrawn (answered "gateway busy" like any other refusal); -1 when none is. */
+static int room_victim(const struct cats_gateway *gw, uint32_t client)
+{
+	uint16_t mine = client_entries(gw, client), most = 0;
+	int victim = -1;
+
+	for (int i = 0; i < CATS_GW_QUEUE + 1; i++) {
+		const struct cats_gw_request *e = &gw->queue[i];
+		uint16_t n;
+
+		if (!e->used || (gw->running && i == gw->q_run) || e->client == client) {
+			continue;
+		}
+		n = client_entries(gw, e->client);
+		if (n > most || (n == most && victim >= 0 &&
+				 (int32_t)(e->seq - gw->queue[victim].seq) > 0)) {
+			most = n;
+			victim = i;
+		}
+	}
+	return victim >= 0 && most >= mine + 2u ? victim : -1;
+}
+
 /* rq is the scratch message, which every reply reuses: read it before replying. */
 static int on_request(struct cats_gateway *gw, uint32_t client, const cats_InferRequest *rq)
 {
-	struct cats_gw_request *slot;
+	struct cats_gw_request *slot = NULL;
+	int victim = -1;
+	uint32_t victim_client = 0;
+	uint64_t victim_id = 0;
 
 	if (rq->partition_hash.size != 0 &&
 	    (rq->partition_hash.size != sizeof(gw->hash) ||
@@ -427,17 +527,54 @@ static int on_request(struct cats_gateway *gw, uint32_t client, const cats_Infer
 		reply_error(gw, client, rq->request_id, CATS_GW_ERR_INPUT, gw->text);
 		return CATS_GW_ERR_INPUT;
 	}
+	if (rq->deadline_ms > CATS_GW_DEADLINE_MAX_MS) {
+		snprintf(gw->text, sizeof(gw->text), "deadline_ms %lu is beyond %lu (10 min)",
+			 (unsigned long)rq->deadline_ms, (unsigned long)CATS_GW_DEADLINE_MAX_MS);
+		reply_error(gw, client, rq->request_id, CATS_GW_ERR_DEADLINE, gw->text);
+		return CATS_GW_ERR_DEADLINE;
+	}
 	if (gw->q_count >= CATS_GW_QUEUE + 1u) {
-		reply_error(gw, client, rq->request_id, CATS_GW_ERR_BUSY,
-			    "gateway busy: too many requests waiting");
+		victim = room_victim(gw, client);
+		if (victim < 0) {
+			reply_error(gw, client, rq->request_id, CATS_GW_ERR_BUSY,
+				    "gateway busy: too many requests waiting");
+			return CATS_GW_ERR_BUSY;
+		}
+		slot = &gw->queue[victim];
+		victim_client = slot->client;
+		victim_id = slot->request_id;
+		slot->used = 0;
+		gw->q_count--;
+	}
+	for (int i = 0; slot == NULL && i < CATS_GW_QUEUE + 1; i++) {
+		if (!gw->queue[i].used) {
+			slot = &gw->queue[i];
+		}
+	}
+	if (slot == NULL) { /* cannot happen: q_count counts the used entries */
+		reply_error(gw, client, rq->request_id, CATS_GW_ERR_BUSY, "gateway busy");
 		return CATS_GW_ERR_BUSY;
 	}
-	slot = &gw->queue[(gw->q_head + gw->q_count) % (CATS_GW_QUEUE + 1u)];
+	slot->tag = gw->q_vt;
+	for (int i = 0; i < CATS_GW_QUEUE + 1; i++) {
+		const struct cats_gw_request *e = &gw->queue[i];
+
+		if (e->used && e->client == client && (int32_t)(e->tag - slot->tag) > 0) {
+			slot->tag = e->tag;
+		}
+	}
+	slot->tag++;
+	slot->seq = gw->q_seq++;
+	slot->used = 1;
 	slot->request_id = rq->request_id;
 	slot->client = client;
 	slot->deadline_ms = rq->deadline_ms ? rq->deadline_ms : gw->cfg.deadline_ms;
 	memcpy(slot->input, rq->input.bytes, gw->input_len);
 	gw->q_count++;
+	if (victim >= 0) { /* rq is gone from here on (the reply reuses the scratch message) */
+		reply_error(gw, victim_client, victim_id, CATS_GW_ERR_BUSY,
+			    "gateway busy: request withdrawn to make room for another client");
+	}
 	start_next(gw);
 	return CATS_OK;
 }
@@ -465,6 +602,8 @@ int cats_gateway_on_bridge(struct cats_gateway *gw, uint32_t client, uint8_t typ
 	case cats_GatewayMessage_status_request_tag:
 		reply_status(gw, client);
 		return CATS_OK;
+	case cats_GatewayMessage_client_hello_tag:
+		return CATS_OK; /* admission is the transport's (cats_gateway_sim.c) */
 	default:
 		reply_error(gw, client, 0, CATS_GW_ERR_UNEXPECTED,
 			    "expected an InferRequest or a StatusRequest");
@@ -511,7 +650,13 @@ int cats_gateway_on_air(struct cats_gateway *gw, const uint8_t *frame, size_t le
 	}
 	if (!gw->running || f.inference_id != gw->inference_id) {
 		gw->frames_ignored++;
-		return CATS_ERR_STATE; /* late: its inference is over */
+		if (f.has_counters) {
+			/* Late: its inference is over, but its cumulative counters move the baseline,
+			 * so the losses of that inference are not counted against the next. */
+			n->counters = n->prev_counters = f.counters;
+			n->has_counters = 1;
+		}
+		return CATS_ERR_STATE;
 	}
 	count_frame(gw, len);
 	if (f.has_counters) {
@@ -569,6 +714,7 @@ int cats_gateway_on_slot_end(struct cats_gateway *gw, const uint8_t *msg, size_t
 	gw->slots++;
 	gw->slot_frames_sent += se.frames_sent;
 	gw->slot_frames_lost += se.frames_lost;
+	gw->slot_deliveries += se.deliveries;
 	gw->air_bytes += se.air_bytes;
 	gw->airtime_us += (double)se.airtime_us;
 	return CATS_OK;
@@ -588,8 +734,18 @@ int cats_gateway_on_station(struct cats_gateway *gw, const uint8_t *msg, size_t 
 	}
 	n = &gw->node[ev.node_id];
 	if (ev.alive) {
+		/* Back (restarted, or heard again after hanging) while an inference runs: it missed
+		 * that inference's input, so it is not waited for (it gave no output). */
+		int missed = gw->running && n->link != CATS_GW_LINK_UP &&
+			     n->answer == CATS_GW_WAITING;
+
 		heard(gw, n, ev.partition_tag);
 		n->link = CATS_GW_LINK_UP;
+		if (missed) {
+			n->answer = CATS_GW_FAILED;
+			GW_LOGF(gw, CATS_LOG_INF, "gateway: node %d is back during inference %u: "
+				"not waited for in it", (int)ev.node_id, (unsigned)gw->inference_id);
+		}
 		if (!n->tag_ok) {
 			GW_LOGF(gw, CATS_LOG_WRN, "gateway: node %d joined with partition tag %08x, "
 				"ours is %08x", (int)ev.node_id, (unsigned)ev.partition_tag,

@@ -11,6 +11,12 @@ and ``/diagnostics``. Prints one line starting with ``ready`` once both are up. 
 SIGTERM stops the bridge and every swarm process (no orphans: one process group, SIGTERM
 then SIGKILL, PR_SET_PDEATHSIG).
 
+It supervises (``cats.sim.swarm.Supervisor``): a node, the gateway or the medium that exits is
+restarted with backoff and rejoins, and the bridge stays up throughout: a call in flight
+gets a degraded result (a node died: its slice is missing) or a clear error (the gateway
+died: "connection ... lost"), never silence. Each restart is one line on stderr. The stations
+and the bridge are admitted by the run's token (``Swarm.token``).
+
 ``serving()`` is the same as a context manager, for ``cats demo`` and the tests.
 """
 
@@ -62,6 +68,7 @@ class Serving:
     node: Any  # cats_bridge.node.CatsBridge
     executor: Any
     thread: threading.Thread
+    supervisor: Any  # cats.sim.swarm.Supervisor
 
     @property
     def service(self) -> str:
@@ -85,9 +92,13 @@ def serving(
     workdir: Path | None = None,
     domain_id: int | None = None,
     ready_timeout: float = 20.0,
+    supervise: bool = True,
+    on_event: Any = None,
     **bridge_params: Any,
 ) -> Iterator[Serving]:
-    """Start the swarm and the bridge (its executor in a thread); stop both on exit."""
+    """Start the swarm and the bridge (its executor in a thread), and the supervisor unless
+    ``supervise`` is False; stop all on exit. ``on_event(text)`` gets each restart
+    (default: a line on stderr)."""
     for k, v in LOCALHOST_DISCOVERY.items():
         os.environ.setdefault(k, v)
     import rclpy
@@ -96,11 +107,12 @@ def serving(
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    from cats.sim.swarm import Swarm
+    from cats.sim.swarm import Supervisor, Swarm
 
     swarm = Swarm(Path(partition_dir), link=link, loss=loss, seed=seed, workdir=workdir)
     context = rclpy.Context()
     node = executor = thread = None
+    supervisor = Supervisor(swarm, on_event or _print_event)
     try:
         swarm.start()
         rclpy.init(
@@ -109,6 +121,7 @@ def serving(
             signal_handler_options=SignalHandlerOptions.NO,
         )
         node = CatsBridge(
+            gateway_token=swarm.token,
             context=context,
             parameter_overrides=bridge_parameters(swarm.endpoint, partition_dir, **bridge_params),
         )
@@ -122,8 +135,11 @@ def serving(
             if time.monotonic() > end:
                 raise RuntimeError(f"bridge not connected: {node.link.unavailable_reason()}")
             time.sleep(0.01)
-        yield Serving(swarm, node, executor, thread)
+        if supervise:
+            supervisor.start()
+        yield Serving(swarm, node, executor, thread, supervisor)
     finally:
+        supervisor.stop()  # first: nothing is restarted while the swarm stops
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
         if node is not None:
@@ -135,6 +151,10 @@ def serving(
             swarm.cleanup()  # also removes its temp work directory
         else:
             swarm.stop()
+
+
+def _print_event(text: str) -> None:
+    print(f"cats serve: {text}", file=sys.stderr, flush=True)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -151,6 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "expected_partition_hash": args.expected_partition_hash,
     }
     t0 = time.monotonic()
+    restarts: dict[str, int] = {}
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with serving(
@@ -171,9 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"nodes={s.swarm.nodes} partition={s.node.expected_hash}",
                 flush=True,
             )
+            restarts = s.supervisor.restarts  # counted by its thread, read at the end
             while True:
-                s.swarm.check_alive()
-                time.sleep(0.5)
+                time.sleep(0.5)  # the supervisor's thread keeps the swarm up
     except SwarmError as exc:
         raise ValueError(f"the swarm failed: {exc}") from None
     except KeyboardInterrupt:
@@ -185,4 +206,4 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-    return {"ok": True, "served_s": time.monotonic() - t0}
+    return {"ok": True, "served_s": time.monotonic() - t0, "restarts": dict(restarts)}

@@ -93,7 +93,9 @@ def open_link(endpoint: str, timeout: float = 5.0) -> _SocketLink | _SerialLink:
 class GatewayClient:
     """Synchronous client; use as a context manager."""
 
-    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 30.0, token: bytes = b"") -> None:
+        """token: the run's admission token (a gateway of `cats serve` / `cats sim` admits
+        only clients whose first message is a ClientHello carrying it)."""
         self.endpoint = endpoint
         self.timeout = timeout
         self._link = open_link(endpoint, timeout=min(timeout, 10.0))
@@ -102,6 +104,8 @@ class GatewayClient:
         self._status: list[Any] = []
         self._ids = itertools.count(1)
         self._pb = pb()
+        if token:
+            self.send(self._pb.GatewayMessage(client_hello=self._pb.ClientHello(token=token)))
 
     def __enter__(self) -> GatewayClient:
         return self

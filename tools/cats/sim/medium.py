@@ -4,7 +4,16 @@
                               [--pcap FILE] [--log FILE] [--nodes D] [--slot-timeout 2.0]
 
 Stations (D node processes and one gateway) speak the framed byte stream of proto/cats.proto
-(``cats.wire.stream``). The first message of a station is a SimHello (type 2). Then:
+(``cats.wire.stream``). The first message of a station is a SimHello (type 2).
+
+Admission: with a run token (hex in the environment variable CATS_SIM_TOKEN, which ``cats
+serve`` / ``cats sim`` set for the medium and their stations), a SimHello without that token is
+refused (``bad_token``, the connection closed) and evicts nobody; a station of this run that
+says hello with a node id held by a live connection replaces it (a supervised restart). A
+connection that sends 64 KiB without a valid hello is closed (``no_hello``). Without a token
+every hello is admitted, as before (tests that play stations by hand).
+
+Then:
 
 * type 1 (AIR: AirType byte + message) from a station is one radio frame put on the air. The
   medium checks it against the PHY (longer than the link's largest radio frame: rejected
@@ -23,8 +32,10 @@ Stations (D node processes and one gateway) speak the framed byte stream of prot
   participant has sent all ``fragments`` frames of exchange e of inference i, or when the slot
   timeout (wall clock, from the slot's first frame) expires for a hung node; it is written
   after every frame of that slot was written to each socket. A participant that missed a slot
-  deadline is not waited for again in that inference. Frames of a closed slot are ``late``
-  (not delivered).
+  deadline is not waited for again in that inference; it is *hung* (still connected, silent in
+  its exchange slot): the gateway is told it is not alive (StationEvent), and it takes part in
+  no new inference until it is heard again (any frame: it is alive again). Frames of a closed
+  slot are ``late`` (not delivered).
 * StationEvent (type 4) goes to the gateway when a node joins or its connection ends (a dead
   node), or when the loss model kills it; a newly connected gateway gets one per live node.
 * Garbage on a stream (bad CRC, impossible lengths, bytes between messages), messages before
@@ -50,7 +61,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
+import os
 import signal
 import sys
 import time
@@ -68,6 +81,8 @@ from cats.wire.proto import pb
 GATEWAY = -1
 ID_MASK = 0xFFFF  # inference ids go on the air modulo 2^16
 REJECT_LOG_LIMIT = 100
+NO_HELLO_LIMIT = 65536  # bytes a connection may send before a valid SimHello
+TOKEN_ENV = "CATS_SIM_TOKEN"
 KEEP_INFERENCES = 64  # inferences remembered (late frames of older ones count as stray)
 
 
@@ -87,6 +102,7 @@ class Station:
     alive: bool = True  # connected and not killed by the loss model
     killed: bool = False
     foreign: bool = False  # its SimHello named another partition
+    hung: bool = False  # missed a slot deadline; not alive until heard again
     seq: int = 0  # MAC sequence number / ADI DID of its frames
 
     def name(self) -> str:
@@ -147,7 +163,9 @@ class Medium:
         slot_timeout: float = 2.0,
         pcap: Path | None = None,
         log: Path | None = None,
+        token: bytes = b"",
     ) -> None:
+        self.token = token
         self.phy = phy
         self.loss = loss
         self.nodes = nodes
@@ -219,7 +237,14 @@ class Medium:
 
     # -- stations ----------------------------------------------------------------------------
     def live_nodes(self) -> list[Station]:
-        return [s for s in self.node_by_id.values() if s.alive]
+        return [s for s in self.node_by_id.values() if s.alive and not s.hung]
+
+    def heard(self, st: Station) -> None:
+        """A frame from st: a hung node is alive again (from its next inference on)."""
+        if st.hung and st.alive and self.node_by_id.get(int(st.node_id or 0)) is st:
+            st.hung = False
+            self.log("heard", station=st.node_id)
+            self.station_event(int(st.node_id or 0), True)
 
     def station_event(self, node_id: int, alive: bool) -> None:
         if self.gateway is not None and self.gateway.alive:
@@ -231,6 +256,10 @@ class Medium:
             hello = self._pb.SimHello.FromString(payload)
         except Exception:  # protobuf DecodeError
             self.count("bad_hello", st)
+            return
+        if self.token and not hmac.compare_digest(bytes(hello.token), self.token):
+            self.count("bad_token", st, node_id=int(hello.node_id))
+            st.proto.close()
             return
         node_id, nodes = int(hello.node_id), int(hello.nodes)
         if self.nodes is None and nodes > 0:
@@ -262,8 +291,9 @@ class Medium:
                 old.proto.close()
             self.log("join", station=GATEWAY, tag=st.tag, mtu=st.mtu)
             self.flush()
-            for n in sorted(self.live_nodes(), key=lambda s: s.node_id or 0):
-                self.station_event(int(n.node_id or 0), True)
+            for n in sorted(self.node_by_id.values(), key=lambda s: s.node_id or 0):
+                if n.alive:
+                    self.station_event(int(n.node_id or 0), not n.hung)
         else:
             old = self.node_by_id.get(node_id)
             self.node_by_id[node_id] = st
@@ -354,6 +384,7 @@ class Medium:
         if not st.alive:
             self.count("from_dead", st)
             return
+        self.heard(st)
         if not air:
             self.count("undecodable", st)
             return
@@ -582,6 +613,12 @@ class Medium:
         ]
         slot.inference.timed_out.update(late)
         self._close_slot(slot, timed_out=late)
+        for st in late:  # connected but silent in its slot: hung until heard again
+            if not st.hung and st.alive:
+                st.hung = True
+                self.counters["hung"] += 1
+                self.log("hung", station=st.node_id, inference=slot.inference.inference_id)
+                self.station_event(int(st.node_id or 0), False)
         for other in list(self.slots.values()):  # they may have been waiting for those too
             self._check_slot(other)
         self.flush()
@@ -603,6 +640,7 @@ class Medium:
             frames_lost=slot.frames_lost,
             air_bytes=slot.air_bytes,
             airtime_us=int(round(mac_us)),
+            deliveries=slot.deliveries,
         )
         out = stream.encode(stream.SLOT_END, msg.SerializeToString())
         receivers = [s for s in inf.participants if s.alive]
@@ -655,6 +693,10 @@ class StationProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         m, st = self.medium, self.station
+        if st.node_id is None and self.decoder.skipped + len(data) > NO_HELLO_LIMIT:
+            m.count("no_hello", st)
+            self.close()
+            return
         for kind, payload in self.decoder.feed(data):
             if kind == stream.HELLO:
                 if st.node_id is not None:
@@ -704,6 +746,14 @@ async def serve(medium: Medium, host: str, port: int, ready: TextIO = sys.stdout
         medium.close()
 
 
+def parse_token(text: str) -> bytes:
+    """The run token from its hex form (empty: none)."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise SystemExit(f"{TOKEN_ENV} must be hex") from None
+
+
 def parse_tag(text: str) -> int:
     return int(text, 16) if text.lower().startswith("0x") else int(text)
 
@@ -746,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         slot_timeout=args.slot_timeout,
         pcap=args.pcap,
         log=args.log,
+        token=parse_token(os.environ.get(TOKEN_ENV, "")),
     )
     asyncio.run(serve(medium, args.host, args.port))
     return 0

@@ -44,9 +44,13 @@ import tty
 from pathlib import Path
 from typing import Any
 
+from cats.wire import stream
+from cats.wire.proto import pb
+
 PTY_LINE = re.compile(r"^(?P<uart>\S+) connected to pseudotty: (?P<path>/\S+)\s*$", re.MULTILINE)
 DEFAULT_UART = "uart_1"  # the `cats,link-uart` of samples/node/boards/native_sim.overlay
 CHUNK = 65536
+TOKEN_ENV = "CATS_SIM_TOKEN"  # cats.sim.medium.TOKEN_ENV
 MAX_PENDING = 1 << 20  # bytes held for a slow side before the other side is read again
 PTY_SLAVE_MAJORS = range(136, 144)  # Linux UNIX 98 pty slaves
 
@@ -120,6 +124,33 @@ class PtyLink:
         self._wake_r = self._wake_w = -1
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # The run's token (CATS_SIM_TOKEN, as the medium's): the relay adds it to the station's
+        # SimHello, which the firmware sends without one; until then device bytes are held.
+        token = os.environ.get(TOKEN_ENV, "")
+        self._token = bytes.fromhex(token) if token else b""
+        self._hello: stream.Decoder | None = (
+            stream.Decoder(stream.SIM_MAX_PAYLOAD) if self._token else None
+        )
+
+    def _admit(self, data: bytes) -> bytes:
+        """Device bytes to send to the medium: with a token, nothing until the station's
+        SimHello, which goes out with the token added (messages before it are dropped, as the
+        medium would), then everything as it comes."""
+        dec = self._hello
+        if dec is None:
+            return data
+        out = bytearray()
+        for kind, payload in dec.feed(data):
+            if kind == stream.HELLO and self._hello is not None:
+                hello = pb().SimHello.FromString(payload)
+                hello.token = self._token
+                payload = hello.SerializeToString()
+                self._hello = None
+            if self._hello is None:
+                out += stream.encode(kind, payload)
+        if self._hello is None:
+            out += dec.take_pending()
+        return bytes(out)
 
     # -- ends --------------------------------------------------------------------------------
     def _open_device(self) -> None:
@@ -207,7 +238,7 @@ class PtyLink:
                     if data is None:
                         self.reason = "device closed"
                         return
-                    to_sock += data
+                    to_sock += self._admit(data)
                 if sock in r:
                     try:
                         got = sock.recv(CHUNK)

@@ -15,6 +15,12 @@ SIGTERM (handlers installed while a swarm runs, restored afterwards). Each child
 stderr go to ``<workdir>/<name>.log``; a child is up when its log has a line starting with
 ``ready``.
 
+Admission: each Swarm makes a random run token and gives it to its children in the
+environment variable CATS_SIM_TOKEN (hex; not on a command line, so not in ``ps``): the medium
+admits only stations whose SimHello carries it, the gateway only bridge clients whose
+ClientHello does (``client()``, ``token``). Another run, or anyone else on the machine, can
+neither join the medium nor evict one of its stations.
+
 ``external={d: spec}`` replaces node d's ``cats_node_sim`` by a station outside the host build
 (``ExternalStation``): ``native_sim:PATH [ARGS]`` starts a Zephyr node image built for
 native_sim (samples/node) and relays its link UART's PTY to the medium
@@ -29,6 +35,7 @@ import ctypes
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -55,6 +62,7 @@ from cats.wire import phy as phys
 NODE_EXE = "cats_node_sim"
 GATEWAY_EXE = "cats_gateway_sim"
 READY_TIMEOUT = 20.0
+TOKEN_ENV = "CATS_SIM_TOKEN"
 STOP_GRACE = 3.0
 PR_SET_PDEATHSIG = 1
 
@@ -136,9 +144,17 @@ def _stop_all() -> None:
 class Proc:
     """One child process with its log file."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, pgid: int | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        pgid: int | None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name, self.argv, self.log = name, argv, log
         env = dict(os.environ)
+        env.update(extra_env or {})
         env.setdefault("PYTHONUNBUFFERED", "1")
         tools = str(REPO_ROOT / "tools")
         env["PYTHONPATH"] = tools + (
@@ -146,16 +162,20 @@ class Proc:
         )
         self._out = open(log, "wb")  # noqa: SIM115 - closed in wait()/kill paths
         kw: dict[str, Any] = {"process_group": 0 if pgid is None else pgid}
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO_ROOT,
-            preexec_fn=_pdeathsig,
-            **kw,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO_ROOT,
+                preexec_fn=_pdeathsig,
+                **kw,
+            )
+        except BaseException:
+            self._out.close()
+            raise
         self._ready_at = 0  # log offset searched so far
 
     @property
@@ -259,6 +279,7 @@ class Swarm:
         self._restarts: dict[str, int] = {}
         self._joins_seen: dict[int, int] = {}
         self._stopped = False
+        self.token = secrets.token_bytes(16)  # this run's admission token
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Swarm:
@@ -275,18 +296,22 @@ class Swarm:
             _live.add(self)
             _install_handlers()
         try:
-            self._start_medium()
-            for d in range(self.nodes):
-                self._start_node(d, wait=False)
-            for d in range(self.nodes):
-                self.node[d].wait_ready()
-            self.wait_joined(range(self.nodes))
-            self._start_gateway()
-            self.wait_joined([-1])
+            self._start_stations()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_stations(self, gateway_port: int = 0) -> None:
+        """The medium, then every node, then the gateway; each joined."""
+        self._start_medium()
+        for d in range(self.nodes):
+            self._start_node(d, wait=False)
+        for d in range(self.nodes):
+            self.node[d].wait_ready()
+        self.wait_joined(range(self.nodes))
+        self._start_gateway(gateway_port)
+        self.wait_joined([-1])
 
     def _log_path(self, name: str) -> Path:
         k = self._restarts.get(name, 0)
@@ -294,7 +319,13 @@ class Swarm:
         return self.workdir / (f"{name}.log" if k == 0 else f"{name}.{k}.log")
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
-        proc = Proc(name, argv, self._log_path(name), self._pgid)
+        env = {TOKEN_ENV: self.token.hex()}
+        log = self._log_path(name)
+        try:
+            proc = Proc(name, argv, log, self._pgid, env)
+        except PermissionError:  # every process of the group has exited: a new group
+            self._pgid = None
+            proc = Proc(name, argv, log, None, env)
         if self._pgid is None:
             self._pgid = proc.pid
         return proc
@@ -413,7 +444,7 @@ class Swarm:
         return f"tcp://127.0.0.1:{self.gateway_port}"
 
     def client(self, timeout: float = 60.0) -> GatewayClient:
-        return GatewayClient(self.endpoint, timeout=timeout)
+        return GatewayClient(self.endpoint, timeout=timeout, token=self.token)
 
     def pids(self) -> list[int]:
         procs = [self.medium, self.gateway, *self.node.values()]
@@ -481,6 +512,112 @@ class Swarm:
         for p in (self.medium, self.gateway, *self.node.values()):
             if p is not None and not p.alive():
                 raise SwarmError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
+
+    def restart_medium(self) -> None:
+        """A new medium (on a new port; its log starts afresh, the old one is kept as
+        medium.<k>.jsonl); every station had to go with the old one: the nodes and the gateway
+        (on its bridge port) are started again and join."""
+        for p in (self.gateway, *self.node.values()):
+            if p is not None and p.alive():
+                p.stop()
+        if self.medium is not None and self.medium.alive():
+            self.medium.stop()
+        k = self._restarts.get("medium", 1)
+        with contextlib.suppress(OSError):
+            self.log.rename(self.log.with_suffix(f".{k}.jsonl"))
+        self._joins_seen = {}
+        self._start_stations(self.gateway_port)
+
+
+class Supervisor:
+    """Keeps a Swarm serving (``cats serve``): a thread that restarts, with backoff, a node,
+    the gateway or the medium that exited; the restarted process rejoins (a new medium takes
+    every station with it). A process that dies again within ``STABLE_S`` of its restart waits
+    twice as long before the next (``BACKOFF_MIN_S`` .. ``BACKOFF_MAX_S``). ``restarts`` counts
+    them per process; ``events`` says what happened (also given to ``on_event``)."""
+
+    BACKOFF_MIN_S = 0.2
+    BACKOFF_MAX_S = 5.0
+    STABLE_S = 10.0
+    PERIOD_S = 0.1
+
+    def __init__(self, swarm: Swarm, on_event: Any = None) -> None:
+        self.swarm = swarm
+        self.on_event = on_event
+        self.restarts: Counter[str] = Counter()
+        self.events: list[str] = []
+        self._backoff: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        self._due: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cats-supervisor", daemon=True)
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ends the thread (before the swarm is stopped, so nothing is restarted then)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30.0)
+
+    def _event(self, text: str) -> None:
+        self.events.append(text)
+        if self.on_event is not None:
+            self.on_event(text)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PERIOD_S):
+            try:
+                self.check()
+            except Exception as exc:  # a restart that failed: tried again after its backoff
+                self._event(f"restart failed: {exc}".splitlines()[0])
+
+    def _dead(self) -> list[str]:
+        sw = self.swarm
+        dead = []
+        if sw.medium is not None and not sw.medium.alive():
+            return ["medium"]
+        if sw.gateway is not None and not sw.gateway.alive():
+            dead.append("gateway")
+        dead += [f"node-{d}" for d, p in sorted(sw.node.items()) if not p.alive()]
+        return dead
+
+    def _ready(self, name: str, now: float) -> bool:
+        """Whether name's restart is due (its backoff has passed since it was seen dead)."""
+        if name not in self._due:
+            quick = now - self._started.get(name, -1e9) < self.STABLE_S
+            b = self._backoff.get(name, 0.0)
+            b = min(self.BACKOFF_MAX_S, max(self.BACKOFF_MIN_S, 2 * b)) if quick else 0.0
+            self._backoff[name] = b
+            self._due[name] = now + b
+        return now >= self._due[name]
+
+    def check(self) -> None:
+        """One round: restart what is dead and due."""
+        sw = self.swarm
+        now = time.monotonic()
+        for name in self._dead():
+            if self._stop.is_set() or sw._stopped or not self._ready(name, now):
+                continue
+            del self._due[name]
+            proc = sw.medium if name == "medium" else None
+            if name == "gateway":
+                proc = sw.gateway
+            elif name.startswith("node-"):
+                proc = sw.node[int(name[5:])]
+            code = None if proc is None else proc.popen.returncode
+            self._started[name] = time.monotonic()
+            self.restarts[name] += 1
+            self._event(f"{name} exited ({code}); restarting (restart {self.restarts[name]})")
+            if name == "medium":
+                sw.restart_medium()
+            elif name == "gateway":
+                sw.restart_gateway()
+            else:
+                sw.restart_node(int(name[5:]))
+            self._event(f"{name} is back")
 
 
 # ----------------------------------------------------------------------------------------------
