@@ -45,6 +45,7 @@ class CAuth(ctypes.Structure):
         ("mic_len", ctypes.c_uint8),
         ("seen", ctypes.c_uint8 * 65),
         ("newest", ctypes.c_uint32 * 65),
+        ("position", ctypes.c_uint64 * 65),
         ("accepted", ctypes.c_uint32),
         ("rejected_malformed", ctypes.c_uint32),
         ("rejected_sender", ctypes.c_uint32),
@@ -251,9 +252,18 @@ def test_replay_window(lib):
         py.open(auth.AIR_INPUT, NODES, 0, old)
     assert C_REASONS[c_open(lib, a, auth.AIR_INPUT, NODES, 0, old)[0]] == "replay"
     assert (py.stats.rejected_replay, a.rejected_replay) == (1, 1)
-    # the newest inference itself stays open (its other fragments, duplicates are the
-    # message layer's business)
-    assert c_open(lib, a, auth.AIR_INPUT, NODES, 0, new)[0] > 0
+    # within the newest inference: later fragments pass, a repeat does not
+    assert C_REASONS[c_open(lib, a, auth.AIR_INPUT, NODES, 0, new)[0]] == "replay"
+    later = gw.seal(auth.AIR_INPUT, 101, input_msg(101, 1))
+    assert py.open(auth.AIR_INPUT, NODES, 0, later)[1] == 101
+    assert c_open(lib, a, auth.AIR_INPUT, NODES, 0, later) == (len(later) - 8, 101)
+    # a node's OutputFrame comes after its ColumnFrames of the same inference
+    node = auth.Auth(KEY, TAG, 2, NODES)
+    col = node.seal(auth.AIR_COLUMN, 101, column_msg(101, 9, 2, 5))
+    out = node.seal(auth.AIR_OUTPUT, 101, output_msg(101, 2, 0))
+    for data, kind in ((col, auth.AIR_COLUMN), (out, auth.AIR_OUTPUT)):
+        assert c_open(lib, a, kind, 2, 101, data)[0] > 0
+    assert C_REASONS[c_open(lib, a, auth.AIR_COLUMN, 2, 101, col)[0]] == "replay"
 
 
 @pytest.mark.parametrize(

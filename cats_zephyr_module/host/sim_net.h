@@ -29,6 +29,10 @@ int sim_send(int fd, uint8_t type, const uint8_t *a, size_t na, const uint8_t *b
 /* Read a whole file into a malloc'd buffer (16-byte aligned); NULL on error. */
 uint8_t *sim_read_file(const char *path, size_t *len);
 
+/* The swarm key from a key file: 32 hex digits (whitespace around them ignored) or 16 raw
+ * bytes; refuses a file others may read. 0 or -1 (logged, without the key). */
+int sim_read_key(const char *path, uint8_t key[16]);
+
 /* Monotonic milliseconds. */
 uint32_t sim_now_ms(void);
 

@@ -4,10 +4,12 @@
  * The node's partition (weights.bin + manifest.pb of `cats export`, node CATS_NODE_ID) is
  * linked into flash (partition_data.S), the node's memory plan lives in one static arena of
  * CATS_ARENA_SIZE bytes, and one inference runs through cats_runner over a loopback link:
- * every frame the node sends comes back to it (and is rejected as its own), so the node sees a
+ * every frame the node sends comes back to it, sealed (AES-CCM*, cats_auth) with a fixed
+ * build-time key, and is rejected as its own by the link-source check, so the node sees a
  * swarm in which every other node is silent; its output then equals qref's node with every
  * other node's columns lost. That exercises the whole runtime (manifest decode, blob hash,
- * kernels, SomeGather encode/decode) and keeps every part of it linked for `cats size`.
+ * kernels, SomeGather encode/decode, frame sealing and checking with mbed TLS) and keeps every
+ * part of it linked for `cats size`.
  *
  * With CATS_M4_QEMU (cats_m4_node_qemu.elf) it also reports over semihosting, under
  * `qemu-system-arm -machine mps2-an386 -icount shift=0`, the instructions of init and of the
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cats/cats_auth.h"
 #include "cats/cats_node.h"
 #include "cats/cats_port.h"
 #include "cats/cats_runner.h"
@@ -47,6 +50,11 @@ extern const uint32_t cats_partition_manifest_len;
 static uint8_t cats_arena[CATS_ARENA_SIZE] __attribute__((aligned(8)));
 static int8_t cats_input[CATS_INPUT_LEN];
 static struct cats_runner cats_runner_state;
+static struct cats_auth cats_auth_state;
+/* A fixed key: this image measures size and cost, it joins no swarm. */
+static const uint8_t cats_key[CATS_AUTH_KEY_LEN] = {0x43, 0x41, 0x54, 0x53, 0x2d, 0x6d, 0x34,
+						     0x2d, 0x6b, 0x65, 0x79, 0x00, 0x01, 0x02,
+						     0x03, 0x04};
 
 /* Loopback link: a small ring of frames; recv() returns what send() put in. */
 struct loopback {
@@ -75,7 +83,7 @@ static int loop_send(void *ctx, const uint8_t *frame, size_t len)
 	return 0;
 }
 
-static int loop_recv(void *ctx, uint8_t *buf, size_t cap)
+static int loop_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	struct loopback *lb = ctx;
 	uint16_t len;
@@ -83,6 +91,7 @@ static int loop_recv(void *ctx, uint8_t *buf, size_t cap)
 	if (lb->count == 0) {
 		return 0;
 	}
+	*src = CATS_NODE_ID; /* our own frames */
 	len = lb->len[lb->head];
 	if (len > cap) {
 		len = (uint16_t)cap;
@@ -172,7 +181,13 @@ int main(void)
 	t1 = TIMER0_VALUE;
 #endif
 	make_input();
-	cats_runner_init(&cats_runner_state, node, &port, 50);
+	rc = cats_auth_init(&cats_auth_state, cats_key, CATS_AUTH_MIC_DEFAULT,
+			    cats_sg_partition_tag(node), cats_node_id(node), cats_node_count(node));
+	if (rc != CATS_OK) {
+		REPORT("auth init failed: %d\n", rc);
+		return 1;
+	}
+	cats_runner_init(&cats_runner_state, node, &port, &cats_auth_state, 50);
 	rc = cats_runner_infer(&cats_runner_state, 1, cats_input, sizeof(cats_input));
 #ifdef CATS_M4_QEMU
 	t2 = TIMER0_VALUE;
@@ -192,7 +207,7 @@ int main(void)
 	       (unsigned long)((t1 - t2) * 40u));
 	REPORT("frames sent %lu rejected_self %lu lost %lu\n",
 	       (unsigned long)cats_runner_state.stats.frames_sent,
-	       (unsigned long)cats_runner_state.stats.rejected_self,
+	       (unsigned long)cats_auth_state.stats.rejected_sender,
 	       (unsigned long)cats_runner_state.stats.columns_lost);
 	REPORT("output %u %u", (unsigned)start, (unsigned)count);
 	for (uint16_t i = 0; y != NULL && i < count; i++) {

@@ -9,8 +9,10 @@
 The CCM* message is empty: frames are authenticated, not encrypted. Stations: node d is d,
 the gateway is ``nodes``. A ColumnFrame carries the low 16 bits of the inference id; the
 receiver takes the full id nearest its reference (its running inference) and the MIC covers
-the full id. Receiving checks, in order: ``malformed``, ``sender``, ``mic``, ``replay`` (an
-inference older than the newest authentic one of that sender).
+the full id. Receiving checks, in order: ``malformed``, ``sender``, ``mic``, ``replay``: a
+sender sends in strictly increasing position (inference id, rank, exchange, fragment), rank 1
+for OutputFrames, else 0; a frame at or before the newest authentic position of its sender is
+a replay (an older inference, or an exact repeat).
 
 Keys: 16 bytes, in a key file as 32 hex digits or 16 raw bytes, mode 0600 (``load_key``,
 ``new_key_file``). They never go into partition artefacts, logs, JSON or pcap traces.
@@ -32,6 +34,7 @@ NONCE_LEN = 13
 MIC_LENS = (4, 8)
 MIC_DEFAULT = 8
 MSG_MAX = 255
+SRC_CLAIMED = 0xFFFE  # a link that cannot tell the sender: take the claimed one (cats_auth.h)
 
 # (inference, exchange, sender, fragment) field numbers per AirType; 0 = not carried
 _FIELDS = {AIR_COLUMN: (1, 2, 3, 4), AIR_INPUT: (1, 0, 0, 3), AIR_OUTPUT: (1, 0, 3, 6)}
@@ -222,7 +225,7 @@ class Auth:
     self_id: int
     nodes: int
     mic_len: int = MIC_DEFAULT
-    newest: dict[int, int] = field(default_factory=dict)
+    newest: dict[int, tuple[int, int]] = field(default_factory=dict)  # (id, position)
     stats: AuthStats = field(default_factory=AuthStats)
 
     def __post_init__(self) -> None:
@@ -275,6 +278,8 @@ class Auth:
         msg, mic = data[: -self.mic_len], data[-self.mic_len :]
         h = header(air_type, msg)
         gw = self.gateway
+        if src == SRC_CLAIMED:
+            src = gw if air_type == AIR_INPUT else min(gw + 1, h.sender or 0)
         if src > gw or src == self.self_id:
             raise AuthError("sender", f"link source {src}")
         if air_type == AIR_INPUT and src != gw:
@@ -289,9 +294,12 @@ class Auth:
             self._ccm.decrypt(n, mic, _aad(self.tag, air_type, msg))
         except Exception:  # cryptography's InvalidTag
             raise AuthError("mic") from None
+        pos = (air_type == AIR_OUTPUT) << 48 | (h.exchange & 0xFFFF) << 32 | h.fragment
         newest = self.newest.get(src)
-        if newest is not None and ((inf - newest) & 0xFFFFFFFF) >= 1 << 31:
-            raise AuthError("replay", f"inference {inf} < newest {newest} of station {src}")
-        self.newest[src] = inf
+        if newest is not None:
+            back = ((inf - newest[0]) & 0xFFFFFFFF) >= 1 << 31
+            if back or (inf == newest[0] and pos <= newest[1]):
+                raise AuthError("replay", f"inference {inf} not after {newest[0]} of {src}")
+        self.newest[src] = (inf, pos)
         self.stats.accepted += 1
         return msg, inf

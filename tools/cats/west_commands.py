@@ -420,6 +420,13 @@ class CatsBuild(_CatsCommand):
             help="also build the gateway image (samples/gateway) into <build-root>/gateway",
         )
         p.add_argument("--file-suffix", help="Zephyr FILE_SUFFIX (ble: the BLE link)")
+        p.add_argument(
+            "--key-file",
+            type=Path,
+            help="swarm key (32 hex digits or 16 raw bytes, chmod 600) provisioned into the "
+            "Zephyr images as CONFIG_CATS_SWARM_KEY (it stays in the build directories' "
+            "configuration, never in the partition artefacts)",
+        )
         p.add_argument("--pristine", action="store_true", help="rebuild from scratch")
         p.add_argument(
             "--nanopb-dir",
@@ -514,6 +521,10 @@ class CatsBuild(_CatsCommand):
             defs.append(f"-DCATS_LINK={args.link}")
         if args.file_suffix:
             defs.append(f"-DFILE_SUFFIX={args.file_suffix}")
+        if getattr(args, "key_file", None):
+            from cats import auth
+
+            defs.append(f"-DCONFIG_CATS_SWARM_KEY={auth.load_key(args.key_file).hex()}")
         defs += list(args.cmake_args)
         stream = not self._json
         if mode == "west":

@@ -20,8 +20,15 @@
  * not scan), sender (link source not a station of this swarm, our own id, the claimed sender
  * field != link source, an InputFrame not from the gateway station, a ColumnFrame / OutputFrame
  * from the gateway station), mic (CCM* verification fails: another key, another partition,
- * any changed bit, a rewritten id), replay (authentic, but of an inference older than the
- * newest authentic one of that sender). Only then is the sender's newest id advanced.
+ * any changed bit, a rewritten id), replay (authentic, but not after the newest authentic
+ * frame of that sender). Only then is the sender's newest position advanced.
+ *
+ * Replay window: a sender transmits its frames in a strictly increasing order of position =
+ * (inference id, rank, exchange, fragment), rank 0 for ColumnFrames and InputFrames, 1 for
+ * OutputFrames (a node sends its output after its exchanges); the radio and the medium keep a
+ * sender's frames in order. A receiver keeps the newest authentic position per sender and
+ * rejects any frame at or before it: a replay of an older inference, and an exact repeat of
+ * a frame (the same nonce) alike. Ids compare as 32-bit serial numbers.
  *
  * The crypto itself is the platform's (cats_ccm_*: mbed TLS on the host, M4 and Zephyr);
  * portable C99 here, no allocation.
@@ -43,6 +50,10 @@ extern "C" {
 #define CATS_AUTH_MAX_STATIONS 65 /* up to 64 nodes + the gateway */
 #endif
 #define CATS_AUTH_MSG_MAX 255 /* longest message (AirType and MIC excluded) */
+/* `src` of a link that cannot tell the sender (BLE until the advertisers use per-station
+ * identity addresses): the claimed sender is taken as the source. The MIC still binds the
+ * frame to it (the nonce holds it); only the link-layer cross-check is missing. */
+#define CATS_AUTH_SRC_CLAIMED 0xFFFEu
 
 /* Returns of cats_auth_open < 0 (the reason is also counted). */
 enum cats_auth_status {
@@ -69,6 +80,8 @@ struct cats_auth {
 	uint8_t mic_len;   /* 4 or 8 */
 	uint8_t seen[CATS_AUTH_MAX_STATIONS];      /* newest[] valid */
 	uint32_t newest[CATS_AUTH_MAX_STATIONS];   /* newest authentic inference id per sender */
+	uint64_t position[CATS_AUTH_MAX_STATIONS]; /* and its rank << 48 | exchange << 32 |
+						    * fragment */
 	struct cats_auth_stats stats;
 };
 

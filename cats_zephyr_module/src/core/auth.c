@@ -212,6 +212,7 @@ int cats_auth_open(struct cats_auth *a, uint8_t type, uint16_t src, uint32_t ref
 	struct cats_auth_hdr h;
 	size_t body, aad_len;
 	uint32_t id;
+	uint64_t pos;
 	const uint16_t gw = a->nodes;
 
 	if (msg == NULL || len < a->mic_len || len - a->mic_len > CATS_AUTH_MSG_MAX) {
@@ -220,6 +221,9 @@ int cats_auth_open(struct cats_auth *a, uint8_t type, uint16_t src, uint32_t ref
 	body = len - a->mic_len;
 	if (cats_auth_header(type, msg, body, &h) != 0) {
 		return reject(&a->stats.rejected_malformed, CATS_AUTH_MALFORMED);
+	}
+	if (src == CATS_AUTH_SRC_CLAIMED) {
+		src = type == CATS_AIR_INPUT ? gw : (uint16_t)(h.sender > gw ? gw + 1u : h.sender);
 	}
 	/* the claimed sender must be the link source, a station of this swarm, not us */
 	if (src > gw || src == a->self || (type == CATS_AIR_INPUT && src != gw) ||
@@ -237,11 +241,15 @@ int cats_auth_open(struct cats_auth *a, uint8_t type, uint16_t src, uint32_t ref
 			     &msg[body], a->mic_len) != 0) {
 		return reject(&a->stats.rejected_mic, CATS_AUTH_MIC);
 	}
-	if (a->seen[src] && (int32_t)(id - a->newest[src]) < 0) {
+	pos = (uint64_t)(type == CATS_AIR_OUTPUT) << 48 | (uint64_t)(h.exchange & 0xFFFFu) << 32 |
+	      h.fragment;
+	if (a->seen[src] && ((int32_t)(id - a->newest[src]) < 0 ||
+			     (id == a->newest[src] && pos <= a->position[src]))) {
 		return reject(&a->stats.rejected_replay, CATS_AUTH_REPLAY);
 	}
 	a->seen[src] = 1;
 	a->newest[src] = id;
+	a->position[src] = pos;
 	a->stats.accepted++;
 	if (inference != NULL) {
 		*inference = id;

@@ -112,16 +112,26 @@ def _west_build(app: Path, bdir: Path, defs: list[str], log: Path) -> Path:
 
 
 def build_images(
-    partition_dir: Path, link: str, out_dir: Path, nodes: int, progress: bool = False
+    partition_dir: Path,
+    link: str,
+    out_dir: Path,
+    nodes: int,
+    progress: bool = False,
+    key_file: Path | None = None,
 ) -> dict[str, Any]:
     """Build (or bring up to date) the node images and the gateway image of a partition for
-    nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``."""
+    nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``, provisioned with the swarm key
+    of `key_file` (default: ``out_dir/swarm.key``, created once)."""
+    from cats import auth
+
     if link not in LINKS.values():
         raise ValueError(f"link {link!r}: the firmware links are {', '.join(set(LINKS.values()))}")
     environment()
     out_dir.mkdir(parents=True, exist_ok=True)
     part = str(Path(partition_dir).resolve())
+    key = auth.load_key(auth.key_file(key_file, out_dir))
     common = [f"-DCATS_PARTITION_DIR={part}", f"-DCATS_LINK={link}"]
+    common.append(f"-DCONFIG_CATS_SWARM_KEY={key.hex()}")
     images: dict[str, Any] = {"nodes": []}
     for d in range(nodes):
         if progress:

@@ -2,7 +2,8 @@
 
     cats sim <partition-dir> [--link ieee802154|ble2m|ble2m-aux] [--loss SPEC] [--seed S]
              [--inferences K] [--data default|CSV] [--pcap FILE] [--log FILE] [--json]
-             [--native-sim NODE=PATH ...]
+             [--native-sim NODE=PATH ...] [--key-file FILE] [--mic 4|8]
+             [--attack forge|replay|tamper|impersonate-gateway]
 
 The swarm (``cats.sim.swarm``: radio medium + one C node process per node + the C gateway)
 runs K inferences on real test windows of the data set the export was made for (partition.json
@@ -19,6 +20,13 @@ from the medium's log) and the output slices of the nodes that gave none set to 
 ``--native-sim 0=build/ns/zephyr/zephyr.exe`` runs node 0 as the Zephyr node image built for
 native_sim (samples/node with node-0 of this export) instead of a ``cats_node_sim`` process:
 its link UART's PTY is relayed to the medium (``cats.sim.pty_link``).
+
+Every radio frame is authenticated (AES-CCM*, ``cats.auth``) with the swarm key of
+``--key-file`` (32 hex digits or 16 raw bytes, mode 0600; default: a fresh key in the work
+directory) and a MIC of ``--mic`` bytes. ``--attack MODE`` runs an unkeyed station next to the
+swarm (``cats.sim.attack``) and reports ``attack``: frames it sent, frames any receiver accepted
+(measured: the receivers' authenticated-frame counters less the honest frames the medium
+delivered to them), the rejections by reason, and whether any output changed (against qref).
 
 Modelled latency per inference = Cortex-M4 compute (``cats.sim.latency``: MACs per node and
 stage x measured instructions per MAC / 64 MHz, slowest node per stage) + the airtime of the
@@ -106,6 +114,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NODE=PATH",
         help="run node NODE as a Zephyr native_sim image of samples/node (zephyr.exe, built "
         "with -DCATS_NODE_ID=NODE of this export) relayed over its PTY; repeatable",
+    )
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="swarm key (32 hex digits or 16 raw bytes, chmod 600; default: a fresh one)",
+    )
+    p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
+    p.add_argument(
+        "--attack",
+        default=None,
+        choices=("forge", "replay", "tamper", "impersonate-gateway"),
+        help="run an unkeyed attacker station in the medium (cats.sim.attack)",
     )
     p.set_defaults(func=run)
 
@@ -208,6 +229,9 @@ def simulate(
     inputs: np.ndarray | None = None,
     progress: bool = False,
     external: dict[int, str] | None = None,
+    key_file: Path | None = None,
+    mic: int = 8,
+    attack: str | None = None,
 ) -> dict[str, Any]:
     """Run the swarm on K windows (or the given int8 `inputs`, (K, tokens, patch), without
     prediction metrics) and check every result against qref; returns the JSON summary.
@@ -242,11 +266,21 @@ def simulate(
         deadline_ms=deadline_ms,
         instr_per_mac=ipm,
         external=external,
+        key_file=key_file,
+        mic=mic,
     )
     results = []
+    attacker = None
+    attack_report: dict[str, Any] = {}
     t_start = time.monotonic()
     try:
         swarm.start()
+        if attack is not None:
+            from cats.sim.attack import Attacker
+
+            attacker = Attacker(
+                attack, swarm.medium_address, swarm.nodes, swarm.tag, swarm.phy.column_mtu, mic
+            )
         t_ready = time.monotonic()
         with swarm.client(timeout=deadline_ms / 1e3 + 30) as gw:
             for i in range(k):
@@ -270,6 +304,9 @@ def simulate(
             swarm.cleanup()
         raise
     finally:
+        if attacker is not None:
+            time.sleep(0.2)  # what it sent last reaches the receivers
+            attack_report = attacker.stop()
         swarm.stop()
     records = replay.read_log(swarm.log)
     if workdir is None:  # a temp dir of process logs (and of the medium log unless --log)
@@ -374,6 +411,14 @@ def simulate(
         "pcap": str(pcap) if pcap else None,
         "per_inference": per,
     }
+    out["auth"] = auth_summary(results[-1][0] if results else None, counters, len(specs), mic)
+    if attack is not None:
+        out["attack"] = dict(
+            attack_report,
+            attack_frames_accepted=out["auth"]["frames_accepted_beyond_honest"],
+            rejected=out["auth"]["rejected"],
+            outputs_changed=not out["bit_exact"] or not out["ok"],
+        )
     scored = [r for r in per if "mse" in r]
     if scored:
         out["mse"] = sum(r["mse"] for r in scored) / len(scored)
@@ -382,6 +427,36 @@ def simulate(
     judged = [r for r in per if "correct" in r]
     if judged:
         out["accuracy"] = sum(r["correct"] for r in judged) / len(judged)
+    return out
+
+
+def auth_summary(last: Any, medium_counters: dict[str, int], nodes: int, mic: int) -> dict:
+    """The receivers' authentication counters (the last result's NodeCounters, cumulative, and
+    the gateway's) against the honest frames the medium delivered to each station: a receiver
+    that authenticated more frames than it was honestly sent accepted someone else's."""
+    out: dict[str, Any] = {"mic_bytes": mic, "rejected": {}, "per_station": {}}
+    if last is None:
+        out["frames_accepted_beyond_honest"] = None
+        return out
+    counters = {int(s.node): s.counters for s in last.nodes}
+    counters[nodes] = last.gateway_counters
+    beyond = 0
+    rejected = {"mic": 0, "replay": 0, "sender": 0, "malformed": 0}
+    for sid, c in sorted(counters.items()):
+        honest = int(medium_counters.get(f"delivered_station_{sid}", 0))
+        extra = int(c.frames_authenticated) - honest
+        beyond += max(0, extra)
+        for reason in rejected:
+            rejected[reason] += int(getattr(c, f"rejected_{reason}"))
+        out["per_station"]["gateway" if sid == nodes else str(sid)] = {
+            "authenticated": int(c.frames_authenticated),
+            "honest_delivered": honest,
+            "rejected_mic": int(c.rejected_mic),
+            "rejected_replay": int(c.rejected_replay),
+            "rejected_sender": int(c.rejected_sender),
+        }
+    out["rejected"] = rejected
+    out["frames_accepted_beyond_honest"] = beyond
     return out
 
 
@@ -423,6 +498,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  wall: {res['wall_s']:.2f} s ({res['wall_s_per_inference']:.3f} s / inference)")
         if res["degraded"]:
             print(f"  degraded results: {res['degraded']}")
+        if "attack" in res:
+            a = res["attack"]
+            print(
+                f"  attack {a['mode']}: {a['attack_frames_sent']} frames sent, "
+                f"{a['attack_frames_accepted']} accepted, rejected {a['rejected']}, outputs "
+                f"{'CHANGED' if a['outputs_changed'] else 'unchanged'}"
+            )
     return res
 
 
@@ -460,6 +542,9 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
         slot_timeout=args.slot_timeout,
         progress=not args.json,
         external=native_sim_nodes(getattr(args, "native_sim", None) or []),
+        key_file=getattr(args, "key_file", None),
+        mic=getattr(args, "mic", 8),
+        attack=getattr(args, "attack", None),
     )
 
 

@@ -45,7 +45,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cats import cnode
+from cats import auth, cnode
 from cats.export import load_node
 from cats.frames import partition_tag
 from cats.paths import REPO_ROOT
@@ -227,6 +227,8 @@ class Swarm:
         extra_node_args: list[str] | None = None,
         instr_per_mac: float | None = None,
         external: dict[int, str] | None = None,
+        key_file: Path | None = None,
+        mic: int = auth.MIC_DEFAULT,
     ) -> None:
         self.export_dir = Path(export_dir).resolve()
         self.phy = phys.get(link)
@@ -239,6 +241,12 @@ class Swarm:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pcap = Path(pcap).resolve() if pcap else None
         self.log = Path(log).resolve() if log else self.workdir / "medium.jsonl"
+        if mic not in auth.MIC_LENS:
+            raise ValueError(f"MIC length must be 4 or 8, not {mic}")
+        self.mic = mic
+        # the swarm key: the given file, else a fresh one in the work directory (0600)
+        self.key_file = auth.key_file(key_file, self.workdir).resolve()
+        auth.load_key(self.key_file)  # refuse a bad or world-readable key file now
         self.build_dir = Path(build_dir) if build_dir else None
         self.extra_node_args = list(extra_node_args or [])
         self.instr_per_mac = instr_per_mac
@@ -318,6 +326,8 @@ class Swarm:
             str(self.slot_timeout),
             "--log",
             str(self.log),
+            "--mic",
+            str(self.mic),
         ]
         for spec in self.loss:
             argv += ["--loss", spec]
@@ -344,6 +354,10 @@ class Swarm:
             str(self.export_dir / f"node-{d}"),
             "--mtu",
             str(self.phy.column_mtu),
+            "--key-file",
+            str(self.key_file),
+            "--mic",
+            str(self.mic),
         ] + self.extra_node_args
 
     def gateway_argv(self, port: int) -> list[str]:
@@ -352,6 +366,9 @@ class Swarm:
         argv += ["--partition", str(self.export_dir), "--listen", str(port)]
         argv += ["--phy", self.phy.name]  # cats_gateway_sim knows every cats.sim.phy link
         argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
+        # a (re)started gateway never reuses an inference id (a nonce) under this key
+        argv += ["--key-file", str(self.key_file), "--mic", str(self.mic)]
+        argv += ["--first-inference", str(auth.next_inference_base(self.key_file))]
         if self.instr_per_mac is not None:
             argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]
         return argv
