@@ -524,7 +524,7 @@ class CatsBuild(_CatsCommand):
         if getattr(args, "key_file", None):
             from cats import auth
 
-            defs.append(f"-DCONFIG_CATS_SWARM_KEY={auth.load_key(args.key_file).hex()}")
+            defs.append(f'-DCONFIG_CATS_SWARM_KEY="{auth.load_key(args.key_file).hex()}"')
         defs += list(args.cmake_args)
         stream = not self._json
         if mode == "west":

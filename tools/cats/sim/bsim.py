@@ -131,7 +131,7 @@ def build_images(
     part = str(Path(partition_dir).resolve())
     key = auth.load_key(auth.key_file(key_file, out_dir))
     common = [f"-DCATS_PARTITION_DIR={part}", f"-DCATS_LINK={link}"]
-    common.append(f"-DCONFIG_CATS_SWARM_KEY={key.hex()}")
+    common.append(f'-DCONFIG_CATS_SWARM_KEY="{key.hex()}"')  # a Kconfig string
     images: dict[str, Any] = {"nodes": []}
     for d in range(nodes):
         if progress:
