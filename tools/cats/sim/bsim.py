@@ -118,10 +118,11 @@ def build_images(
     nodes: int,
     progress: bool = False,
     key_file: Path | None = None,
+    mic: int = 8,
 ) -> dict[str, Any]:
     """Build (or bring up to date) the node images and the gateway image of a partition for
     nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``, provisioned with the swarm key
-    of `key_file` (default: ``out_dir/swarm.key``, created once)."""
+    of `key_file` (default: ``out_dir/swarm.key``, created once) and a MIC of `mic` bytes."""
     from cats import auth
 
     if link not in LINKS.values():
@@ -132,6 +133,7 @@ def build_images(
     key = auth.load_key(auth.key_file(key_file, out_dir))
     common = [f"-DCATS_PARTITION_DIR={part}", f"-DCATS_LINK={link}"]
     common.append(f'-DCONFIG_CATS_SWARM_KEY="{key.hex()}"')  # a Kconfig string
+    common.append(f"-DCONFIG_CATS_MIC_LEN={mic}")
     images: dict[str, Any] = {"nodes": []}
     for d in range(nodes):
         if progress:
@@ -277,6 +279,8 @@ def simulate_bsim(
     deadline_ms: int = 60000,
     compare_medium: bool = True,
     progress: bool = False,
+    key_file: Path | None = None,
+    mic: int = 8,
 ) -> dict[str, Any]:
     """`cats sim --backend bsim`: build the images, run K windows on BabbleSim, check every
     result against qref, and put the simulated latency beside the medium's model."""
@@ -298,7 +302,10 @@ def simulate_bsim(
         raise ValueError(f"--link {link}: the bsim backend runs {', '.join(LINKS)}")
     fw_link = LINKS[link]
     build_dir = build_dir or partition_dir / f"bsim-{fw_link}"
-    images = build_images(partition_dir, fw_link, build_dir, len(specs), progress=progress)
+    images = build_images(
+        partition_dir, fw_link, build_dir, len(specs), progress=progress, key_file=key_file,
+        mic=mic,
+    )  # fmt: skip
     if progress:
         print(f"  bsim: running {len(specs)} nodes + gateway, {len(inputs)} inferences",
               file=sys.stderr)  # fmt: skip
@@ -370,7 +377,7 @@ def simulate_bsim(
     if compare_medium:
         from cats.sim.cli import simulate
 
-        med = simulate(partition_dir, link=link, inputs=inputs)
+        med = simulate(partition_dir, link=link, inputs=inputs, mic=mic)
         out["medium"] = {
             "bit_exact": med["bit_exact"],
             "modelled_latency_s": med["modelled_latency_s"],

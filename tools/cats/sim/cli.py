@@ -512,6 +512,8 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "bsim":
         from cats.sim import bsim
 
+        if args.attack:
+            raise ValueError("--attack needs the medium backend (its injector station)")
         if args.loss or args.pcap or args.native_sim:
             raise ValueError("--backend bsim: the phy's channel model makes the losses "
                              "(--bsim-attenuation); --loss, --pcap, --native-sim are the "
@@ -527,6 +529,8 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
             workdir=args.workdir,
             deadline_ms=max(args.deadline_ms, 60000),
             progress=not args.json,
+            key_file=args.key_file,
+            mic=args.mic,
         )
     return simulate(
         args.partition_dir,
