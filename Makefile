@@ -27,7 +27,7 @@ demo: setup
 # static library, the kernel benchmark image, and node 0 of the untrained verytiny preset
 # partitioned for D = 8 (build/m4) and D = 16 (build/m4-d16), sized by `cats size`.
 M4_CMAKE := cmake -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/arm-none-eabi.cmake -DCATS_NODE_ID=0
-M4_PART_DEPS := $(wildcard tools/cats/*.py) proto/cats.proto
+M4_PART_DEPS := $(wildcard tools/cats/*.py tools/cats/*/*.py) proto/cats.proto
 
 build/parts/verytiny-d%/partition.json: $(M4_PART_DEPS) | setup
 	$(VENV)/bin/cats export --preset verytiny --nodes $* --out $(@D) >/dev/null

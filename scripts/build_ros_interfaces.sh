@@ -18,7 +18,7 @@ STAMP="$VENV/.stamp-cats-interfaces"
 
 # inputs: this script, the package, and the ROS 2 / Python pins (not the other requirements)
 want_stamp="$( (cat scripts/build_ros_interfaces.sh "$PKG/CMakeLists.txt" "$PKG/package.xml" \
-    "$PKG"/msg/*.msg "$PKG"/srv/*.srv "$PKG"/action/*.action cats_ros/cats_bridge/pyproject.toml;
+    "$PKG"/msg/*.msg "$PKG"/srv/*.srv "$PKG"/action/*.action cats_ros/cats_bridge/{pyproject.toml,setup.py,setup.cfg,package.xml};
     grep -iE '^(ros-|catkin-pkg|numpy|empy|lark)' requirements.txt; "$PY" -V) \
     | sha256sum | cut -d' ' -f1)"
 site="$(echo "$VENV"/lib/python3.*/site-packages)"

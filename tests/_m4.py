@@ -40,8 +40,8 @@ def partition(nodes: int) -> Path:
     """The untrained verytiny preset exported for `nodes` nodes (as `make m4` does)."""
     part = ROOT / BUILDS[nodes][0]
     if not (part / "partition.json").exists():
-        from cats.export import export_partition, untrained
-        from cats.partition import Partition
+        from cats.artefacts.export import export_partition, untrained
+        from cats.model.partition import Partition
 
         _, qm = untrained("verytiny", 0)
         export_partition(qm, Partition.full(qm.cfg, nodes), part)

@@ -1,11 +1,12 @@
 """Shared test setup."""
 
-from cats.cli import set_threads
+from cats.base.threads import set_threads
 
-set_threads()  # tests may run beside other torch processes; see cats.cli.set_threads
+set_threads()  # tests may run beside other torch processes; see cats.base.threads
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line(
-        "markers", "bitexact: compares integer outputs bit for bit with the cats.qref reference"
+        "markers",
+        "bitexact: compares integer outputs bit for bit with the cats.quant.qref reference",
     )

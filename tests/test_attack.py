@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import auth, export
-from cats.partition import Partition
+from cats.artefacts import export
+from cats.model.partition import Partition
 from cats.sim.attack import MODES
-from cats.sim.cli import simulate
+from cats.sim.run import simulate
 from cats.sim.swarm import Swarm, build_executables
+from cats.wire import auth
 
 NODES = 4
 

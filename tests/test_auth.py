@@ -8,8 +8,9 @@ import ctypes
 
 import pytest
 
-from cats import auth, cnode
-from cats.wire import pb
+from cats.firmware import cnode
+from cats.wire import auth
+from cats.wire.proto import pb
 
 # RFC 3610 packet vector #1 (8-byte MIC) and NIST SP 800-38C example 1 (4-byte MIC, 7-byte nonce)
 VECTORS = [

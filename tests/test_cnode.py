@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import cnode, export, qref
-from cats.cnode import CNode, CNodeError
-from cats.config import preset
-from cats.partition import Partition, Plan
-from cats.wire import pb
+from cats.artefacts import export
+from cats.firmware import cnode
+from cats.firmware.cnode import CNode, CNodeError
+from cats.model.config import preset
+from cats.model.partition import Partition, Plan
+from cats.quant import qref
+from cats.wire.proto import pb
 
 pytestmark = pytest.mark.bitexact
 
@@ -425,8 +427,8 @@ def test_unpruned_swarm_gives_the_same_bits_for_every_node_count(models, tmp_pat
 
 def test_trained_qat_export_bit_exact(tmp_path: Path) -> None:
     pytest.importorskip("vega_datasets", reason="the default dataset ships in vega-datasets")
-    from cats.int8 import quantized
-    from cats.train import train_model
+    from cats.quant.int8 import quantized
+    from cats.training.train import train_model
 
     res = train_model(preset("test"), "default", nodes=4, steps=10, batch=32, qat=True,
                       qat_fraction=0.5, max_eval_windows=64, max_test_windows=64,

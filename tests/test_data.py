@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import data
-from cats.paths import ETTH2_CSV
+from cats.base.paths import ETTH2_CSV
+from cats.training import data
 
 needs_etth2 = pytest.mark.skipif(
     not ETTH2_CSV.is_file(), reason=f"ETTh2 not laid out at {ETTH2_CSV} (shared/data)"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cats.config import preset
-from cats.dropout import DropoutConfig, loss_delivery, sample_delivery
-from cats.partition import Partition
+from cats.model.config import preset
+from cats.model.dropout import DropoutConfig, loss_delivery, sample_delivery
+from cats.model.partition import Partition
 
 D = 6
 

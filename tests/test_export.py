@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import export, qref
+from cats.artefacts import export
 from cats.cli import main
-from cats.partition import Partition
+from cats.model.partition import Partition
+from cats.quant import qref
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """SomeGather ColumnFrames: the fragmentation rule, golden vectors, checked decoding, and the
-C engine (somegather.c) against its Python mirror (cats.frames), under ASan + UBSan."""
+C engine (somegather.c) against its Python mirror (cats.artefacts.frames), under ASan + UBSan."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import export, frames, qref, resource
-from cats.frames import FrameError, RxContext
-from cats.partition import Partition
-from cats.wire import pb
+from cats.analysis import resource
+from cats.artefacts import export, frames
+from cats.artefacts.frames import FrameError, RxContext
+from cats.model.partition import Partition
+from cats.quant import qref
+from cats.wire.proto import pb
 
 MTU_154 = frames.MTU_IEEE802154  # 115
 MTU_BLE = frames.MTU_BLE2M  # 240
@@ -185,7 +187,7 @@ def golden():
 
 
 def test_golden_vectors_regenerate(golden) -> None:
-    """The checked-in frames are what cats.frames encodes from the checked-in export."""
+    """The checked-in frames are what cats.artefacts.frames encodes from the checked-in export."""
     desc, loaded, _ = golden
     built = frames.golden_frames(GOLDEN)
     assert [f["expect"] for f in built] == [f["expect"] for f in desc["frames"]]
@@ -339,7 +341,7 @@ def _core_ready() -> str | None:
 
 @pytest.fixture(scope="module")
 def asan_program() -> Path:
-    """test_somegather in the sanitizer build (the lock is cats.cnode.build_host's)."""
+    """test_somegather in the sanitizer build (the lock is cats.firmware.cnode.build_host's)."""
     why = _core_ready()
     if why:
         pytest.skip(why)
@@ -442,7 +444,8 @@ def test_python_decodes_c_frames(asan_run, golden) -> None:
 
 
 def test_c_and_python_verdicts_agree(asan_run, golden) -> None:
-    """Every mutated frame of the C fuzz run gets the same verdict from cats.frames.decode."""
+    """Every mutated frame of the C fuzz run gets the same verdict from
+    cats.artefacts.frames.decode."""
     out, _ = asan_run
     desc, loaded, inp = golden
     nodes = _nodes_at(loaded, inp, 0)
@@ -481,7 +484,7 @@ def _header(data: bytes):
 
 
 # ----------------------------------------------------------------------------------------------
-# In-process swarm of C nodes over C-encoded frames (host library, tools/cats/cnode.py)
+# In-process swarm of C nodes over C-encoded frames (host library, tools/cats/firmware/cnode.py)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -494,7 +497,7 @@ def sg_lib():
     why = _core_ready()
     if why:
         pytest.skip(why)
-    cnode = pytest.importorskip("cats.cnode")
+    cnode = pytest.importorskip("cats.firmware.cnode")
     lib = cnode.lib()
     p, u8p, sz, st = (
         ctypes.c_void_p,
@@ -533,7 +536,7 @@ def _c_frames(lib, node, mtu: int, st: _CStats) -> list[bytes]:
 def test_swarm_over_frames_c(sg_lib, golden, tmp_path: Path, case) -> None:
     """C nodes exchange C-encoded frames through cats_sg_receive with seeded frame loss; the
     output equals qref.run_swarm with the same columns lost, bit for bit, and the frames are
-    the ones cats.frames encodes."""
+    the ones cats.artefacts.frames encodes."""
     cnode, lib = sg_lib
     which, mtu, p = case
     if which == "golden":
@@ -557,7 +560,7 @@ def test_swarm_over_frames_c(sg_lib, golden, tmp_path: Path, case) -> None:
     lost: dict[int, dict[int, set[int]]] = {}
     for e in range(cn[0].n_exchanges):
         sent = [_c_frames(lib, c, mtu, stats[s]) for s, c in enumerate(cn)]
-        assert sent == [r.outgoing(mtu) for r in py]  # the same bytes as cats.frames
+        assert sent == [r.outgoing(mtu) for r in py]  # the same bytes as cats.artefacts.frames
         lost[e] = {d: set() for d in range(len(cn))}
         for s, data in enumerate(sent):
             for i, f in enumerate(data):

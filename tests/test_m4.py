@@ -1,5 +1,5 @@
 """The portable core cross-compiled for the Cortex-M4F and run under QEMU (mps2-an386): the
-node image bit-exact with cats.qref, and the kernel benchmark's instruction counter."""
+node image bit-exact with cats.quant.qref, and the kernel benchmark's instruction counter."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _m4 import ROOT, build, run_qemu
 
-from cats.export import load_node
+from cats.artefacts.export import load_node
 
 
 def _parse(text: str) -> dict:

@@ -24,13 +24,15 @@ import numpy as np
 import pytest
 from _helpers import cats_sim_argv, descendants, gone, wait_for
 
-from cats import auth, export, qref, stream
-from cats.partition import Partition
-from cats.paths import REPO_ROOT
+from cats.artefacts import export
+from cats.base.paths import REPO_ROOT
+from cats.model.partition import Partition
+from cats.quant import qref
 from cats.sim import pty_link, replay
-from cats.sim.cli import native_sim_nodes, simulate
+from cats.sim.run import native_sim_nodes, simulate
 from cats.sim.swarm import Swarm, build_executables
-from cats.wire import pb
+from cats.wire import auth, stream
+from cats.wire.proto import pb
 
 TAG = 0x1234ABCD
 FAKE = Path(__file__).resolve().parent / "_fake_native_sim.py"
@@ -426,7 +428,7 @@ def _zephyr_missing() -> str | None:
 )
 def test_native_sim_node_in_a_swarm(export4: Path, tmp_path: Path) -> None:
     """samples/node for native_sim with node-0 of a D = 4 export, run as node 0 of the swarm
-    (nodes 1-3 cats_node_sim): every inference bit-exact with cats.qref."""
+    (nodes 1-3 cats_node_sim): every inference bit-exact with cats.quant.qref."""
     build = tmp_path / "ns"
     subprocess.run(
         [WEST, "build", "-p", "always", "-b", "native_sim", "-d", str(build), str(SAMPLE), "--",

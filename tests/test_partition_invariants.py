@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cats.config import preset
-from cats.model import CatsModel
-from cats.partition import Partition
-from cats.swarm_float import simulate
+from cats.model.config import preset
+from cats.model.partition import Partition
+from cats.model.swarm_float import simulate
+from cats.model.transformer import CatsModel
 
 
 def _model(task: str = "forecast", seed: int = 0) -> CatsModel:

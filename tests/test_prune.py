@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cats.config import preset
-from cats.model import CatsModel
-from cats.partition import Partition
-from cats.prune import keep_count, prune, prune_step, rank_columns, schedule
+from cats.model.config import preset
+from cats.model.partition import Partition
+from cats.model.prune import keep_count, prune, prune_step, rank_columns, schedule
+from cats.model.transformer import CatsModel
 
 
 def _model(seed: int = 0) -> CatsModel:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cats import qref
-from cats.config import preset
-from cats.model import CatsModel
-from cats.partition import Partition
+from cats.model.config import preset
+from cats.model.partition import Partition
+from cats.model.transformer import CatsModel
+from cats.quant import qref
 
 
 def _series(batch: int, length: int, seed: int) -> torch.Tensor:

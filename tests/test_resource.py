@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import cli, cnode, resource
-from cats.config import preset
-from cats.model import CatsModel
-from cats.partition import Partition
-from cats.resource import (
+from cats.analysis import resource
+from cats.analysis.resource import (
     BLE2M,
     IEEE802154,
     Layout,
@@ -36,6 +33,11 @@ from cats.resource import (
     scale_ratios,
     stored_params,
 )
+from cats.commands import cli
+from cats.firmware import cnode
+from cats.model.config import preset
+from cats.model.partition import Partition
+from cats.model.transformer import CatsModel
 
 VT = preset("verytiny")
 
@@ -160,7 +162,7 @@ def _check_frames(plan, e, s, rows, link) -> None:
     frames = encode_frames(plan, e, s, values)
     assert [len(f) for f in frames] == [fp.encoded_len for fp in plan]
     assert max(len(f) for f in frames) <= link.column_mtu
-    from cats.wire import pb
+    from cats.wire.proto import pb
 
     got = {c: bytearray(rows) for c in values}
     for f in frames:
@@ -290,10 +292,10 @@ def test_cli_report_table(capsys, monkeypatch) -> None:
 
 
 def test_links_come_from_one_light_module() -> None:
-    """The radio link facts are cats.sim.phy's alone: the resource model's links are its PHY
-    objects, and importing cats.resource / cats.frames pulls in that one stdlib-only module of
-    cats.sim and none of the simulator (medium, swarm, asyncio)."""
-    from cats.sim import phy
+    """The radio link facts are cats.wire.phy's alone: the resource model's links are its PHY
+    objects (a stdlib-only module of the wire layer), and importing cats.analysis.resource /
+    cats.artefacts.frames pulls in none of the simulator (medium, swarm, asyncio)."""
+    from cats.wire import phy
 
     assert resource.LINKS is phy.PHYS and resource.IEEE802154 is phy.IEEE802154
     assert resource.BLE2M is phy.BLE2M and resource.BLE2M_AUX is phy.BLE2M_AUX
@@ -306,12 +308,12 @@ def test_links_come_from_one_light_module() -> None:
     }
     assert imported <= {"__future__", "struct", "dataclasses"}, imported
     code = (
-        "import sys, cats.resource, cats.frames; "
+        "import sys, cats.analysis.resource, cats.artefacts.frames; "
         "print(sorted(m for m in sys.modules if m.startswith('cats.sim')), "
         "'asyncio' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["['cats.sim',", "'cats.sim.phy']", "False"], out.stdout
+    assert out.stdout.split() == ["[]", "False"], out.stdout
 
 
 def test_fixed_costs_are_the_measured_images() -> None:

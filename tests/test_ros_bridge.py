@@ -42,10 +42,11 @@ from _helpers import descendants, gone
 from cats_bridge import codec
 from cats_bridge.partition_info import PartitionInfo
 
-from cats import export, qref
-from cats.partition import Partition
-from cats.paths import REPO_ROOT
-from cats.sim.cli import revin_int8
+from cats.artefacts import export
+from cats.base.paths import REPO_ROOT
+from cats.model.partition import Partition
+from cats.quant import qref
+from cats.sim.run import revin_int8
 from cats.sim.swarm import Swarm, build_executables
 
 ROS_ENV = {
@@ -97,12 +98,18 @@ def reference(export_dir: Path, x: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def bridge(
-    endpoint: str, partition_dir: Path, domain: int, log: Path, **params: Any
+    endpoint: str,
+    partition_dir: Path,
+    domain: int,
+    log: Path,
+    command: list[str] | None = None,
+    **params: Any,
 ) -> Iterator[subprocess.Popen]:
-    """`python -m cats_bridge` in its own process; SIGINT on exit, which must end it cleanly."""
+    """`python -m cats_bridge` (or `command`: tests/test_colcon.py's installed entry point) in
+    its own process; SIGINT on exit, which must end it cleanly."""
     args = {"gateway": endpoint, "partition_dir": str(partition_dir), "status_period_s": 0.2}
     args.update(params)
-    argv = [sys.executable, "-m", "cats_bridge", "--ros-args"]
+    argv = [*(command or [sys.executable, "-m", "cats_bridge"]), "--ros-args"]
     for k, v in args.items():
         argv += ["-p", f"{k}:={v}"]
     env = {**os.environ, **ROS_ENV, "ROS_DOMAIN_ID": str(domain), "PYTHONUNBUFFERED": "1"}

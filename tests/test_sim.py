@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 from _helpers import cats_sim_argv, descendants, gone, wait_for
 
-from cats import export, qref, stream
-from cats.partition import Partition
-from cats.paths import REPO_ROOT
+from cats.artefacts import export
+from cats.base.paths import REPO_ROOT
+from cats.model.partition import Partition
+from cats.quant import qref
 from cats.sim import loss as lossmod
-from cats.sim import pcap, phy, replay
-from cats.sim.cli import simulate
+from cats.sim import pcap, replay
+from cats.sim.run import simulate
 from cats.sim.swarm import Swarm, build_executables
-from cats.wire import pb
+from cats.wire import phy, stream
+from cats.wire.proto import pb
 
 TAG = 0x1234ABCD
 

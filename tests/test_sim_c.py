@@ -1,9 +1,9 @@
 """The simulated swarm's C stations without the Python medium: the framed byte stream (C
-stream.c against tools/cats/stream.py: golden bytes both ways, resynchronisation after garbage),
-and D = 4 `cats_node_sim` processes + `cats_gateway_sim` on a tiny in-test hub that forwards
-everything losslessly and ends each exchange's slot (SlotEnd) once every live node has sent all
-its fragments. The gateway's answers are bit-exact with `cats.qref`, degrade cleanly when a
-node is gone, and bad requests get clear error results."""
+stream.c against tools/cats/wire/stream.py: golden bytes both ways, resynchronisation after
+garbage), and D = 4 `cats_node_sim` processes + `cats_gateway_sim` on a tiny in-test hub that
+forwards everything losslessly and ends each exchange's slot (SlotEnd) once every live node has sent
+all its fragments. The gateway's answers are bit-exact with `cats.quant.qref`, degrade cleanly when
+a node is gone, and bad requests get clear error results."""
 
 from __future__ import annotations
 
@@ -24,19 +24,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats import auth, cnode, export, qref, stream
-from cats.partition import Partition
-from cats.sim import phy
-from cats.wire import pb
+from cats.artefacts import export
+from cats.firmware import cnode
+from cats.model.partition import Partition
+from cats.quant import qref
+from cats.wire import auth, phy, stream
+from cats.wire.proto import pb
 
 ROOT = Path(__file__).resolve().parents[1]
 # An already built host tree may be named (skips the build); default: build/host, built here.
 BUILD = Path(os.environ.get("CATS_SIM_BUILD", ROOT / "build" / "host"))
 NODES = 4
-# the C gateway's default PHY model is cats.sim.phy.IEEE802154: SHR + PHR 6, MHR 9, FCS 2 = 17
+# the C gateway's default PHY model is cats.wire.phy.IEEE802154: SHR + PHR 6, MHR 9, FCS 2 = 17
 # bytes on the air besides the radio frame, 32 us per byte (250 kbit/s)
 OVERHEAD_802154 = phy.IEEE802154.overhead_bytes
-MIC = 8  # the stations' default MIC length (cats.auth); the hub holds no key
+MIC = 8  # the stations' default MIC length (cats.wire.auth); the hub holds no key
 US_PER_BYTE = int(phy.IEEE802154.us_per_byte)
 INSTR_PER_MAC = 1.5
 CPU_HZ = 64e6

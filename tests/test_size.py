@@ -9,8 +9,8 @@ import shutil
 import pytest
 from _m4 import ROOT, build
 
-from cats import size
 from cats.cli import main
+from cats.firmware import size
 
 
 @pytest.fixture(scope="module", params=[8, 16])

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from cats import cli
-from cats import train as train_mod
-from cats.checkpoint import load_checkpoint, save_checkpoint
-from cats.config import preset
-from cats.dropout import DropoutConfig
-from cats.evaluate import evaluate, robustness
-from cats.paths import ETTH2_CSV
-from cats.prune import prune_step
-from cats.train import TrainOptions, prepare_data, train_model
+from cats.base.paths import ETTH2_CSV
+from cats.commands import cli
+from cats.model.config import preset
+from cats.model.dropout import DropoutConfig
+from cats.model.prune import prune_step
+from cats.training import train as train_mod
+from cats.training.checkpoint import load_checkpoint, save_checkpoint
+from cats.training.evaluate import evaluate, robustness
+from cats.training.train import TrainOptions, prepare_data, train_model
 
 torch.set_num_threads(2)
 CFG = preset("test")  # context 64, horizon 16, F 32, 16 heads, 2 blocks

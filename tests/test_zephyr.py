@@ -154,10 +154,10 @@ def test_link_fragment_follows_the_board(tmp_path) -> None:
 
 
 def test_link_mtus_match_the_resource_model() -> None:
-    """The radio links' sizes are cats.sim.phy's (the one Python definition): the MAC payload /
+    """The radio links' sizes are cats.wire.phy's (the one Python definition): the MAC payload /
     AdvData carries the AirType byte + the ColumnFrame, on the air and in the C links."""
-    from cats import frames
-    from cats.sim import phy
+    from cats.artefacts import frames
+    from cats.wire import phy
 
     assert phy.AIR_TYPE_BYTES == 1
     assert frames.MTU_IEEE802154 == phy.IEEE802154.column_mtu == 115
@@ -271,8 +271,8 @@ def test_west_build_kernel_suite_native_sim(tmp_path) -> None:
 
 @needs_zephyr
 def test_west_build_node_sample_native_sim(tmp_path) -> None:
-    from cats.export import export_partition, untrained
-    from cats.partition import Partition
+    from cats.artefacts.export import export_partition, untrained
+    from cats.model.partition import Partition
 
     _, qm = untrained("test", 0)
     part = tmp_path / "part"

@@ -39,9 +39,9 @@ from cats_interfaces.srv import Infer
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
-from cats import export
-from cats.partition import Partition
-from cats.paths import REPO_ROOT
+from cats.artefacts import export
+from cats.base.paths import REPO_ROOT
+from cats.model.partition import Partition
 from cats.sim.swarm import Swarm, build_executables
 
 ROS_ENV = {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}

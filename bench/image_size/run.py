@@ -2,9 +2,9 @@
 
 Builds node 0 of the untrained `verytiny` preset partitioned for D nodes with the node sample
 (cats_zephyr_module/samples/node, -DCATS_LINK=<link>, warnings as errors), reads each
-zephyr.elf with `cats.size` (pyelftools) and writes results.json: flash and RAM by section and
-by CATS buffer, and the runtime's own share (code = flash - weights blob - manifest; RAM
-without the arena), which `cats.resource` uses as the measured code size.
+zephyr.elf with `cats.firmware.size` (pyelftools) and writes results.json: flash and RAM by section
+and by CATS buffer, and the runtime's own share (code = flash - weights blob - manifest; RAM
+without the arena), which `cats.analysis.resource` uses as the measured code size.
 
     python bench/image_size/run.py            # needs ZEPHYR_BASE (west.yml: v4.3.0) + west
     python bench/image_size/run.py --nodes 8 --link ble
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from cats import size  # noqa: E402
+from cats.firmware import size  # noqa: E402
 
 BOARD = "nrf52840dk/nrf52840"
 RESULTS = Path(__file__).with_name("results.json")

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from cats import qref
+from cats.quant import qref
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

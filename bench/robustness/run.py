@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from cats.config import preset
-from cats.dropout import DropoutConfig
-from cats.evaluate import robustness
-from cats.paths import ETTH2_CSV
-from cats.train import TrainOptions, prepare_data, train_model
+from cats.base.paths import ETTH2_CSV
+from cats.model.config import preset
+from cats.model.dropout import DropoutConfig
+from cats.training.evaluate import robustness
+from cats.training.train import TrainOptions, prepare_data, train_model
 
 PAPER_ETTH2_10 = {"without": 1.338, "with": 1.040}  # paper: test MSE at 10 % loss / clean
 

@@ -1,6 +1,6 @@
 """Modelled latency and air bytes per inference of the simulated swarm (`cats sim`), for the
-paper's `verytiny` model (untrained export, ``cats.export.untrained``) at D = 2, 4, 8, 16 nodes
-on IEEE 802.15.4 and BLE 2M, SomeGather at pruning ratio p = 0.5 and 0.9 against AllGather
+paper's `verytiny` model (untrained export, ``cats.artefacts.export.untrained``) at D = 2, 4, 8, 16
+nodes on IEEE 802.15.4 and BLE 2M, SomeGather at pruning ratio p = 0.5 and 0.9 against AllGather
 (p = 0: every column crosses the air), next to the physical floor (activation payload bits /
 PHY bit rate) and the wall-clock time of the simulation itself.
 
@@ -8,7 +8,7 @@ PHY bit rate) and the wall-clock time of the simulation itself.
     .venv/bin/python bench/swarm/run.py --nodes 16 --links ieee802154 --ps 0   # one row
 
 Every configuration runs K inferences on default-data test windows through the medium, the C
-nodes and the C gateway, and every result is checked bit for bit against ``cats.qref``.
+nodes and the C gateway, and every result is checked bit for bit against ``cats.quant.qref``.
 See README.md beside this file.
 """
 
@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cats import export
-from cats.partition import Partition
-from cats.prune import prune_step
-from cats.sim import phy as phys
-from cats.sim.cli import simulate
+from cats.artefacts import export
+from cats.model.partition import Partition
+from cats.model.prune import prune_step
+from cats.sim.run import simulate
 from cats.sim.swarm import build_executables
+from cats.wire import phy as phys
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_export(preset: str, seed: int, nodes: int, p: float, out: Path) -> Path:
     """The untrained preset partitioned for D nodes; p > 0 prunes every node's columns in every
-    exchange to its top ceil((1 - p) * own) by the SomeGather ranking (``cats.prune``)."""
+    exchange to its top ceil((1 - p) * own) by the SomeGather ranking (``cats.model.prune``)."""
     if (out / "partition.json").is_file():
         return out
     model, qm = _untrained(preset, seed)

@@ -13,13 +13,13 @@
  * medium closes. From the medium it takes AIR frames (OutputFrames), SlotEnd and StationEvent.
  *
  * --phy sets the PHY model of the input/output frames (their air bytes and airtime, as
- * tools/cats/sim/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
+ * tools/cats/wire/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
  * byte), ble2m (240; with the primary-channel ADV_EXT_INDs and T_MAFS) or ble2m-aux (240; the
  * AUX_ADV_IND only). Logs to stderr.
  *
  * Air frames are authenticated (cats_auth.h) with the key of --key-file (never logged) and a
  * MIC of --mic bytes; --first-inference is the first inference id (the nonces' counter: the
- * caller gives a restarted gateway ids it never used, tools/cats/auth.py
+ * caller gives a restarted gateway ids it never used, tools/cats/wire/auth.py
  * next_inference_base). The medium stamps each delivered frame with its link source station.
  */
 #define _POSIX_C_SOURCE 200809L

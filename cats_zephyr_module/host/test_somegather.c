@@ -618,7 +618,7 @@ static void part_fuzz(long mutations, uint64_t seed, FILE *log)
 		if (feed(n, buf, len, NULL, &st, "mutation") == CATS_OK) {
 			accepted_mut++;
 		}
-		if (log) { /* the verdict, for tests/test_frames.py to compare with cats.frames */
+		if (log) { /* the verdict, for tests/test_frames.py to compare with cats.artefacts.frames */
 			int r;
 
 			for (r = 0; r < 8 && *counter(&st, reasons[r]) == *counter(&before, reasons[r]);

@@ -129,7 +129,7 @@ static const struct cats_port port = {
 	.ctx = NULL,
 	.link = {
 		.ctx = &cats_loopback_frames,
-		.mtu = 115, /* IEEE 802.15.4: 127 - MHR 9 - FCS 2 - AirType 1 (cats.sim.phy) */
+		.mtu = 115, /* IEEE 802.15.4: 127 - MHR 9 - FCS 2 - AirType 1 (cats.wire.phy) */
 		.send = loop_send,
 		.recv = loop_recv,
 	},

@@ -1,4 +1,4 @@
-"""Request validation and the client side of the int8 swarm, as ``cats.int8.predict_int8``:
+"""Request validation and the client side of the int8 swarm, as ``cats.quant.int8.predict_int8``:
 RevIN (per-window mean and standard deviation, float32) and int8 quantisation of the input
 patches on the way in; dequantisation and de-normalisation of the int8 output on the way
 back. numpy only, so the bridge does not load torch."""
@@ -11,7 +11,7 @@ import numpy as np
 
 from cats_bridge.partition_info import PartitionInfo
 
-QMAX = 127  # int8 values are symmetric: [-127, 127] (cats.qref.sat8)
+QMAX = 127  # int8 values are symmetric: [-127, 127] (cats.quant.qref.sat8)
 REVIN_EPS = np.float32(1e-5)  # CatsModel.normalise
 
 

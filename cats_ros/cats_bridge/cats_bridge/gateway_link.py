@@ -2,7 +2,7 @@
 
 One asyncio event loop in a dedicated thread owns the gateway stream (``tcp://HOST:PORT`` to
 the simulated gateway, ``serial:///dev/ttyACM0?baud=115200`` to a gateway board): protobuf
-GatewayMessages in the framed byte stream of proto/cats.proto (``cats.stream``). ROS callbacks
+GatewayMessages in the framed byte stream of proto/cats.proto (``cats.wire.stream``). ROS callbacks
 never touch the stream; they call ``submit()``, which returns a ``concurrent.futures.Future``
 at once, and are told through it.
 
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from cats import stream
-from cats.wire import pb
+from cats.wire import stream
+from cats.wire.proto import pb
 
 DEFAULT_WINDOW = 4
 BACKOFF_MIN_S = 0.1

@@ -63,7 +63,7 @@ enum cats_auth_status {
 	CATS_AUTH_REPLAY = -4,
 };
 
-/* The order is also tools/cats/auth.py AuthStats (ctypes). */
+/* The order is also tools/cats/wire/auth.py AuthStats (ctypes). */
 struct cats_auth_stats {
 	uint32_t accepted;
 	uint32_t rejected_malformed;

@@ -5,7 +5,7 @@
  *
  * The gateway knows the partition from any node's manifest (hash, nodes, tokens x patch input,
  * outputs and their split: node d owns outputs split_ranges(outputs, nodes)[d] of
- * tools/cats/partition.py, scales). It serves the gateway protocol of proto/cats.proto:
+ * tools/cats/model/partition.py, scales). It serves the gateway protocol of proto/cats.proto:
  *
  *  - InferRequest: checked (partition hash unless empty, input size), queued (up to
  *    CATS_GW_QUEUE), then run one at a time: a new inference id (1, 2, ...), the input cut into
@@ -81,7 +81,7 @@ struct cats_gateway_config {
 	uint32_t liveness_ms;     /* heard within this window: alive (without StationEvents) */
 	float instr_per_mac;      /* compute model: instructions per multiply-accumulate */
 	float cpu_hz;             /* compute model: node clock (nRF52840: 64e6) */
-	/* The PHY model of the input/output frames (tools/cats/sim/phy.py Phy): an n-byte air
+	/* The PHY model of the input/output frames (tools/cats/wire/phy.py Phy): an n-byte air
 	 * frame (AirType byte + message) puts n + phy_overhead_bytes bytes on the air and takes
 	 * (n + phy_framing_bytes) * phy_us_per_byte + phy_extra_us of channel time. */
 	uint16_t phy_overhead_bytes;

@@ -1,5 +1,5 @@
 /*
- * Integer kernels of the node runtime, bit-exact with tools/cats/qref.py.
+ * Integer kernels of the node runtime, bit-exact with tools/cats/quant/qref.py.
  *
  * Every function here is the C spelling of one qref primitive (named in its comment); the
  * arithmetic is the same integer arithmetic, with int64 wherever qref computes in int64, so

@@ -1,5 +1,5 @@
 /*
- * One node's partitioned inference: bit-exact with tools/cats/qref.py (class Node).
+ * One node's partitioned inference: bit-exact with tools/cats/quant/qref.py (class Node).
  *
  * Lifecycle: cats_node_init() once (manifest decoded with nanopb, blob verified and read in
  * place from flash, static memory plan checked against the arena), then per inference

@@ -4,7 +4,7 @@
  * Sending: the node's kept columns of the current exchange are packed into ColumnFrames
  * (proto/cats.proto, nanopb) of at most link MTU bytes: whole columns per frame, a column
  * taller than one frame split by rows (row_start/row_count).
- * The rule is the one of tools/cats/frames.py (see there and somegather.c); the same kept
+ * The rule is the one of tools/cats/artefacts/frames.py (see there and somegather.c); the same kept
  * list, rows and MTU give the same frames, byte for byte, in C and Python.
  * Receiving: frames are decoded, checked (partition tag, inference id, exchange, sender,
  * column ownership and kept set, payload size) and their columns stored into the node's
@@ -31,7 +31,7 @@ extern "C" {
 #define CATS_SG_INFERENCE_MASK 0xFFFFu /* inference ids go on the air modulo 2^16 */
 #define CATS_SG_PLAN_ROUNDS 16      /* fixed-point rounds of the fragment count */
 
-/* Counters; the order is also tools/cats/frames.py Stats (ctypes). */
+/* Counters; the order is also tools/cats/artefacts/frames.py Stats (ctypes). */
 struct cats_sg_stats {
 	uint32_t frames_sent;
 	uint32_t frames_received;       /* accepted */

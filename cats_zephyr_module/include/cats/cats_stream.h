@@ -12,7 +12,7 @@
  * still found). A false header with a plausible length makes the receiver wait for that many
  * bytes; where the line may carry garbage and then fall silent (a bridge link), the receiver
  * calls cats_stream_flush() once it has been idle for a while (cats_gateway_sim: 200 ms) to
- * give up the held partial message and rescan. tools/cats/stream.py is the Python twin (same
+ * give up the held partial message and rescan. tools/cats/wire/stream.py is the Python twin (same
  * bytes, same counters).
  *
  * Portable C99, no allocation: the decoder works in a buffer the caller provides.

@@ -1,6 +1,6 @@
 /*
  * Authenticated radio frames (see include/cats/cats_auth.h and proto/cats.proto).
- * The Python mirror is tools/cats/auth.py; tests/test_auth.py holds both to the same bytes.
+ * The Python mirror is tools/cats/wire/auth.py; tests/test_auth.py holds both to the same bytes.
  */
 #include "cats/cats_auth.h"
 

@@ -1,5 +1,5 @@
 /*
- * Integer kernels, bit-exact with tools/cats/qref.py (see cats_kernels.h).
+ * Integer kernels, bit-exact with tools/cats/quant/qref.py (see cats_kernels.h).
  */
 #include "cats/cats_kernels.h"
 

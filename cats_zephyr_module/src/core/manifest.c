@@ -20,7 +20,7 @@
 #include "node_internal.h"
 
 /* ------------------------------------------------------------------------------------------ */
-/* Partition rules (tools/cats/partition.py)                                                   */
+/* Partition rules (tools/cats/model/partition.py)                                            */
 /* ------------------------------------------------------------------------------------------ */
 
 void cats_split_range(uint32_t total, uint32_t parts, uint32_t d, uint32_t *start, uint32_t *end)

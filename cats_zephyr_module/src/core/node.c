@@ -1,6 +1,6 @@
 /*
  * The node executor: one node's side of the partitioned transformer, exchange by exchange,
- * bit-exact with tools/cats/qref.py (Node.begin / send / receive / compute).
+ * bit-exact with tools/cats/quant/qref.py (Node.begin / send / receive / compute).
  *
  * Static memory plan (everything in the caller's arena, sized from the manifest at init):
  *   persistent: the node object, exchange table, per-block weight bindings, column tables;
@@ -205,7 +205,7 @@ const struct cats_exchange *cats_node_exchange(const struct cats_node *n, uint16
 	return e < n->n_ex ? &n->ex[e] : NULL;
 }
 
-/* Same split rule as tools/cats/partition.py (Plan.build / split_ranges): the manifest only
+/* Same split rule as tools/cats/model/partition.py (Plan.build / split_ranges): the manifest only
  * carries this node's own ranges; every other owner follows from the model shape and D. */
 int cats_node_owner(const struct cats_node *n, uint8_t space, uint16_t col)
 {

@@ -86,7 +86,7 @@ struct cats_node {
 	uint8_t done;      /* output valid */
 };
 
-/* Split rule of tools/cats/partition.py split_ranges: `total` items in `parts` contiguous
+/* Split rule of tools/cats/model/partition.py split_ranges: `total` items in `parts` contiguous
  * slices whose sizes differ by at most one, larger slices first. */
 void cats_split_range(uint32_t total, uint32_t parts, uint32_t d, uint32_t *start,
 		      uint32_t *end);

@@ -1,8 +1,8 @@
 /*
  * SomeGather engine: ColumnFrames of the current exchange out, checked frames in.
  *
- * The fragmentation rule is the one of tools/cats/frames.py (the Python mirror; golden vectors
- * in tests/golden/frames hold both to the same bytes):
+ * The fragmentation rule is the one of tools/cats/artefacts/frames.py (the Python mirror;
+ * golden vectors in tests/golden/frames hold both to the same bytes):
  *  - the node's kept columns (ascending ids) go out as whole columns, greedily as many per
  *    frame as fit the MTU; all columns of such a frame carry rows [0, rows);
  *  - only a column that does not fit an empty frame alone is split into row chunks, each the

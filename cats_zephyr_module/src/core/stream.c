@@ -1,5 +1,5 @@
 /*
- * The framed byte stream (see include/cats/cats_stream.h and tools/cats/stream.py).
+ * The framed byte stream (see include/cats/cats_stream.h and tools/cats/wire/stream.py).
  */
 #include "cats/cats_stream.h"
 

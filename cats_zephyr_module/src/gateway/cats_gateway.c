@@ -49,7 +49,7 @@ void cats_gateway_default_config(struct cats_gateway_config *cfg)
 	cfg->liveness_ms = 10000;
 	cfg->instr_per_mac = 1.5f;
 	cfg->cpu_hz = 64e6f;
-	cfg->phy_overhead_bytes = 17; /* SHR + PHR 6, MHR 9, FCS 2 (cats.sim.phy.IEEE802154) */
+	cfg->phy_overhead_bytes = 17; /* SHR + PHR 6, MHR 9, FCS 2 (cats.wire.phy.IEEE802154) */
 	cfg->phy_framing_bytes = 17;
 	cfg->phy_us_per_byte = 32.0f;
 	cfg->phy_extra_us = 0.0f;
@@ -113,7 +113,7 @@ int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config 
 			(unsigned)gw->input_len, (unsigned)gw->outputs);
 		return CATS_ERR_MANIFEST;
 	}
-	/* tools/cats/partition.py split_ranges: sizes differ by one, the larger first. */
+	/* tools/cats/model/partition.py split_ranges: sizes differ by one, the larger first. */
 	base = gw->outputs / gw->nodes;
 	extra = gw->outputs % gw->nodes;
 	for (uint16_t d = 0; d < gw->nodes; d++) {

@@ -250,7 +250,7 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 	uint64_t tokens = s->tokens, macs, own_model, own_hidden = 0, own_out, pairs;
 
 	own_model = (uint64_t)(ex0->own_end - ex0->own_start);
-	/* tools/cats/partition.py split_ranges: the larger slices first */
+	/* tools/cats/model/partition.py split_ranges: the larger slices first */
 	own_out = (uint64_t)(s->outputs / nodes) + (d < s->outputs % nodes ? 1u : 0u);
 	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
 	macs = tokens * s->patch * own_model; /* input embedding */

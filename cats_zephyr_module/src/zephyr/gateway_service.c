@@ -62,7 +62,7 @@ static int io_reply(void *ctx, uint32_t client, const uint8_t *msg, size_t len)
 }
 
 /* The PHY model of the input / output frames (their air bytes and airtime in the results),
- * as tools/cats/sim/phy.py models this link. */
+ * as tools/cats/wire/phy.py models this link. */
 static void phy_model(struct cats_gateway_config *cfg)
 {
 #if defined(CONFIG_CATS_LINK_BLE)

@@ -9,8 +9,8 @@
  * the set's `sent` callback releases the next frame, so send() blocks while the previous
  * frame is still on the air. AUX_ADV_IND carries at most 255 bytes: 10 of extended header and
  * 4 of AD header leave 241 bytes for the radio frame of proto/cats.proto, the AirType dispatch
- * byte + the message: AIR_COLUMN + a ColumnFrame of at most 240 bytes (tools/cats/sim/phy.py
- * BLE2M.column_mtu, cats.frames MTU_BLE2M). The controller (LL split) holds more than 191
+ * byte + the message: AIR_COLUMN + a ColumnFrame of at most 240 bytes (tools/cats/wire/phy.py
+ * BLE2M.column_mtu, cats.artefacts.frames MTU_BLE2M). The controller (LL split) holds more than 191
  * bytes of advertising data only with CONFIG_BT_CTLR_ADV_DATA_CHAIN; the 245 bytes still go
  * in one AUX_ADV_IND, no AUX_CHAIN_IND is sent.
  *

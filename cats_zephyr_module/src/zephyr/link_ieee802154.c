@@ -17,8 +17,8 @@
  * short source address and PAN-id compression the MAC header is 9 bytes, so 127 - 9 - 2 (FCS)
  * = 116 bytes remain for the MAC payload: the radio frame of proto/cats.proto, the AirType
  * dispatch byte + the message. A node sends AIR_COLUMN + ColumnFrame (at most 115 bytes:
- * tools/cats/sim/phy.py IEEE802154.column_mtu, cats.frames MTU_IEEE802154). A reader thread
- * queues received ColumnFrames for the runner (cats_sg_receive) and hands the other air
+ * tools/cats/wire/phy.py IEEE802154.column_mtu, cats.artefacts.frames MTU_IEEE802154). A reader
+ * thread queues received ColumnFrames for the runner (cats_sg_receive) and hands the other air
  * types (the gateway's InputFrames, the nodes' OutputFrames) to the role's air handler.
  *
  * Socket names: zsock_* functions; AF_PACKET / sockaddr_ll / ETH_P_IEEE802154 are Zephyr's

@@ -1,0 +1,1 @@
+"""Layer 8, sim: the simulated swarm - radio medium, loss, C node processes, replay, latency."""

@@ -32,9 +32,9 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from cats import stream
-from cats.auth import AIR_COLUMN, AIR_INPUT, AIR_OUTPUT
-from cats.wire import pb
+from cats.wire import stream
+from cats.wire.auth import AIR_COLUMN, AIR_INPUT, AIR_OUTPUT
+from cats.wire.proto import pb
 
 MODES = ("forge", "replay", "tamper", "impersonate-gateway")
 FORGED_COLUMN_VALUE = 127

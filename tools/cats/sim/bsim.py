@@ -11,9 +11,9 @@ devices; higher attenuation means bit errors, so CRC failures, so lost frames).
 The gateway reads the InferRequests from a host file and writes the answers and the
 simulated time of each (BabbleSim's clock, µs) to two more (samples/gateway/src/
 bridge_host.c); once every request is answered it exits and the simulation ends. The
-results have the JSON fields of the simulated swarm (``cats.sim.cli.simulate``) where the
+results have the JSON fields of the simulated swarm (``cats.sim.run.simulate``) where the
 firmware can tell them (status, degraded, missing nodes, outputs, bit-exactness against
-``cats.qref``, air bytes of the gateway's frames), plus ``simulated_latency_s`` per inference.
+``cats.quant.qref``, air bytes of the gateway's frames), plus ``simulated_latency_s`` per inference.
 The CPU of a simulated nRF52 is infinitely fast (code takes no simulated time), so the
 simulated latency is the radio stack's: MAC, scheduling, airtime; compare it with the
 medium's modelled *airtime*.
@@ -35,14 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from cats import stream
-from cats.paths import REPO_ROOT
+from cats.base.paths import REPO_ROOT
+from cats.sim.run import load_run, simulate
+from cats.wire import stream
 
 MODULE = REPO_ROOT / "cats_zephyr_module"
 NODE_APP = MODULE / "samples" / "node"
 GATEWAY_APP = MODULE / "samples" / "gateway"
 BOARD = "nrf52_bsim"
-# `cats sim --link` (the medium's PHY models, cats.sim.phy) -> the firmware's link (CATS_LINK)
+# `cats sim --link` (the medium's PHY models, cats.wire.phy) -> the firmware's link (CATS_LINK)
 LINKS = {"ieee802154": "ieee802154", "ble2m": "ble", "ble2m-aux": "ble"}
 GATEWAY_START_MS = 300  # simulated time before the first request: every node is up by then
 
@@ -123,7 +124,7 @@ def build_images(
     """Build (or bring up to date) the node images and the gateway image of a partition for
     nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``, provisioned with the swarm key
     of `key_file` (default: ``out_dir/swarm.key``, created once) and a MIC of `mic` bytes."""
-    from cats import auth
+    from cats.wire import auth
 
     if link not in LINKS.values():
         raise ValueError(f"link {link!r}: the firmware links are {', '.join(set(LINKS.values()))}")
@@ -163,7 +164,7 @@ def build_images(
 
 
 def _requests(inputs: np.ndarray, partition_hash: bytes, deadline_ms: int) -> bytes:
-    from cats.wire import pb
+    from cats.wire.proto import pb
 
     out = bytearray()
     for i, x in enumerate(inputs):
@@ -191,7 +192,7 @@ def run_swarm(
 ) -> tuple[list[Any], list[tuple[int, int]], dict[str, Any]]:
     """Run the D + 1 devices and the phy until the gateway has answered every input.
     Returns (InferResults, (request taken, answer sent) in simulated µs, run info)."""
-    from cats.wire import pb
+    from cats.wire.proto import pb
 
     env = environment()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -286,8 +287,7 @@ def simulate_bsim(
     result against qref, and put the simulated latency beside the medium's model."""
     import tempfile
 
-    from cats import qref
-    from cats.sim.cli import load_run
+    from cats.quant import qref
 
     partition_dir = Path(partition_dir)
     run = load_run(partition_dir, data, inferences)
@@ -375,8 +375,6 @@ def simulate_bsim(
         "per_inference": per,
     }
     if compare_medium:
-        from cats.sim.cli import simulate
-
         med = simulate(partition_dir, link=link, inputs=inputs, mic=mic)
         out["medium"] = {
             "bit_exact": med["bit_exact"],

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from cats import stream
-from cats.wire import pb
+from cats.wire import stream
+from cats.wire.proto import pb
 
 DEFAULT_BAUD = 115200
 

@@ -24,7 +24,7 @@ instructions, not cycles; see bench/kernels/README). The nodes of a stage run in
 wait for each other at every exchange, so the compute time of an inference is the sum over
 stages of the slowest node's stage time.
 
-Airtime. The medium serialises every frame on one channel (``cats.sim.phy``): the input
+Airtime. The medium serialises every frame on one channel (``cats.wire.phy``): the input
 broadcast, each exchange's slot, the output frames; the modelled latency adds those airtimes
 to the compute time (no radio turnaround, scheduling or processing gaps).
 """
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cats import qref
-from cats.paths import REPO_ROOT
+from cats.base.paths import REPO_ROOT
+from cats.quant import qref
 
 KERNEL_RESULTS = REPO_ROOT / "bench" / "kernels" / "results.json"
 CPU_HZ = 64e6  # nRF52840

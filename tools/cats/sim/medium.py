@@ -5,11 +5,11 @@
                               [--mic 4|8]
 
 Stations (D node processes and one gateway) speak the framed byte stream of proto/cats.proto
-(``cats.stream``). The first message of a station is a SimHello (type 2). Then:
+(``cats.wire.stream``). The first message of a station is a SimHello (type 2). Then:
 
-* type 1 (AIR: AirType byte + message + MIC, cats.auth) from a station is one radio frame put on
-  the air. The medium holds no key: it reads the cleartext header (the message without its
-  last ``--mic`` bytes) for its schedule, and plays the MAC: every frame it delivers is
+* type 1 (AIR: AirType byte + message + MIC, cats.wire.auth) from a station is one radio
+  frame put on the air. The medium holds no key: it reads the cleartext header (the message
+  without its last ``--mic`` bytes) for its schedule, and plays the MAC: every frame it delivers is
   stamped with the sender's station id (node d: d, the gateway: D), one byte before the
   AirType, the link-layer source the receivers check the frame's claimed sender against. It
   checks it against the PHY (longer than the link's largest radio frame: rejected
@@ -42,7 +42,7 @@ Stations (D node processes and one gateway) speak the framed byte stream of prot
   deliveries per receiving station are counted as ``delivered_station_<id>``.
 
 Airtime is serialised on one channel: the air clock advances by each frame's airtime, back to
-back (``cats.sim.phy``); pcap timestamps are that clock.
+back (``cats.wire.phy``); pcap timestamps are that clock.
 
 The log (``--log``, JSON lines) has: ``start``; ``join`` / ``leave`` / ``dead``; ``input`` per
 inference (its input frames); ``drop`` per lost delivery (inference, ordinal, exchange, sender,
@@ -66,11 +66,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cats import stream
-from cats.sim import phy as phys
 from cats.sim.loss import Die, LossModel
 from cats.sim.pcap import PcapWriter
-from cats.wire import pb
+from cats.wire import phy as phys
+from cats.wire import stream
+from cats.wire.proto import pb
 
 GATEWAY = -1
 ID_MASK = 0xFFFF  # inference ids go on the air modulo 2^16

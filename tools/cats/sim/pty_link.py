@@ -5,7 +5,7 @@ swarm.
     python -m cats.sim.pty_link --device /dev/pts/5 --medium 127.0.0.1:PORT
     python -m cats.sim.pty_link --device /dev/ttyACM0 --baud 1000000 --medium 127.0.0.1:PORT
 
-The station speaks the framed byte stream of proto/cats.proto (``cats.stream``) on its UART,
+The station speaks the framed byte stream of proto/cats.proto (``cats.wire.stream``) on its UART,
 exactly as ``cats_node_sim`` speaks it on its TCP connection (``link_sim.c``: SimHello first,
 then AIR frames; SlotEnd from the medium), so the relay copies raw bytes both ways and parses
 nothing: the framing, its CRC and its resynchronisation are end to end.

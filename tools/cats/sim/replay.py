@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cats import qref
+from cats.quant import qref
 
 Lost = dict[int, dict[int, set[int]]]  # exchange -> receiver -> column ids it did not get
 

@@ -45,12 +45,13 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cats import auth, cnode
-from cats.export import load_node
-from cats.frames import partition_tag
-from cats.paths import REPO_ROOT
-from cats.sim import phy as phys
+from cats.artefacts.export import load_node
+from cats.artefacts.frames import partition_tag
+from cats.base.paths import REPO_ROOT
+from cats.firmware import cnode
 from cats.sim.gateway_client import GatewayClient
+from cats.wire import auth
+from cats.wire import phy as phys
 
 NODE_EXE = "cats_node_sim"
 GATEWAY_EXE = "cats_gateway_sim"
@@ -364,7 +365,7 @@ class Swarm:
         assert self.build_dir is not None
         argv = [str(self.build_dir / GATEWAY_EXE), "--medium", self.medium_address]
         argv += ["--partition", str(self.export_dir), "--listen", str(port)]
-        argv += ["--phy", self.phy.name]  # cats_gateway_sim knows every cats.sim.phy link
+        argv += ["--phy", self.phy.name]  # cats_gateway_sim knows every cats.wire.phy link
         argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
         # a (re)started gateway never reuses an inference id (a nonce) under this key
         argv += ["--key-file", str(self.key_file), "--mic", str(self.mic)]

@@ -1,6 +1,6 @@
 /*
  * ztest suite: the CATS integer kernels against fixed vectors computed by the Python
- * reference (tools/cats/qref.py, through gen_vectors.py -> vectors.h). On a Cortex-M4 board
+ * reference (tools/cats/quant/qref.py, through gen_vectors.py -> vectors.h). On a Cortex-M4 board
  * cats_matmul_s8() takes the SXTB16/SMLAD path; both paths are checked where both exist.
  *
  *   west build -b native_sim cats_zephyr_module/tests/kernels -t run

@@ -1,0 +1,1 @@
+"""Layer 0, base: repository locations and process settings that every layer may use."""

@@ -1,0 +1,188 @@
+"""Who owns what: the D-node split of features, heads, hidden units and outputs, the exchange
+schedule, and the kept-column sets produced by SomeGather pruning.
+
+Everything here is plain numpy so the float model, the integer reference, the exporter and
+the resource model all read one definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cats.model.config import ModelConfig
+
+# Exchange kinds inside a block, in order. Each names the activation that crosses the air and
+# the column space it lives in ("model" = F features, "hidden" = FFN units).
+BLOCK_EXCHANGES: tuple[tuple[str, str], ...] = (
+    ("attn_in", "model"),  # block input X, feeds LN1 -> Q, K, V of the node's own heads
+    ("attn_out", "model"),  # concatenated head outputs, feed the output projection
+    ("ffn_in", "model"),  # residual after attention, feeds LN2 -> FFN layer 1
+    ("ffn_hidden", "hidden"),  # FFN hidden units, feed FFN layer 2
+)
+HEAD_EXCHANGE = ("head_in", "model")  # final residual stream, feeds final LN -> output head
+
+
+def split_ranges(total: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous split of `total` items into `parts` slices whose sizes differ by at most one
+    (the larger slices first). Slices may be empty when parts > total."""
+    if parts < 1:
+        raise ValueError("parts must be >= 1")
+    base, extra = divmod(total, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append((start, start + size))
+        start += size
+    return out
+
+
+@dataclass(frozen=True)
+class Exchange:
+    index: int
+    block: int  # -1 for the head exchange
+    kind: str
+    space: str  # "model" or "hidden"
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.block < 0 else f"b{self.block}.{self.kind}"
+
+
+def exchange_schedule(cfg: ModelConfig) -> list[Exchange]:
+    sched = [
+        Exchange(4 * b + k, b, kind, space)
+        for b in range(cfg.blocks)
+        for k, (kind, space) in enumerate(BLOCK_EXCHANGES)
+    ]
+    sched.append(Exchange(4 * cfg.blocks, -1, *HEAD_EXCHANGE))
+    return sched
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ownership for D nodes. Node d owns a contiguous group of heads, hence the feature columns
+    of those heads; the FFN hidden units and the output units are split the same way."""
+
+    cfg: ModelConfig
+    nodes: int
+    head_ranges: tuple[tuple[int, int], ...]
+    ranges: dict[str, tuple[tuple[int, int], ...]]  # space -> per-node column range
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, nodes: int) -> Plan:
+        if not 1 <= nodes <= cfg.heads:
+            raise ValueError(f"nodes must be in 1..{cfg.heads} (heads), not {nodes}")
+        heads = tuple(split_ranges(cfg.heads, nodes))
+        hd = cfg.head_dim
+        ranges = {
+            "model": tuple((a * hd, b * hd) for a, b in heads),
+            "hidden": tuple(split_ranges(cfg.ffn, nodes)),
+            "output": tuple(split_ranges(cfg.outputs, nodes)),
+        }
+        return cls(cfg, nodes, heads, ranges)
+
+    def width(self, space: str) -> int:
+        return self.ranges[space][-1][1]
+
+    def owner(self, space: str) -> np.ndarray:
+        """owner[c] = node owning column c of `space`."""
+        out = np.empty(self.width(space), dtype=np.int64)
+        for d, (a, b) in enumerate(self.ranges[space]):
+            out[a:b] = d
+        return out
+
+    def own_mask(self, space: str) -> np.ndarray:
+        """(D, width) bool: own_mask[d, c] is True when node d owns column c."""
+        return self.owner(space)[None, :] == np.arange(self.nodes)[:, None]
+
+    def cols(self, space: str, node: int) -> np.ndarray:
+        a, b = self.ranges[space][node]
+        return np.arange(a, b)
+
+
+@dataclass
+class Partition:
+    """A plan plus the SomeGather kept-column set of every exchange.
+
+    kept[e][c] says whether column c's owner broadcasts it in exchange e. A node always uses its
+    own columns; pruning only decides what the *other* nodes receive."""
+
+    plan: Plan
+    kept: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def full(cls, cfg: ModelConfig, nodes: int) -> Partition:
+        plan = Plan.build(cfg, nodes)
+        kept = [np.ones(plan.width(ex.space), dtype=bool) for ex in exchange_schedule(cfg)]
+        return cls(plan, kept)
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.plan.cfg
+
+    @property
+    def nodes(self) -> int:
+        return self.plan.nodes
+
+    @property
+    def schedule(self) -> list[Exchange]:
+        return exchange_schedule(self.cfg)
+
+    def validate(self) -> None:
+        sched = self.schedule
+        if len(self.kept) != len(sched):
+            raise ValueError(f"partition has {len(self.kept)} kept sets, expected {len(sched)}")
+        for ex, k in zip(sched, self.kept, strict=True):
+            width = self.plan.width(ex.space)
+            if k.shape != (width,) or k.dtype != bool:
+                raise ValueError(
+                    f"kept set of {ex.name} must be bool[{width}], got {k.dtype}{k.shape}"
+                )
+            if self.nodes > 1:
+                for d, (a, b) in enumerate(self.plan.ranges[ex.space]):
+                    if b > a and not k[a:b].any():
+                        raise ValueError(f"node {d} keeps no column in exchange {ex.name}")
+
+    def pruning_ratio(self) -> float:
+        """Fraction of broadcastable columns that are pruned, over all exchanges."""
+        if self.nodes == 1:
+            return 0.0
+        total = sum(k.size for k in self.kept)
+        return 1.0 - sum(int(k.sum()) for k in self.kept) / total
+
+    def kept_cols(self, e: int, node: int) -> np.ndarray:
+        """Columns node `node` broadcasts in exchange e (sorted)."""
+        ex = self.schedule[e]
+        a, b = self.plan.ranges[ex.space][node]
+        return a + np.flatnonzero(self.kept[e][a:b])
+
+    def held_cols(self, e: int, node: int, delivered_from: np.ndarray | None = None) -> np.ndarray:
+        """Columns node `node` holds after exchange e: its own plus the kept columns of every
+        sender whose frame arrived (delivered_from[s] True; default: all)."""
+        ex = self.schedule[e]
+        owner = self.plan.owner(ex.space)
+        ok = self.kept[e] & (True if delivered_from is None else delivered_from[owner])
+        return np.flatnonzero(ok | (owner == node))
+
+    def availability(self, e: int, delivery: np.ndarray | None = None) -> np.ndarray:
+        """(D, width) bool: which columns each receiver holds after exchange e, for a delivery
+        matrix delivery[s, r] (True when sender s's frame reached receiver r)."""
+        ex = self.schedule[e]
+        owner = self.plan.owner(ex.space)
+        own = self.plan.own_mask(ex.space)
+        recv = np.broadcast_to(self.kept[e], own.shape)
+        if delivery is not None:
+            recv = recv & delivery[owner, :].T
+        return own | recv
+
+    def content_hash(self) -> str:
+        """Hash of the partition structure (config, D, kept sets); weights are hashed by export."""
+        h = hashlib.sha256()
+        h.update(self.cfg.to_json().encode())
+        h.update(self.nodes.to_bytes(4, "little"))
+        for k in self.kept:
+            h.update(np.packbits(k).tobytes())
+        return h.hexdigest()
