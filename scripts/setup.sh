@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # for Cortex-M4 (arm-none-eabi-gcc + newlib), and qemu for
 # instruction counting on the M4, tshark to check the simulator's pcap traces, gcc-multilib
 # for the 32-bit Zephyr native_sim and nrf52_bsim images (when a Zephyr tree is used).
-DEB_PACKAGES="cmake gcc make gcc-multilib gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm tshark"
+DEB_PACKAGES="cmake gcc make libmbedtls-dev gcc-multilib gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm tshark"
 
 VENV=.venv
 STAMP="$VENV/.stamp"
@@ -31,6 +31,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 bash scripts/fetch_nanopb.sh
+bash scripts/fetch_mbedtls.sh
 
 want_stamp="$(cat requirements.txt tools/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then

@@ -1,6 +1,6 @@
 """Stand-in for the Zephyr node image built for native_sim, for tests without a Zephyr tree.
 
-    python tests/_fake_native_sim.py --exe build/host/cats_node_sim --node-dir DIR
+    python tests/_fake_native_sim.py --exe build/host/cats_node_sim --node-dir DIR --key-file K
 
 Behaves on the outside as native_sim does with samples/node: opens one PTY master per UART
 (raw, non-blocking, the slave left closed), prints ``uart connected to pseudotty: /dev/pts/A``
@@ -45,6 +45,7 @@ def main() -> int:
     p.add_argument("--exe", required=True, help="cats_node_sim")
     p.add_argument("--node-dir", required=True)
     p.add_argument("--mtu", default="115")
+    p.add_argument("--key-file", required=True, help="the swarm key (a real image has it built in)")
     args = p.parse_args()
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,7 +58,7 @@ def main() -> int:
     port = srv.getsockname()[1]
     node = subprocess.Popen(
         [args.exe, "--medium", f"127.0.0.1:{port}", "--node-dir", args.node_dir,
-         "--mtu", args.mtu],
+         "--mtu", args.mtu, "--key-file", args.key_file],
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
     srv.settimeout(20)

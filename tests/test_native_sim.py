@@ -31,7 +31,7 @@ from cats.quant import qref
 from cats.sim import pty_link, replay
 from cats.sim.run import native_sim_nodes, simulate
 from cats.sim.swarm import Swarm, build_executables
-from cats.wire import stream
+from cats.wire import auth, stream
 from cats.wire.proto import pb
 
 TAG = 0x1234ABCD
@@ -64,7 +64,7 @@ def _column(sender: int, payload: bytes) -> bytes:
         payload=payload,
         row_count=len(payload),
     )
-    return bytes([stream.AIR_COLUMN]) + cf.SerializeToString()
+    return bytes([stream.AIR_COLUMN]) + cf.SerializeToString() + bytes(8)  # + a MIC
 
 
 def _hello(node_id: int, nodes: int = 2) -> bytes:
@@ -171,10 +171,10 @@ def test_relay_over_a_pty_pair(medium) -> None:
         mine, theirs = _column(0, AWKWARD * 4), _column(1, AWKWARD[::-1] * 4)
         os.write(master, b"\x00noise" + stream.encode(stream.AIR, mine))
         got = _recv_messages(peer, 1)
-        assert got == [(stream.AIR, mine)]
+        assert got == [(stream.AIR, b"\x00" + mine)]  # stamped with its link source
         peer.sendall(stream.encode(stream.AIR, theirs))  # ends the slot: frame + SlotEnd
         got = _read_messages(master, 2)
-        assert got[0] == (stream.AIR, theirs)
+        assert got[0] == (stream.AIR, b"\x01" + theirs)
         end = pb().SlotEnd.FromString(got[1][1])
         assert got[1][0] == stream.SLOT_END and (end.frames_sent, end.exchange) == (2, 0)
         link.stop()
@@ -203,9 +203,9 @@ def test_relay_through_pyserial(medium, monkeypatch) -> None:
             wait_for(lambda: len(_events(log, "join")) == 2, what="both stations to join")
             mine, theirs = _column(0, AWKWARD), _column(1, AWKWARD * 2)
             os.write(master, stream.encode(stream.AIR, mine))
-            assert _recv_messages(peer, 1) == [(stream.AIR, mine)]
+            assert _recv_messages(peer, 1) == [(stream.AIR, b"\x00" + mine)]
             peer.sendall(stream.encode(stream.AIR, theirs))
-            assert _read_messages(master, 2)[0] == (stream.AIR, theirs)
+            assert _read_messages(master, 2)[0] == (stream.AIR, b"\x01" + theirs)
             peer.close()
     finally:
         os.close(master)
@@ -285,9 +285,15 @@ def _inputs(part: Path, k: int) -> np.ndarray:
     return rng.integers(-100, 100, size=(k, cfg.tokens, cfg.patch), dtype=np.int8)
 
 
+def _key(part: Path) -> Path:
+    """The swarm key the stand-ins are "built" with (the swarm must use the same)."""
+    return auth.key_file(None, part.parent)
+
+
 def _fake_spec(part: Path, d: int) -> str:
     exe = build_executables() / "cats_node_sim"
-    argv = [sys.executable, str(FAKE), "--exe", str(exe), "--node-dir", str(part / f"node-{d}")]
+    argv = [sys.executable, str(FAKE), "--exe", str(exe), "--node-dir", str(part / f"node-{d}"),
+            "--key-file", str(_key(part))]  # fmt: skip
     return "native_sim:" + shlex.join(argv)
 
 
@@ -297,7 +303,8 @@ def test_cats_sim_native_sim_option_with_a_stand_in(export4: Path, tmp_path: Pat
     on stdout, SimHello buffered in the PTY before the relay opens it, bit-exact results."""
     spec = _fake_spec(export4, 0).removeprefix("native_sim:")
     out = subprocess.run(
-        cats_sim_argv(export4, tmp_path, "--inferences", "2", "--native-sim", f"0={spec}"),
+        cats_sim_argv(export4, tmp_path, "--inferences", "2", "--native-sim", f"0={spec}",
+                      "--key-file", str(_key(export4))),
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -316,7 +323,8 @@ def test_swarm_external_station_kill_and_restart(export4: Path, tmp_path: Path) 
     answers bit-exact again; stop() leaves no process behind."""
     nodes = [n.runtime() for n in export.load_partition(export4)]
     x = _inputs(export4, 3)
-    swarm = Swarm(export4, workdir=tmp_path, external={0: _fake_spec(export4, 0)})
+    swarm = Swarm(export4, workdir=tmp_path, external={0: _fake_spec(export4, 0)},
+                  key_file=_key(export4))  # fmt: skip
     kids: set[int] = set()
     with pytest.raises(ValueError):
         Swarm(export4, workdir=tmp_path, external={4: _fake_spec(export4, 0)})
@@ -371,7 +379,8 @@ def test_swarm_serial_station(export4: Path, tmp_path: Path) -> None:
         assert device is not None, text
         nodes = [n.runtime() for n in export.load_partition(export4)]
         x = _inputs(export4, 1)[0]
-        with Swarm(export4, workdir=tmp_path, external={3: f"serial:{device}"}) as swarm:
+        with Swarm(export4, workdir=tmp_path, external={3: f"serial:{device}"},
+                   key_file=_key(export4)) as swarm:  # fmt: skip
             assert swarm.node[3].station is None
             with swarm.client() as gw:
                 res = gw.infer(x, partition_hash=swarm.partition_hash)

@@ -210,7 +210,10 @@ def _column(sender: int, tag: int = TAG, fragment: int = 0, fragments: int = 1, 
         row_count=8,
         **kw,
     )
-    return bytes([stream.AIR_COLUMN]) + cf.SerializeToString()
+    return bytes([stream.AIR_COLUMN]) + cf.SerializeToString() + MIC
+
+
+MIC = bytes(8)  # the medium holds no key: it only strips the MIC to read the header
 
 
 def test_medium_ignores_and_counts_garbage_and_foreign_frames(tmp_path: Path) -> None:
@@ -256,11 +259,11 @@ def test_medium_ignores_and_counts_garbage_and_foreign_frames(tmp_path: Path) ->
         got = b.poll()
         frames = [p for t, p in got if t == stream.AIR]
         ends = [pb().SlotEnd.FromString(p) for t, p in got if t == stream.SLOT_END]
-        assert frames == [_column(0)]
+        assert frames == [bytes([0]) + _column(0)]  # stamped with its link source
         assert ends == []  # node 1 has not sent its frame of the slot yet
         b.send(stream.encode(stream.AIR, _column(1)))
         got_a = a.poll()
-        assert [p for t, p in got_a if t == stream.AIR] == [_column(1)]
+        assert [p for t, p in got_a if t == stream.AIR] == [bytes([1]) + _column(1)]
         ends = [pb().SlotEnd.FromString(p) for t, p in got_a if t == stream.SLOT_END]
         assert len(ends) == 1 and (ends[0].frames_sent, ends[0].frames_lost) == (2, 0)
         assert ends[0].air_bytes == len(_column(0)) + len(_column(1)) + 2 * 17

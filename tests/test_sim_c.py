@@ -29,7 +29,7 @@ from cats.artefacts import export
 from cats.firmware import cnode
 from cats.model.partition import Partition
 from cats.quant import qref
-from cats.wire import phy, stream
+from cats.wire import auth, phy, stream
 from cats.wire.proto import pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ NODES = 4
 # the C gateway's default PHY model is cats.wire.phy.IEEE802154: SHR + PHR 6, MHR 9, FCS 2 = 17
 # bytes on the air besides the radio frame, 32 us per byte (250 kbit/s)
 OVERHEAD_802154 = phy.IEEE802154.overhead_bytes
+MIC = 8  # the stations' default MIC length (cats.wire.auth); the hub holds no key
 US_PER_BYTE = int(phy.IEEE802154.us_per_byte)
 INSTR_PER_MAC = 1.5
 CPU_HZ = 64e6
@@ -436,22 +437,24 @@ class Hub:
                     self._event(d, True, self.tag)
             return
         sid = self.station.get(conn)
-        if msg_type != stream.AIR or sid is None or not payload:
+        if msg_type != stream.AIR or sid is None or len(payload) <= MIC:
             return
         air_len = len(payload)
+        body = payload[1:-MIC]  # the cleartext message; the MIC is the receivers' business
+        stamped = bytes([NODES if sid == -1 else sid]) + payload  # the link source, as the MAC
         if payload[0] == stream.AIR_INPUT and sid == -1:
-            f = p.InputFrame.FromString(payload[1:])
+            f = p.InputFrame.FromString(body)
             self.io_air[f.inference_id].append(air_len)
             for s in self._nodes().values():
-                self._send(s, stream.AIR, payload)
+                self._send(s, stream.AIR, stamped)
         elif payload[0] == stream.AIR_OUTPUT and sid >= 0:
-            f = p.OutputFrame.FromString(payload[1:])
+            f = p.OutputFrame.FromString(body)
             gw = self._gateway()
             if gw is not None and sid not in self.drop_outputs_from:
                 self.io_air[f.inference_id].append(air_len)
-                self._send(gw, stream.AIR, payload)
+                self._send(gw, stream.AIR, stamped)
         elif payload[0] == stream.AIR_COLUMN and sid >= 0:
-            f = p.ColumnFrame.FromString(payload[1:])
+            f = p.ColumnFrame.FromString(body)
             key = (f.inference_id, f.exchange)
             sent = self.slots[key].setdefault(sid, [0, f.fragments])
             sent[0] += 1
@@ -464,7 +467,7 @@ class Hub:
                 if dm is not None and not dm[sid, d]:
                     self.slot_lost[key] += 1
                     continue
-                self._send(s, stream.AIR, payload)
+                self._send(s, stream.AIR, stamped)
             self._check_slots()
 
     def _check_slots(self) -> None:
@@ -526,14 +529,15 @@ class Swarm:
         self.procs: dict[str, subprocess.Popen] = {}
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = logs
+        key = ["--key-file", str(auth.key_file(None, logs))]
         for d in range(NODES):
             node_dir = str(part_dir / f"node-{d}")
             self._start(f"node-{d}", [str(build / "cats_node_sim"), "--node-dir", node_dir,
-                                      "--medium", hub.address])  # fmt: skip
+                                      "--medium", hub.address, *key])  # fmt: skip
         line = self._start("gateway", [str(build / "cats_gateway_sim"), "--partition",
                                        str(part_dir), "--medium", hub.address, "--listen", "0",
                                        "--deadline-ms", str(deadline_ms),
-                                       "--instr-per-mac", str(INSTR_PER_MAC)])  # fmt: skip
+                                       "--instr-per-mac", str(INSTR_PER_MAC), *key])  # fmt: skip
         self.port = int(line.split("port=")[1])
 
     def _start(self, name: str, argv: list[str]) -> str:

@@ -25,6 +25,7 @@ pytest.importorskip("west", reason="west is not installed (requirements.txt pins
 
 ROOT = Path(__file__).resolve().parents[1]
 NANOPB = ROOT / "build" / "third_party" / "nanopb-0.4.9.1"
+MBEDTLS = ROOT / "build" / "third_party" / "mbedtls-2.28.3"  # scripts/fetch_mbedtls.sh
 NODES = 4  # the `test` preset (16 heads) partitioned for 4 nodes: small, quick to build
 COMMANDS = ("cats-partition", "cats-build", "cats-size", "cats-sim")
 GIT = [
@@ -83,8 +84,9 @@ def _commit_tree(repo: Path) -> None:
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
     """This working tree (tracked + untracked, not ignored) committed to a fresh repository,
-    plus the nanopb C runtime scripts/fetch_nanopb.sh left in build/third_party (as a
-    `make setup` of the copy would, without the download)."""
+    plus the nanopb C runtime and the mbed TLS sources scripts/fetch_nanopb.sh and
+    scripts/fetch_mbedtls.sh left in build/third_party (as a `make setup` of the copy would,
+    without the download)."""
     top = tmp_path_factory.mktemp("west")
     repo = top / "ws" / "cats"
     listed = subprocess.run(
@@ -100,8 +102,9 @@ def repo_copy(tmp_path_factory) -> Path:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, repo / rel)
     _commit_tree(repo)
-    if NANOPB.is_dir():
-        shutil.copytree(NANOPB, repo / "build" / "third_party" / NANOPB.name)
+    for third in (NANOPB, MBEDTLS):
+        if third.is_dir():
+            shutil.copytree(third, repo / "build" / "third_party" / third.name)
     return repo
 
 

@@ -1,7 +1,8 @@
 /*
  * cats_gateway_sim: the gateway of the simulated swarm (src/gateway/cats_gateway.c on the host).
  *
- *   cats_gateway_sim --partition DIR --medium HOST:PORT --listen PORT [--instr-per-mac X]
+ *   cats_gateway_sim --partition DIR --medium HOST:PORT --listen PORT --key-file FILE
+ *                    [--mic 4|8] [--first-inference N] [--instr-per-mac X]
  *                    [--deadline-ms N] [--liveness-ms N] [--phy ieee802154|ble2m|ble2m-aux]
  *                    [--mtu N]
  *
@@ -25,6 +26,11 @@
  * tools/cats/wire/phy.py models them) and the default --mtu: ieee802154 (115 = 116 - AirType
  * byte), ble2m (240; with the primary-channel ADV_EXT_INDs and T_MAFS) or ble2m-aux (240; the
  * AUX_ADV_IND only). Logs to stderr.
+ *
+ * Air frames are authenticated (cats_auth.h) with the key of --key-file (never logged) and a
+ * MIC of --mic bytes; --first-inference is the first inference id (the nonces' counter: the
+ * caller gives a restarted gateway ids it never used, tools/cats/wire/auth.py
+ * next_inference_base). The medium stamps each delivered frame with its link source station.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -180,8 +186,10 @@ static void drop_client(int i, const char *why)
 static void medium_msg(const struct cats_stream_msg *m)
 {
 	switch (m->type) {
-	case CATS_STREAM_AIR:
-		(void)cats_gateway_on_air(&gw, m->payload, m->len);
+	case CATS_STREAM_AIR: /* link source station | AirType | message + MIC */
+		if (m->len >= 2) {
+			(void)cats_gateway_on_air(&gw, m->payload[0], &m->payload[1], m->len - 1u);
+		}
 		break;
 	case CATS_STREAM_SLOT_END:
 		(void)cats_gateway_on_slot_end(&gw, m->payload, m->len);
@@ -358,7 +366,8 @@ static void accept_client(int lfd)
 static void usage(void)
 {
 	fprintf(stderr, "usage: cats_gateway_sim --partition DIR --medium HOST:PORT --listen PORT "
-			"[--instr-per-mac X] [--deadline-ms N] [--liveness-ms N] "
+			"--key-file FILE [--mic 4|8] [--first-inference N] [--instr-per-mac X] "
+			"[--deadline-ms N] [--liveness-ms N] "
 			"[--phy ieee802154|ble2m|ble2m-aux] [--mtu N] [--mac-gap-us US]\n");
 	exit(2);
 }
@@ -372,6 +381,8 @@ int main(int argc, char **argv)
 	uint8_t hb[cats_SimHello_size], *man;
 	size_t man_len = 0, mtu = 0;
 	float mac_gap_us = 0.0f;
+	const char *key_file = NULL;
+	unsigned long mic = CATS_AUTH_MIC_DEFAULT;
 	char path[4096];
 	int port = -1, lfd, rc;
 	pb_ostream_t os;
@@ -399,12 +410,23 @@ int main(int argc, char **argv)
 			mtu = strtoul(argv[++i], NULL, 0);
 		} else if (!strcmp(argv[i], "--mac-gap-us")) {
 			mac_gap_us = strtof(argv[++i], NULL);
+		} else if (!strcmp(argv[i], "--key-file")) {
+			key_file = argv[++i];
+		} else if (!strcmp(argv[i], "--mic")) {
+			mic = strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--first-inference")) {
+			cfg.first_inference = (uint32_t)strtoul(argv[++i], NULL, 0);
 		} else {
 			usage();
 		}
 	}
-	if (dir == NULL || medium_addr == NULL || port < 0 || port > 65535) {
+	if (dir == NULL || medium_addr == NULL || key_file == NULL || port < 0 || port > 65535 ||
+	    (mic != 4 && mic != 8)) {
 		usage();
+	}
+	cfg.mic_len = (uint8_t)mic;
+	if (sim_read_key(key_file, cfg.key) != 0) {
+		return 1;
 	}
 	if (!strcmp(phy, "ieee802154")) {
 		/* SHR + PHR 6, MHR 9, FCS 2 at 32 us per byte */
@@ -444,6 +466,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	rc = cats_gateway_init(&gw, &cfg, &io, man, man_len);
+	memset(cfg.key, 0, sizeof(cfg.key));
 	free(man);
 	if (rc != 0) {
 		fprintf(stderr, "cats err: gateway: %s: partition rejected (%d)\n", path, rc);

@@ -1,8 +1,9 @@
 /*
  * cats_node_sim: one node of the simulated swarm, the portable C core on the host.
  *
- *   cats_node_sim --node-dir DIR --medium HOST:PORT [--arena BYTES] [--mtu N]
- *                 [--timeout-ms N] [--cycles-per-mac X | --cpu-time]
+ *   cats_node_sim --node-dir DIR --medium HOST:PORT --key-file FILE [--mic 4|8]
+ *                 [--arena BYTES] [--mtu N] [--timeout-ms N]
+ *                 [--cycles-per-mac X | --cpu-time]
  *
  * Loads DIR/manifest.pb + DIR/weights.bin, connects to the radio medium, sends SimHello
  * (node id, nodes, partition tag, mtu), prints "ready" on stdout, then loops: assembles the
@@ -15,6 +16,11 @@
  * --cpu-time the host thread CPU time of the inference, which varies from run to run and
  * with it the length of the OutputFrame). Exits 0 on EOF from the medium or SIGTERM. Logs to
  * stderr.
+ *
+ * Every air frame is authenticated (cats_auth.h): the swarm key comes from --key-file (32 hex
+ * digits or 16 raw bytes; never logged), --mic sets the MIC length (default 8). The medium
+ * stamps every frame it delivers with its link source station (one byte before the AirType);
+ * frames that fail authentication are dropped and counted (NodeCounters rejected_*).
  *
  * --mtu: the largest protobuf message per air frame (the AirType byte not counted): 115 for
  * IEEE 802.15.4 (default), 240 for BLE 2M. --timeout-ms: the last-resort exchange deadline
@@ -35,6 +41,7 @@
 #include <pb_encode.h>
 
 #include "cats.pb.h"
+#include "cats/cats_auth.h"
 #include "cats/cats_node.h"
 #include "cats/cats_output.h"
 #include "cats/cats_runner.h"
@@ -52,6 +59,7 @@ static struct cats_runner runner;
 static int sock = -1;
 static size_t mtu = 115;
 static uint32_t tag;
+static struct cats_auth auth;
 static char line[256];
 
 /* Frames and slot ends read from the medium, in order, waiting for the runner. `gen` counts
@@ -60,6 +68,7 @@ static char line[256];
  * numbers from 1 again), and is dropped. */
 struct item {
 	uint8_t slot_end;
+	uint8_t src; /* link source station */
 	uint16_t len;
 	uint32_t gen;
 	uint8_t data[CATS_SG_FRAME_MAX];
@@ -101,7 +110,7 @@ static void finish(int code)
 	exit(code);
 }
 
-static void push(int slot_end, const uint8_t *data, size_t len)
+static void push(int slot_end, uint8_t src, const uint8_t *data, size_t len)
 {
 	struct item *it;
 
@@ -121,16 +130,24 @@ static void push(int slot_end, const uint8_t *data, size_t len)
 	}
 	it = &items[n_items++];
 	it->slot_end = (uint8_t)slot_end;
+	it->src = src;
 	it->gen = input_gen;
 	it->len = (uint16_t)len;
 	memcpy(it->data, data, len);
 }
 
-static void on_input(const uint8_t *p, size_t n)
+static void on_input(uint8_t src, const uint8_t *p, size_t n)
 {
 	cats_InputFrame f = cats_InputFrame_init_zero;
-	pb_istream_t is = pb_istream_from_buffer(p, n);
+	pb_istream_t is;
+	int len = cats_auth_open(&auth, CATS_AIR_INPUT, src, cats_node_inference(node), p, n, NULL);
 
+	if (len < 0) {
+		LOG(CATS_LOG_WRN, "InputFrame from station %u rejected (authentication: %d)",
+		    (unsigned)src, len);
+		return;
+	}
+	is = pb_istream_from_buffer(p, (size_t)len);
 	if (!pb_decode(&is, cats_InputFrame_fields, &f)) {
 		LOG(CATS_LOG_WRN, "malformed InputFrame ignored");
 		return;
@@ -187,16 +204,16 @@ static void on_input(const uint8_t *p, size_t n)
 static void dispatch(const struct cats_stream_msg *m)
 {
 	switch (m->type) {
-	case CATS_STREAM_AIR:
-		if (m->len < 1) {
+	case CATS_STREAM_AIR: /* link source station | AirType | message + MIC */
+		if (m->len < 2) {
 			return;
 		}
-		if (m->payload[0] == CATS_AIR_COLUMN) {
-			if (m->len - 1u <= CATS_SG_FRAME_MAX) {
-				push(0, &m->payload[1], m->len - 1u);
+		if (m->payload[1] == CATS_AIR_COLUMN) {
+			if (m->len - 2u <= CATS_SG_FRAME_MAX) {
+				push(0, m->payload[0], &m->payload[2], m->len - 2u);
 			}
-		} else if (m->payload[0] == CATS_AIR_INPUT) {
-			on_input(&m->payload[1], m->len - 1u);
+		} else if (m->payload[1] == CATS_AIR_INPUT) {
+			on_input(m->payload[0], &m->payload[2], m->len - 2u);
 		}
 		break;
 	case CATS_STREAM_SLOT_END: {
@@ -206,7 +223,7 @@ static void dispatch(const struct cats_stream_msg *m)
 
 		if (pb_decode(&is, cats_SlotEnd_fields, &se)) {
 			cats_link_slot_end_put(b, se.inference_id, se.exchange);
-			push(1, b, sizeof(b));
+			push(1, 0, b, sizeof(b));
 		}
 		break;
 	}
@@ -267,7 +284,7 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 	return sim_send(sock, CATS_STREAM_AIR, &air, 1, frame, len) == 0 ? 0 : -5;
 }
 
-static int link_recv(void *ctx, uint8_t *buf, size_t cap)
+static int link_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	struct item *it;
 
@@ -287,6 +304,9 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 		return -90; /* EMSGSIZE */
 	}
 	memcpy(buf, it->data, it->len);
+	if (!it->slot_end) {
+		*src = it->src;
+	}
 	return it->slot_end ? CATS_LINK_SLOT_END : (int)it->len;
 }
 
@@ -331,12 +351,13 @@ static void send_outputs(uint32_t id, int status, uint32_t compute_us, uint64_t 
 	f.sender = cats_node_id(node);
 	f.status = status;
 	f.start = start;
-	cats_output_counters(&runner.stats, &f.counters);
+	cats_output_counters(&runner.stats, &auth.stats, &f.counters);
 	f.counters.rejected_future += runner.stash_dropped;
 	f.counters.exchanges_timed_out = runner.exchanges_timed_out;
 	f.counters.compute_us = compute_us;
 	f.counters.macs = macs;
-	if (cats_output_send(&f, y, count, mtu, buf, sizeof(buf), send_air, NULL) != CATS_OK) {
+	if (cats_output_send(&f, y, count, mtu, &auth, buf, sizeof(buf), send_air, NULL) !=
+	    CATS_OK) {
 		LOG(CATS_LOG_ERR, "MTU %zu too small for an OutputFrame", mtu);
 	}
 }
@@ -375,14 +396,17 @@ static void run_ready(uint64_t macs)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: cats_node_sim --node-dir DIR --medium HOST:PORT [--arena BYTES] "
-			"[--mtu N] [--timeout-ms N] [--cycles-per-mac X | --cpu-time]\n");
+	fprintf(stderr, "usage: cats_node_sim --node-dir DIR --medium HOST:PORT --key-file FILE "
+			"[--mic 4|8] [--arena BYTES] [--mtu N] [--timeout-ms N] "
+			"[--cycles-per-mac X | --cpu-time]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	const char *dir = NULL, *medium = NULL;
+	const char *dir = NULL, *medium = NULL, *key_file = NULL;
+	unsigned long mic = CATS_AUTH_MIC_DEFAULT;
+	uint8_t key[CATS_AUTH_KEY_LEN];
 	char path[4096];
 	size_t arena_size = 0, man_len = 0, blob_len = 0, needed = 0;
 	unsigned long timeout_ms = 10000;
@@ -411,14 +435,22 @@ int main(int argc, char **argv)
 			mtu = strtoul(argv[++i], NULL, 0);
 		} else if (!strcmp(argv[i], "--cycles-per-mac")) {
 			cycles_per_mac = strtod(argv[++i], NULL);
+		} else if (!strcmp(argv[i], "--key-file")) {
+			key_file = argv[++i];
+		} else if (!strcmp(argv[i], "--mic")) {
+			mic = strtoul(argv[++i], NULL, 0);
 		} else if (!strcmp(argv[i], "--timeout-ms")) {
 			timeout_ms = strtoul(argv[++i], NULL, 0);
 		} else {
 			usage();
 		}
 	}
-	if (dir == NULL || medium == NULL || mtu < 16 || mtu > CATS_SG_FRAME_MAX) {
+	if (dir == NULL || medium == NULL || key_file == NULL || mtu < 16 ||
+	    mtu > CATS_SG_FRAME_MAX || (mic != 4 && mic != 8)) {
 		usage();
+	}
+	if (sim_read_key(key_file, key) != 0) {
+		return 1;
 	}
 	sim_install_signals();
 	cats_port_host_init(&port);
@@ -450,6 +482,13 @@ int main(int argc, char **argv)
 	}
 	tag = cats_sg_partition_tag(node);
 	macs = cats_runner_macs(node);
+	rc = cats_auth_init(&auth, key, (uint8_t)mic, tag, cats_node_id(node), cats_node_count(node));
+	memset(key, 0, sizeof(key));
+	if (rc != CATS_OK) {
+		LOG(CATS_LOG_ERR, "%u nodes: more than this build authenticates (%d stations)",
+		    (unsigned)cats_node_count(node), CATS_AUTH_MAX_STATIONS);
+		return 1;
+	}
 	cats_stream_decoder_init(&dec, rx_buf, sizeof(rx_buf));
 
 	sock = sim_connect(medium);
@@ -476,12 +515,12 @@ int main(int argc, char **argv)
 	port.link.mtu = mtu;
 	port.link.send = link_send;
 	port.link.recv = link_recv;
-	cats_runner_init(&runner, node, &port, (uint32_t)timeout_ms);
+	cats_runner_init(&runner, node, &port, &auth, (uint32_t)timeout_ms);
 	runner.idle = link_idle;
 
-	LOG(CATS_LOG_INF, "node %u of %u on %s: tag %08x, mtu %zu, arena %zu, %llu MACs per "
-	    "inference", cats_node_id(node), cats_node_count(node), medium, (unsigned)tag, mtu,
-	    arena_size, (unsigned long long)macs);
+	LOG(CATS_LOG_INF, "node %u of %u on %s: tag %08x, mtu %zu, MIC %lu, arena %zu, %llu MACs "
+	    "per inference", cats_node_id(node), cats_node_count(node), medium, (unsigned)tag, mtu,
+	    mic, arena_size, (unsigned long long)macs);
 	printf("ready\n");
 	fflush(stdout);
 	for (;;) {

@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "cats/cats_auth.h"
 #include "cats/cats_stream.h"
 
 volatile sig_atomic_t sim_stop;
@@ -126,6 +128,40 @@ int sim_send(int fd, uint8_t type, const uint8_t *a, size_t na, const uint8_t *b
 		return -1;
 	}
 	return sim_write_all(fd, out, (size_t)n);
+}
+
+int sim_read_key(const char *path, uint8_t key[16])
+{
+	struct stat st;
+	char text[80];
+	size_t n;
+	FILE *f;
+
+	if (stat(path, &st) != 0) {
+		fprintf(stderr, "sim: key file %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		fprintf(stderr, "sim: key file %s may be read by others (chmod 600)\n", path);
+		return -1;
+	}
+	f = fopen(path, "rb");
+	if (f == NULL) {
+		fprintf(stderr, "sim: key file %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	if (n == CATS_AUTH_KEY_LEN) { /* 16 raw bytes, unless they are hex digits */
+		memcpy(key, text, CATS_AUTH_KEY_LEN);
+	} else if (strlen(text) != n || cats_auth_parse_key(text, key) != 0) {
+		fprintf(stderr, "sim: key file %s: not 32 hex digits or 16 raw bytes\n", path);
+		memset(text, 0, sizeof(text));
+		return -1;
+	}
+	memset(text, 0, sizeof(text));
+	return 0;
 }
 
 uint8_t *sim_read_file(const char *path, size_t *len)

@@ -35,6 +35,9 @@ uint8_t *sim_read_file(const char *path, size_t *len);
 #define SIM_TOKEN_ENV "CATS_SIM_TOKEN"
 #define SIM_TOKEN_MAX 32
 int sim_token(uint8_t *out, size_t cap);
+/* The swarm key from a key file: 32 hex digits (whitespace around them ignored) or 16 raw
+ * bytes; refuses a file others may read. 0 or -1 (logged, without the key). */
+int sim_read_key(const char *path, uint8_t key[16]);
 
 /* Monotonic milliseconds. */
 uint32_t sim_now_ms(void);

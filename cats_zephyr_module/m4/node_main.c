@@ -4,10 +4,12 @@
  * The node's partition (weights.bin + manifest.pb of `cats export`, node CATS_NODE_ID) is
  * linked into flash (partition_data.S), the node's memory plan lives in one static arena of
  * CATS_ARENA_SIZE bytes, and one inference runs through cats_runner over a loopback link:
- * every frame the node sends comes back to it (and is rejected as its own), so the node sees a
+ * every frame the node sends comes back to it, sealed (AES-CCM*, cats_auth) with a fixed
+ * build-time key, and is rejected as its own by the link-source check, so the node sees a
  * swarm in which every other node is silent; its output then equals qref's node with every
  * other node's columns lost. That exercises the whole runtime (manifest decode, blob hash,
- * kernels, SomeGather encode/decode) and keeps every part of it linked for `cats size`.
+ * kernels, SomeGather encode/decode, frame sealing and checking with mbed TLS) and keeps every
+ * part of it linked for `cats size`.
  *
  * With CATS_M4_REPLAY (cats_m4_node_swarm_qemu.elf) the link is the swarm instead: every
  * ColumnFrame the other nodes sent to this node in a loss-free run of the host swarm on the
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cats/cats_auth.h"
 #include "cats/cats_node.h"
 #include "cats/cats_port.h"
 #include "cats/cats_runner.h"
@@ -54,6 +57,12 @@ extern const uint32_t cats_partition_manifest_len;
 static uint8_t cats_arena[CATS_ARENA_SIZE] __attribute__((aligned(8)));
 static int8_t cats_input[CATS_INPUT_LEN];
 static struct cats_runner cats_runner_state;
+static struct cats_auth cats_auth_state;
+/* A fixed key: this image measures size and cost, it joins no swarm (cats.sim.m4profile
+ * seals the replayed frames with the same bytes: M4_KEY). */
+static const uint8_t cats_key[CATS_AUTH_KEY_LEN] = {0x43, 0x41, 0x54, 0x53, 0x2d, 0x6d, 0x34,
+						     0x2d, 0x6b, 0x65, 0x79, 0x00, 0x01, 0x02,
+						     0x03, 0x04};
 
 /* Loopback link: a small ring of frames; recv() returns what send() put in. */
 struct loopback {
@@ -82,7 +91,7 @@ static int loop_send(void *ctx, const uint8_t *frame, size_t len)
 	return 0;
 }
 
-static int loop_recv(void *ctx, uint8_t *buf, size_t cap)
+static int loop_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	struct loopback *lb = ctx;
 	uint16_t len;
@@ -90,6 +99,7 @@ static int loop_recv(void *ctx, uint8_t *buf, size_t cap)
 	if (lb->count == 0) {
 		return 0;
 	}
+	*src = CATS_NODE_ID; /* our own frames */
 	len = lb->len[lb->head];
 	if (len > cap) {
 		len = (uint16_t)cap;
@@ -101,7 +111,8 @@ static int loop_recv(void *ctx, uint8_t *buf, size_t cap)
 }
 
 #ifdef CATS_M4_REPLAY
-/* Recorded frames: u32 inference id, u32 count, then per frame u8 length, u8 exchange, bytes. */
+/* Recorded frames: u32 inference id, u32 count, then per frame u8 length, u8 exchange,
+ * u8 link source station, the sealed frame (sealed by the host swarm with cats_key). */
 extern const uint8_t cats_replay_frames[];
 static struct cats_node *replay_node;
 static uint32_t replay_off = 8, replay_left, replay_sent;
@@ -120,7 +131,7 @@ static int replay_send(void *ctx, const uint8_t *frame, size_t len)
 	return 0;
 }
 
-static int replay_recv(void *ctx, uint8_t *buf, size_t cap)
+static int replay_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	const uint8_t *r = &cats_replay_frames[replay_off];
 	uint16_t len;
@@ -129,12 +140,13 @@ static int replay_recv(void *ctx, uint8_t *buf, size_t cap)
 	if (replay_left == 0 || (int)r[1] > cats_node_current_exchange(replay_node)) {
 		return 0;
 	}
+	*src = r[2];
 	len = r[0];
 	if (len > cap) {
 		len = (uint16_t)cap;
 	}
-	memcpy(buf, &r[2], len);
-	replay_off += 2u + r[0];
+	memcpy(buf, &r[3], len);
+	replay_off += 3u + r[0];
 	replay_left--;
 	return len;
 }
@@ -224,16 +236,22 @@ int main(void)
 	t1 = TIMER0_VALUE;
 #endif
 	make_input();
-	cats_runner_init(&cats_runner_state, node, &port, 50);
+	rc = cats_auth_init(&cats_auth_state, cats_key, CATS_AUTH_MIC_DEFAULT,
+			    cats_sg_partition_tag(node), cats_node_id(node), cats_node_count(node));
+	if (rc != CATS_OK) {
+		REPORT("auth init failed: %d\n", rc);
+		return 1;
+	}
 #ifdef CATS_M4_REPLAY
 	/* every poll is a "millisecond": room for all frames of an exchange (the swarm closes
 	 * an exchange when its columns are complete, never by this deadline) */
-	cats_runner_init(&cats_runner_state, node, &port, 1000000u);
+	cats_runner_init(&cats_runner_state, node, &port, &cats_auth_state, 1000000u);
 	replay_node = node;
 	replay_left = rd32(&cats_replay_frames[4]);
 	rc = cats_runner_infer(&cats_runner_state, rd32(cats_replay_frames), cats_input,
 			       sizeof(cats_input));
 #else
+	cats_runner_init(&cats_runner_state, node, &port, &cats_auth_state, 50);
 	rc = cats_runner_infer(&cats_runner_state, 1, cats_input, sizeof(cats_input));
 #endif
 #ifdef CATS_M4_QEMU
@@ -254,7 +272,7 @@ int main(void)
 	       (unsigned long)((t1 - t2) * 40u));
 	REPORT("frames sent %lu rejected_self %lu lost %lu\n",
 	       (unsigned long)cats_runner_state.stats.frames_sent,
-	       (unsigned long)cats_runner_state.stats.rejected_self,
+	       (unsigned long)cats_auth_state.stats.rejected_sender,
 	       (unsigned long)cats_runner_state.stats.columns_lost);
 	REPORT("output %u %u", (unsigned)start, (unsigned)count);
 	for (uint16_t i = 0; y != NULL && i < count; i++) {

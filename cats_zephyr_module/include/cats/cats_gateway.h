@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "cats.pb.h"
+#include "cats/cats_auth.h"
 #include "cats/cats_port.h"
 #include "cats/cats_stream.h"
 
@@ -76,7 +77,15 @@ enum cats_gw_status {
 #define CATS_GW_DEADLINE_MAX_MS 600000u /* 10 min: deadlines stay far from uint32 wrap */
 
 struct cats_gateway_config {
-	size_t mtu;               /* largest encoded InputFrame per air frame (AirType excluded) */
+	size_t mtu;               /* largest InputFrame + MIC per air frame (AirType excluded) */
+	/* Authentication of the air frames (cats_auth.h): the swarm key, the MIC length (4 or 8)
+	 * and the first inference id. Ids are the nonces' counter: under one key a gateway must
+	 * never reuse one, so a restarted gateway starts above every id it used before (the
+	 * simulator reserves blocks in a counter file next to the key file; a product keeps the
+	 * counter in the settings subsystem). 0 means 1. */
+	uint8_t key[CATS_AUTH_KEY_LEN];
+	uint8_t mic_len;
+	uint32_t first_inference;
 	uint32_t deadline_ms;     /* an inference's deadline when the request gives none */
 	uint32_t liveness_ms;     /* heard within this window: alive (without StationEvents) */
 	float instr_per_mac;      /* compute model: instructions per multiply-accumulate */
@@ -164,7 +173,9 @@ struct cats_gateway {
 	uint32_t slot_frames_lost, slot_frames_sent, slot_deliveries, slots;
 	uint64_t air_bytes;
 	double airtime_us;
-	uint32_t frames_ignored; /* stale / foreign / malformed air frames */
+	uint32_t frames_ignored; /* stale / foreign / malformed / unauthentic air frames */
+	struct cats_auth auth;   /* the gateway is station `nodes` */
+	uint32_t auth_rejected_at_start; /* rejections before the running inference */
 	int8_t output[CATS_GW_OUTPUT_MAX];
 	uint8_t out_have[CATS_GW_OUTPUT_MAX / 8]; /* output units received */
 	/* scratch */
@@ -180,9 +191,11 @@ struct cats_gateway {
 int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config *cfg,
 		      const struct cats_gateway_io *io, const uint8_t *manifest, size_t len);
 
-/* From the air link: one AIR frame (AirType byte + message). OutputFrames are used; others
- * are ignored. CATS_OK or a negative status (the frame was ignored). */
-int cats_gateway_on_air(struct cats_gateway *gw, const uint8_t *frame, size_t len);
+/* From the air link: one AIR frame (AirType byte + message + MIC) from link source station
+ * `src`. Authentic OutputFrames are used; others are ignored (rejections are counted in
+ * gw->auth.stats). CATS_OK or a negative status (the frame was ignored). */
+int cats_gateway_on_air(struct cats_gateway *gw, uint16_t src, const uint8_t *frame,
+			size_t len);
 
 /* From the simulation medium: a SlotEnd / a StationEvent (encoded protobuf). */
 int cats_gateway_on_slot_end(struct cats_gateway *gw, const uint8_t *msg, size_t len);

@@ -26,15 +26,22 @@ enum cats_log_level { CATS_LOG_ERR = 0, CATS_LOG_WRN = 1, CATS_LOG_INF = 2, CATS
 #define CATS_LINK_SLOT_END 0x7FFF
 #define CATS_LINK_SLOT_END_LEN 8
 
-/* A broadcast link (802.15.4 raw frames, BLE extended advertising, or the simulation medium). */
+/*
+ * A broadcast link (802.15.4 raw frames, BLE extended advertising, or the simulation medium).
+ * Frames are the authenticated ColumnFrames of cats_auth.h (message + MIC; the link adds the
+ * AirType byte). Every received frame comes with its link-layer source station (node d = d,
+ * the gateway = nodes): the 802.15.4 MAC source address, the BLE advertiser address, the
+ * medium's stamp in simulation; the receiver checks the frame's claimed sender against it.
+ */
 struct cats_link {
 	void *ctx;
-	size_t mtu; /* largest ColumnFrame encoding one link frame can carry */
-	/* Broadcast one encoded frame; returns 0 or a negative errno-style code. */
+	size_t mtu; /* largest ColumnFrame encoding + MIC one link frame can carry */
+	/* Broadcast one frame; returns 0 or a negative errno-style code. */
 	int (*send)(void *ctx, const uint8_t *frame, size_t len);
-	/* Fetch one received frame into buf (non-blocking); returns its length, 0 if none,
-	 * CATS_LINK_SLOT_END (see above; cap >= CATS_LINK_SLOT_END_LEN), or < 0. */
-	int (*recv)(void *ctx, uint8_t *buf, size_t cap);
+	/* Fetch one received frame into buf (non-blocking) and its link source into *src;
+	 * returns its length, 0 if none, CATS_LINK_SLOT_END (see above; cap >=
+	 * CATS_LINK_SLOT_END_LEN; *src untouched), or < 0. */
+	int (*recv)(void *ctx, uint8_t *buf, size_t cap, uint16_t *src);
 };
 
 static inline void cats_link_slot_end_put(uint8_t *buf, uint32_t inference_id,

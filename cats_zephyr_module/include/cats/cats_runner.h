@@ -5,10 +5,11 @@
  *
  * One exchange:
  *  1. frames of this exchange that arrived early (stashed, see below) are fed in first;
- *  2. the node's kept columns go out: cats_sg_frame_count() frames of at most link.mtu bytes,
- *     cats_sg_encode() + link.send() each (with turn_us_per_frame set, after the nodes with
+ *  2. the node's kept columns go out: cats_sg_frame_count() frames of at most link.mtu bytes
+ *     with the MIC, cats_sg_encode() + cats_auth_seal() + link.send() each (with turn_us_per_frame set, after the nodes with
  *     lower ids had their turn, see below);
- *  3. received frames are fed to cats_sg_receive() until every held column is complete (early
+ *  3. received frames that cats_auth_open() accepts (authentic, from the link source they
+ *     claim, not a replay) are fed to cats_sg_receive() until every held column is complete (early
  *     completion: the node never waits when nothing is missing), the link reports the end of
  *     this exchange's slot (recv() == CATS_LINK_SLOT_END, see cats_port.h), or the exchange
  *     deadline (start + exchange_timeout_ms) passes; between empty polls the optional `idle`
@@ -30,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cats/cats_auth.h"
 #include "cats/cats_node.h"
 #include "cats/cats_port.h"
 #include "cats/cats_somegather.h"
@@ -45,6 +47,9 @@ extern "C" {
 struct cats_runner {
 	struct cats_node *node;
 	const struct cats_port *port;
+	/* Seals every frame sent and checks every frame received before SomeGather sees it
+	 * (cats_auth.h); its stats count the rejections by reason. */
+	struct cats_auth *auth;
 	uint32_t exchange_timeout_ms;
 	/* 0: every node sends its frames at once (a scheduled link, e.g. the simulation medium,
 	 * orders them). > 0: ordered turns on a shared half-duplex radio, node 0 first: a node
@@ -67,7 +72,8 @@ struct cats_runner {
 };
 
 void cats_runner_init(struct cats_runner *r, struct cats_node *node,
-		      const struct cats_port *port, uint32_t exchange_timeout_ms);
+		      const struct cats_port *port, struct cats_auth *auth,
+		      uint32_t exchange_timeout_ms);
 
 /* Run the node's current exchange (steps 1-4 above). CATS_OK or a negative cats_status. */
 int cats_runner_exchange(struct cats_runner *r);

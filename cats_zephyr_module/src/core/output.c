@@ -10,7 +10,8 @@
 #include "cats/cats_node.h"
 #include "cats/cats_stream.h"
 
-void cats_output_counters(const struct cats_sg_stats *st, cats_NodeCounters *c)
+void cats_output_counters(const struct cats_sg_stats *st, const struct cats_auth_stats *as,
+			  cats_NodeCounters *c)
 {
 	c->frames_sent = st->frames_sent;
 	c->frames_received = st->frames_received;
@@ -24,18 +25,26 @@ void cats_output_counters(const struct cats_sg_stats *st, cats_NodeCounters *c)
 	c->rejected_self = st->rejected_self;
 	c->rejected_sender = st->rejected_sender;
 	c->duplicates = st->duplicates;
+	if (as != NULL) { /* the air frames' authentication (cats_auth) */
+		c->rejected_malformed += as->rejected_malformed;
+		c->rejected_sender += as->rejected_sender;
+		c->rejected_mic = as->rejected_mic;
+		c->rejected_replay = as->rejected_replay;
+		c->frames_authenticated = as->accepted;
+	}
 }
 
 int cats_output_send(cats_OutputFrame *f, const int8_t *y, size_t count, size_t mtu,
-		     uint8_t *buf, size_t cap,
+		     const struct cats_auth *auth, uint8_t *buf, size_t cap,
 		     int (*send)(void *ctx, const uint8_t *air, size_t len), void *ctx)
 {
 	size_t offset = 0;
 	int first = 1;
 
-	if (cap < 2 || mtu > cap - 1) {
+	if (auth == NULL || cap < 2 || mtu > cap - 1 || mtu <= auth->mic_len) {
 		return CATS_ERR_ARG;
 	}
+	mtu -= auth->mic_len; /* the OutputFrame's bytes */
 	do {
 		size_t hdr = 0, room, n;
 		pb_ostream_t os;
@@ -65,7 +74,12 @@ int cats_output_send(cats_OutputFrame *f, const int8_t *y, size_t count, size_t 
 		if (!pb_encode(&os, cats_OutputFrame_fields, f)) {
 			return CATS_ERR_ARG;
 		}
-		rc = send(ctx, buf, 1 + os.bytes_written);
+		rc = cats_auth_seal(auth, CATS_AIR_OUTPUT, f->inference_id, &buf[1],
+				    os.bytes_written, cap - 1);
+		if (rc < 0) {
+			return rc;
+		}
+		rc = send(ctx, buf, 1u + (size_t)rc);
 		if (rc < 0) {
 			return rc;
 		}

@@ -11,6 +11,7 @@
 #include <pb_encode.h>
 
 #include "cats/cats_node.h"
+#include "cats/cats_output.h"
 #include "cats/cats_somegather.h"
 
 #define PAYLOAD_MAX 240 /* cats.options: InputFrame.payload / OutputFrame.payload max_size */
@@ -52,6 +53,7 @@ void cats_gateway_default_config(struct cats_gateway_config *cfg)
 	cfg->phy_framing_bytes = 17;
 	cfg->phy_us_per_byte = 32.0f;
 	cfg->phy_extra_us = 0.0f;
+	cfg->mic_len = CATS_AUTH_MIC_DEFAULT;
 }
 
 static uint32_t now(const struct cats_gateway *gw)
@@ -122,7 +124,14 @@ int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config 
 		gw->node[d].link_quality = 1.0f;
 		start += size;
 	}
-	gw->next_inference = 1;
+	gw->next_inference = cfg->first_inference ? cfg->first_inference : 1u;
+	if (cats_auth_init(&gw->auth, cfg->key, cfg->mic_len, gw->tag, gw->nodes, gw->nodes) !=
+		    CATS_OK ||
+	    gw->cfg.mtu <= cfg->mic_len) {
+		GW_LOGF(gw, CATS_LOG_ERR, "gateway: MIC length %u or %u nodes not supported",
+			(unsigned)cfg->mic_len, (unsigned)gw->nodes);
+		return CATS_ERR_ARG;
+	}
 	GW_LOGF(gw, CATS_LOG_INF,
 		"gateway: partition %02x%02x%02x%02x.., %u nodes, input %u x %u, %u outputs",
 		gw->hash[0], gw->hash[1], gw->hash[2], gw->hash[3], gw->nodes, gw->tokens,
@@ -240,6 +249,18 @@ static size_t varint_len(uint32_t v)
 
 static void start_next(struct cats_gateway *gw);
 
+static uint32_t auth_rejected(const struct cats_auth_stats *st)
+{
+	return st->rejected_malformed + st->rejected_sender + st->rejected_mic +
+	       st->rejected_replay;
+}
+
+/* Frames a node's authentication rejected (malformed / sender include SomeGather's). */
+static uint32_t counters_rejected(const cats_NodeCounters *c)
+{
+	return c->rejected_mic + c->rejected_replay + c->rejected_sender;
+}
+
 static void finish(struct cats_gateway *gw)
 {
 	struct cats_gw_request *rq = &gw->queue[gw->q_run];
@@ -248,6 +269,7 @@ static void finish(struct cats_gateway *gw)
 	uint64_t max_macs = 0;
 	uint16_t answered = 0, reported = 0;
 	uint64_t col_rx = 0, col_lost = 0;
+	uint32_t rejected = 0, columns_lost = 0; /* in this inference, as the nodes report */
 
 	memset(&gw->msg, 0, sizeof(gw->msg));
 	gw->msg.which_msg = cats_GatewayMessage_infer_result_tag;
@@ -275,6 +297,8 @@ static void finish(struct cats_gateway *gw)
 						: c->columns_lost;
 
 			n->link_quality = rx + lost ? (float)rx / (float)(rx + lost) : 1.0f;
+			columns_lost += lost;
+			rejected += counters_rejected(c) - counters_rejected(p);
 			n->prev_counters = *c;
 			if (n->answer == CATS_GW_DONE) {
 				col_rx += rx;
@@ -308,7 +332,11 @@ static void finish(struct cats_gateway *gw)
 				(float)gw->slot_frames_lost / (float)gw->slot_deliveries;
 		}
 	}
-	res->degraded = res->missing_nodes_count > 0 || res->missing_fraction > 0.0f;
+	res->has_gateway_counters = true;
+	cats_output_counters(&(struct cats_sg_stats){0}, &gw->auth.stats, &res->gateway_counters);
+	rejected += auth_rejected(&gw->auth.stats) - gw->auth_rejected_at_start;
+	res->degraded = res->missing_nodes_count > 0 || res->missing_fraction > 0.0f ||
+		       (rejected > 0 && columns_lost > 0);
 	res->frames_lost = gw->slot_frames_lost;
 	res->air_bytes = gw->air_bytes;
 	res->modelled_latency_s =
@@ -327,8 +355,9 @@ static void finish(struct cats_gateway *gw)
 			 (unsigned)(res->missing_fraction * 100.0f + 0.5f));
 	} else if (res->degraded) {
 		snprintf(res->message, sizeof(res->message),
-			 "degraded: %u%% of expected columns missing (lost on the air)",
-			 (unsigned)(res->missing_fraction * 100.0f + 0.5f));
+			 "degraded: %u%% of expected columns missing (lost on the air; %u frames "
+			 "failed authentication)",
+			 (unsigned)(res->missing_fraction * 100.0f + 0.5f), (unsigned)rejected);
 	} else {
 		snprintf(res->message, sizeof(res->message), "ok");
 	}
@@ -364,21 +393,23 @@ static int broadcast_input(struct cats_gateway *gw, const uint8_t *input)
 {
 	cats_InputFrame f = cats_InputFrame_init_zero;
 	size_t total = gw->input_len, hdr, chunk, fragments;
+	const size_t mtu = gw->cfg.mtu - gw->auth.mic_len; /* the InputFrame's bytes */
 
 	/* Worst-case header: every varint as long as the input length makes it. */
 	hdr = 1 + varint_len(gw->inference_id) + 5 + 3 * (1 + varint_len((uint32_t)total)) + 1 +
 	      varint_len(PAYLOAD_MAX);
-	if (gw->cfg.mtu <= hdr) {
+	if (mtu <= hdr) {
 		return CATS_GW_ERR_LINK;
 	}
-	chunk = gw->cfg.mtu - hdr;
+	chunk = mtu - hdr;
 	if (chunk > PAYLOAD_MAX) {
 		chunk = PAYLOAD_MAX;
 	}
 	fragments = (total + chunk - 1) / chunk;
 	for (size_t i = 0; i < fragments; i++) {
 		size_t off = i * chunk, n = total - off < chunk ? total - off : chunk;
-		pb_ostream_t os = pb_ostream_from_buffer(&gw->air[1], gw->cfg.mtu);
+		pb_ostream_t os = pb_ostream_from_buffer(&gw->air[1], mtu);
+		int sealed;
 
 		f.inference_id = gw->inference_id;
 		f.partition_tag = gw->tag;
@@ -391,10 +422,12 @@ static int broadcast_input(struct cats_gateway *gw, const uint8_t *input)
 		if (!pb_encode(&os, cats_InputFrame_fields, &f)) {
 			return CATS_GW_ERR_LINK;
 		}
-		if (gw->io.air_send(gw->io.ctx, gw->air, 1 + os.bytes_written) < 0) {
+		sealed = cats_auth_seal(&gw->auth, CATS_AIR_INPUT, gw->inference_id, &gw->air[1],
+					os.bytes_written, sizeof(gw->air) - 1);
+		if (sealed < 0 || gw->io.air_send(gw->io.ctx, gw->air, 1u + (size_t)sealed) < 0) {
 			return CATS_GW_ERR_LINK;
 		}
-		count_frame(gw, 1 + os.bytes_written);
+		count_frame(gw, 1u + (size_t)sealed);
 	}
 	return CATS_OK;
 }
@@ -442,6 +475,7 @@ static void start_next(struct cats_gateway *gw)
 		gw->running = 1;
 		gw->deadline = now(gw) + rq->deadline_ms;
 		gw->slot_frames_lost = gw->slot_frames_sent = gw->slot_deliveries = gw->slots = 0;
+		gw->auth_rejected_at_start = auth_rejected(&gw->auth.stats);
 		gw->air_bytes = 0;
 		gw->airtime_us = 0;
 		memset(gw->output, 0, sizeof(gw->output));
@@ -625,16 +659,30 @@ static void heard(struct cats_gateway *gw, struct cats_gw_node *n, uint32_t tag)
 	}
 }
 
-int cats_gateway_on_air(struct cats_gateway *gw, const uint8_t *frame, size_t len)
+int cats_gateway_on_air(struct cats_gateway *gw, uint16_t src, const uint8_t *frame,
+			size_t len)
 {
 	cats_OutputFrame f = cats_OutputFrame_init_zero;
 	pb_istream_t is;
 	struct cats_gw_node *n;
+	int body;
 
 	if (len < 1 || frame[0] != CATS_AIR_OUTPUT) {
 		return CATS_OK; /* inputs (our own), columns: not for the gateway */
 	}
-	is = pb_istream_from_buffer(&frame[1], len - 1);
+	body = cats_auth_open(&gw->auth, CATS_AIR_OUTPUT, src, gw->inference_id, &frame[1],
+			      len - 1, NULL);
+	if (body < 0) {
+		gw->frames_ignored++;
+		GW_LOGF(gw, CATS_LOG_WRN, "gateway: OutputFrame from station %u rejected (%s)",
+			(unsigned)src,
+			body == CATS_AUTH_MIC      ? "MIC"
+			: body == CATS_AUTH_REPLAY ? "replay"
+			: body == CATS_AUTH_SENDER ? "sender"
+						   : "malformed");
+		return CATS_ERR_STATE;
+	}
+	is = pb_istream_from_buffer(&frame[1], (size_t)body);
 	if (!pb_decode(&is, cats_OutputFrame_fields, &f) || f.sender >= gw->nodes) {
 		gw->frames_ignored++;
 		gw_log(gw, CATS_LOG_WRN, "gateway: malformed OutputFrame ignored");

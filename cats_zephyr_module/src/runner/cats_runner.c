@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "cats/cats_stream.h"
+
 static void log_msg(const struct cats_runner *r, enum cats_log_level level, const char *msg)
 {
 	if (r->port->log != NULL) {
@@ -13,11 +15,13 @@ static void log_msg(const struct cats_runner *r, enum cats_log_level level, cons
 }
 
 void cats_runner_init(struct cats_runner *r, struct cats_node *node,
-		      const struct cats_port *port, uint32_t exchange_timeout_ms)
+		      const struct cats_port *port, struct cats_auth *auth,
+		      uint32_t exchange_timeout_ms)
 {
 	memset(r, 0, sizeof(*r));
 	r->node = node;
 	r->port = port;
+	r->auth = auth;
 	r->exchange_timeout_ms = exchange_timeout_ms;
 	r->slot_closed = -1;
 	if (node != NULL && port != NULL) {
@@ -33,11 +37,20 @@ static int all_present(const struct cats_node *n)
 	return cats_node_all_present(n);
 }
 
-/* Feed one frame; keep it for later if it belongs to an exchange we have not reached. */
-static int feed(struct cats_runner *r, const uint8_t *frame, size_t len, int may_stash)
+/* Authenticate one frame from link source `src`, feed it; keep it for later if it belongs to
+ * an exchange we have not reached (stashed frames are authentic already). */
+static int feed(struct cats_runner *r, const uint8_t *frame, size_t len, uint16_t src,
+		int may_stash)
 {
 	uint32_t future = r->stats.rejected_future;
-	int rc = cats_sg_receive(r->node, frame, len, &r->stats);
+	int rc = cats_auth_open(r->auth, CATS_AIR_COLUMN, src, cats_node_inference(r->node), frame,
+				len, NULL);
+
+	if (rc < 0) {
+		return CATS_ERR_ARG; /* counted in r->auth->stats */
+	}
+	len = (size_t)rc;
+	rc = cats_sg_receive(r->node, frame, len, &r->stats);
 
 	if (rc == CATS_ERR_STATE && r->stats.rejected_future != future && may_stash) {
 		if (r->n_stash < CATS_RUNNER_STASH) {
@@ -79,7 +92,8 @@ static void replay_stash(struct cats_runner *r)
 static void poll_link(struct cats_runner *r, int e, uint32_t max_ms)
 {
 	const struct cats_port *p = r->port;
-	int len = p->link.recv(p->link.ctx, r->frame, sizeof(r->frame));
+	uint16_t src = UINT16_MAX;
+	int len = p->link.recv(p->link.ctx, r->frame, sizeof(r->frame), &src);
 
 	if (len == CATS_LINK_SLOT_END) {
 		uint32_t inf, ex;
@@ -90,7 +104,7 @@ static void poll_link(struct cats_runner *r, int e, uint32_t max_ms)
 			r->slot_closed = (int32_t)ex;
 		}
 	} else if (len > 0) {
-		(void)feed(r, r->frame, (size_t)len, 1);
+		(void)feed(r, r->frame, (size_t)len, src, 1);
 	} else if (len == 0 && r->idle != NULL) {
 		r->idle(r->idle_ctx, max_ms);
 	}
@@ -147,12 +161,17 @@ int cats_runner_exchange(struct cats_runner *r)
 {
 	const struct cats_port *p = r->port;
 	struct cats_node *n = r->node;
-	size_t mtu = p->link.mtu < CATS_SG_FRAME_MAX ? p->link.mtu : CATS_SG_FRAME_MAX;
+	/* the ColumnFrame's bytes: the link's MTU less the MIC */
+	size_t mtu = (p->link.mtu < CATS_SG_FRAME_MAX ? p->link.mtu : CATS_SG_FRAME_MAX) -
+		     r->auth->mic_len;
 	uint32_t start = p->now_ms(p->ctx), timeout_ms = r->exchange_timeout_ms;
 	int count, rc, e = cats_node_current_exchange(n);
 
 	if (e < 0) {
 		return CATS_ERR_STATE;
+	}
+	if (r->auth == NULL || p->link.mtu <= r->auth->mic_len) {
+		return CATS_ERR_ARG;
 	}
 	replay_stash(r);
 
@@ -171,6 +190,11 @@ int cats_runner_exchange(struct cats_runner *r)
 	for (int i = 0; i < count; i++) {
 		int len = cats_sg_encode(n, (uint16_t)i, mtu, r->frame, sizeof(r->frame), &r->stats);
 
+		if (len < 0) {
+			return len;
+		}
+		len = cats_auth_seal(r->auth, CATS_AIR_COLUMN, cats_node_inference(n), r->frame,
+				     (size_t)len, sizeof(r->frame));
 		if (len < 0) {
 			return len;
 		}

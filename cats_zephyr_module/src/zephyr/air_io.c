@@ -37,18 +37,25 @@ static struct {
 } input;
 static uint32_t timed_out_total;
 
-void cats_air_node_input(const uint8_t *frame, size_t len)
+void cats_air_node_input(uint16_t src, const uint8_t *frame, size_t len)
 {
 	cats_InputFrame f = cats_InputFrame_init_zero;
 	pb_istream_t is;
 	const struct cats_node *node = cats_service_node();
+	struct cats_auth *auth = cats_service_auth();
 	size_t want;
 	int rc;
 
-	if (len < 1 || frame[0] != CATS_AIR_INPUT || node == NULL) {
+	if (len < 1 || frame[0] != CATS_AIR_INPUT || node == NULL || auth == NULL) {
 		return;
 	}
-	is = pb_istream_from_buffer(&frame[1], len - 1);
+	/* the link's RX context; the runner's thread uses the same state for ColumnFrames */
+	rc = cats_auth_open_air(auth, src, cats_node_inference(node), frame, len, NULL);
+	if (rc < 0) {
+		LOG_DBG("InputFrame from station %u rejected (authentication %d)", src, rc);
+		return;
+	}
+	is = pb_istream_from_buffer(&frame[1], (size_t)rc);
 	if (!pb_decode(&is, cats_InputFrame_fields, &f) ||
 	    f.partition_tag != cats_sg_partition_tag(node)) {
 		LOG_DBG("InputFrame ignored");
@@ -113,7 +120,7 @@ void cats_air_node_report(const struct cats_zlink *zl, const struct cats_service
 	f.sender = node != NULL ? cats_node_id(node) : 0;
 	f.status = res->status;
 	f.start = res->start;
-	cats_output_counters(&res->stats, &f.counters);
+	cats_output_counters(&res->stats, &cats_service_auth()->stats, &f.counters);
 	/* Every node finishes the last exchange at about the same time: on a half-duplex radio
 	 * without acknowledgements their OutputFrames would collide, so they take ordered turns
 	 * as the exchanges do (a slot of two frames each: one frame carries an output slice of
@@ -124,7 +131,8 @@ void cats_air_node_report(const struct cats_zlink *zl, const struct cats_service
 	f.counters.exchanges_timed_out = timed_out_total;
 	f.counters.compute_us = res->elapsed_ms * 1000u;
 	f.counters.macs = node != NULL ? cats_runner_macs(node) : 0;
-	if (cats_output_send(&f, res->values, res->count, mtu, buf, sizeof(buf), send_air,
+	if (cats_output_send(&f, res->values, res->count, mtu, cats_service_auth(), buf,
+			     sizeof(buf), send_air,
 			     (void *)zl) != CATS_OK) {
 		LOG_ERR("MTU %zu too small for an OutputFrame", mtu);
 	}

@@ -38,6 +38,13 @@ static struct cats_node *node;
 static struct cats_port port;
 static struct cats_zlink zlink;
 static struct cats_runner runner;
+static struct cats_auth auth;
+static bool auth_ready;
+
+struct cats_auth *cats_service_auth(void)
+{
+	return auth_ready ? &auth : NULL;
+}
 
 /* One pending inference at a time: the input is copied here by submit(). */
 static int8_t cats_input[CONFIG_CATS_INPUT_MAX];
@@ -148,6 +155,24 @@ int cats_service_start(void)
 		cats_node_count(node), cats_node_exchanges(node),
 		cats_node_arena_needed(manifest, manifest_len), CONFIG_CATS_ARENA_SIZE);
 
+	{
+		uint8_t key[CATS_AUTH_KEY_LEN];
+
+		rc = cats_zephyr_key(key);
+		if (rc == 0 && cats_auth_init(&auth, key, CONFIG_CATS_MIC_LEN,
+					      cats_sg_partition_tag(node), cats_node_id(node),
+					      cats_node_count(node)) != CATS_OK) {
+			LOG_ERR("%u nodes: more than this build authenticates",
+				cats_node_count(node));
+			rc = -EINVAL;
+		}
+		memset(key, 0, sizeof(key));
+		if (rc != 0) {
+			node = NULL;
+			return rc;
+		}
+		auth_ready = true;
+	}
 	rc = cats_link_start(&zlink, cats_node_id(node), cats_node_count(node),
 			     cats_sg_partition_tag(node), cats_air_node_input);
 	if (rc < 0) {
@@ -156,7 +181,7 @@ int cats_service_start(void)
 		return rc;
 	}
 	cats_port_zephyr_init(&port, &zlink.link);
-	cats_runner_init(&runner, node, &port, CONFIG_CATS_EXCHANGE_TIMEOUT_MS);
+	cats_runner_init(&runner, node, &port, &auth, CONFIG_CATS_EXCHANGE_TIMEOUT_MS);
 	runner.idle = link_idle;
 	runner.turn_us_per_frame = CONFIG_CATS_TURN_FRAME_US;
 

@@ -13,12 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cats/cats_auth.h"
 #include "cats/cats_port.h"
 #include "cats/cats_service.h"
 
-/* Received radio frames other than AIR_COLUMN (frame[0] is the AirType). Called from the
- * link's receive context (a link RX thread or the BT RX thread): copy, do not block long. */
-typedef void (*cats_air_handler_t)(const uint8_t *frame, size_t len);
+/* Received radio frames other than AIR_COLUMN (frame[0] is the AirType; message + MIC follow)
+ * from link source station `src` (node d: d, the gateway: nodes; CATS_AUTH_SRC_CLAIMED when
+ * the link cannot tell). Called from the link's receive context (a link RX thread or the BT
+ * RX thread): copy, do not block long. */
+typedef void (*cats_air_handler_t)(uint16_t src, const uint8_t *frame, size_t len);
 
 /* The gateway's station id on the links (node ids are 0 .. nodes-1). */
 #define CATS_STATION_GATEWAY 0xFFFFu
@@ -41,7 +44,14 @@ int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
 
 /* Node role (air_io.c): the gateway's InputFrames, assembled and handed to
  * cats_service_submit() (the air handler of the node service). */
-void cats_air_node_input(const uint8_t *frame, size_t len);
+void cats_air_node_input(uint16_t src, const uint8_t *frame, size_t len);
+
+/* The swarm key of this build (CONFIG_CATS_SWARM_KEY, 32 hex digits) and MIC length
+ * (CONFIG_CATS_MIC_LEN): 0, or -EINVAL for a missing or malformed key (logged, not shown). */
+int cats_zephyr_key(uint8_t key[16]);
+
+/* The node's authentication state (cats_service.c); NULL before the service started. */
+struct cats_auth *cats_service_auth(void);
 
 /* Node role (air_io.c): the result of an inference as OutputFrames on the link (the output
  * slice + NodeCounters), for the gateway. */

@@ -19,6 +19,7 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 struct air_item {
 	uint16_t len;
+	uint16_t src; /* link source station */
 	uint8_t data[CATS_GW_AIR_MAX];
 };
 
@@ -29,11 +30,12 @@ static cats_gw_reply_t bridge_reply;
 static struct air_item rx_item; /* the link's receive context only */
 static uint32_t air_dropped;
 
-static void on_air(const uint8_t *frame, size_t len)
+static void on_air(uint16_t src, const uint8_t *frame, size_t len)
 {
 	if (len < 1 || frame[0] != CATS_AIR_OUTPUT || len > sizeof(rx_item.data)) {
 		return;
 	}
+	rx_item.src = src;
 	rx_item.len = (uint16_t)len;
 	memcpy(rx_item.data, frame, len);
 	if (k_msgq_put(&cats_gw_air_q, &rx_item, K_NO_WAIT) != 0) {
@@ -98,6 +100,14 @@ int cats_gw_service_start(cats_gw_reply_t reply)
 	cats_gateway_default_config(&cfg);
 	phy_model(&cfg);
 	cfg.deadline_ms = CONFIG_CATS_GATEWAY_DEADLINE_MS;
+	cfg.mic_len = CONFIG_CATS_MIC_LEN;
+	/* Inference ids are the nonces' counter: this gateway numbers from 1 after every boot,
+	 * so a product must persist the counter (settings subsystem) or re-key on reboot. */
+	cfg.first_inference = 1;
+	rc = cats_zephyr_key(cfg.key);
+	if (rc != 0) {
+		return rc;
+	}
 	/* Until the link is up the MTU is unknown; init only reads the manifest. */
 	rc = cats_gateway_init(&gw, &cfg, &io, manifest, len);
 	if (rc != 0) {
@@ -126,7 +136,7 @@ void cats_gw_service_run(uint32_t max_ms)
 	k_timeout_t wait = K_MSEC(MIN(max_ms, cats_gateway_next_ms(&gw)));
 
 	while (k_msgq_get(&cats_gw_air_q, &it, wait) == 0) {
-		(void)cats_gateway_on_air(&gw, it.data, it.len);
+		(void)cats_gateway_on_air(&gw, it.src, it.data, it.len);
 		wait = K_NO_WAIT;
 	}
 	if (air_dropped != 0) {

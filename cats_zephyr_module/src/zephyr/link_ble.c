@@ -167,11 +167,12 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 	return rc;
 }
 
-static int link_recv(void *ctx, uint8_t *buf, size_t cap)
+static int link_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	struct ble_frame f;
 
 	ARG_UNUSED(ctx);
+	*src = CATS_AUTH_SRC_CLAIMED; /* advertisers have no per-station identity yet */
 	if (k_msgq_get(&cats_ble_rx_q, &f, K_NO_WAIT) != 0) {
 		return 0;
 	}
@@ -221,7 +222,7 @@ static void scan_recv(const struct bt_le_scan_recv_info *info, struct net_buf_si
 	LOG_DBG("ble: air type %u, %u bytes", rx_tmp.data[0], rx_tmp.len);
 	if (rx_tmp.data[0] != CATS_AIR_COLUMN) {
 		if (air_handler != NULL) {
-			air_handler(rx_tmp.data, rx_tmp.len);
+			air_handler(CATS_AUTH_SRC_CLAIMED, rx_tmp.data, rx_tmp.len);
 		}
 		return;
 	}

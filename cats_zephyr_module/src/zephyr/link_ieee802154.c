@@ -48,6 +48,7 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 struct rx_frame {
 	uint16_t len;
+	uint16_t src; /* link source station: MAC short source address - base */
 	uint8_t data[CATS_802154_MTU];
 };
 
@@ -59,6 +60,7 @@ static struct k_thread rx_thread;
 static int sock = -1;
 static struct net_if *iface;
 static cats_air_handler_t air_handler;
+static uint16_t station_count; /* nodes: the gateway's station id */
 static uint8_t tx_buf[CATS_802154_PAYLOAD]; /* AirType byte + message (tx_lock) */
 
 static int air_send(const uint8_t *frame, size_t len)
@@ -99,6 +101,23 @@ static int link_send(void *ctx, const uint8_t *frame, size_t len)
 	return rc;
 }
 
+/* The link source station of a received frame: its MAC short source address (big endian in
+ * sll_addr, as the L2 hands it up) less the base; 0xFFFF (no station) for anything else. */
+static uint16_t source_station(const struct sockaddr_ll *from)
+{
+	uint16_t addr;
+
+	if (from->sll_halen != 2) {
+		return 0xFFFFu;
+	}
+	addr = (uint16_t)(from->sll_addr[0] << 8 | from->sll_addr[1]);
+	if (addr < CONFIG_CATS_802154_SHORT_ADDR_BASE ||
+	    addr - CONFIG_CATS_802154_SHORT_ADDR_BASE > station_count) {
+		return 0xFFFFu;
+	}
+	return (uint16_t)(addr - CONFIG_CATS_802154_SHORT_ADDR_BASE);
+}
+
 /* The socket's reader: ColumnFrames (without their AirType byte) are queued for the runner,
  * every other air type goes to the role's handler, empty frames are dropped. */
 static void rx_loop(void *p1, void *p2, void *p3)
@@ -111,6 +130,8 @@ static void rx_loop(void *p1, void *p2, void *p3)
 	ARG_UNUSED(p3);
 	for (;;) {
 		struct zsock_pollfd pfd = {.fd = sock, .events = ZSOCK_POLLIN};
+		struct sockaddr_ll from;
+		socklen_t from_len;
 		ssize_t n;
 
 		/* Wait in poll(), then read without blocking: a packet socket's blocking recv()
@@ -121,7 +142,9 @@ static void rx_loop(void *p1, void *p2, void *p3)
 			k_sleep(K_MSEC(10));
 			continue;
 		}
-		n = zsock_recv(sock, buf, sizeof(buf), ZSOCK_MSG_DONTWAIT);
+		from_len = sizeof(from);
+		n = zsock_recvfrom(sock, buf, sizeof(buf), ZSOCK_MSG_DONTWAIT,
+				   (struct sockaddr *)&from, &from_len);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
 				LOG_ERR("802.15.4: recv: %d", errno);
@@ -132,9 +155,10 @@ static void rx_loop(void *p1, void *p2, void *p3)
 		if (n < 2 || n > CATS_802154_PAYLOAD) {
 			continue;
 		}
+		f.src = source_station(&from);
 		if (buf[0] != CATS_AIR_COLUMN) {
 			if (air_handler != NULL) {
-				air_handler(buf, (size_t)n);
+				air_handler(f.src, buf, (size_t)n);
 			}
 			continue;
 		}
@@ -147,7 +171,7 @@ static void rx_loop(void *p1, void *p2, void *p3)
 	}
 }
 
-static int link_recv(void *ctx, uint8_t *buf, size_t cap)
+static int link_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	struct rx_frame f;
 
@@ -155,6 +179,7 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 	if (k_msgq_get(&cats_154_rx_q, &f, K_NO_WAIT) != 0) {
 		return 0;
 	}
+	*src = f.src;
 	if (f.len > cap) {
 		return -EMSGSIZE;
 	}
@@ -195,6 +220,7 @@ int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
 		CONFIG_CATS_802154_SHORT_ADDR_BASE + (station == CATS_STATION_GATEWAY ? nodes : station);
 
 	ARG_UNUSED(partition_tag);
+	station_count = nodes;
 	iface = net_if_get_ieee802154();
 	if (iface == NULL) {
 		LOG_ERR("802.15.4: no IEEE 802.15.4 interface");

@@ -46,6 +46,7 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 struct sim_item {
 	uint8_t slot_end; /* 1: data holds CATS_LINK_SLOT_END_LEN bytes of a slot end */
+	uint8_t src;      /* link source station (the medium's stamp) */
 	uint16_t len;
 	/* Inputs submitted before it arrived: a slot end that arrived before the running
 	 * inference's input was submitted belongs to an earlier inference even with the same id
@@ -105,20 +106,21 @@ static void queue_item(void)
 static void handle(const struct cats_stream_msg *m)
 {
 	switch (m->type) {
-	case CATS_STREAM_AIR:
-		if (m->len < 1) {
+	case CATS_STREAM_AIR: /* link source station | AirType | message + MIC */
+		if (m->len < 2) {
 			return;
 		}
-		if (m->payload[0] == CATS_AIR_COLUMN) {
-			if (m->len - 1u > CATS_SG_FRAME_MAX) {
+		if (m->payload[1] == CATS_AIR_COLUMN) {
+			if (m->len - 2u > CATS_SG_FRAME_MAX) {
 				return;
 			}
 			rx_item.slot_end = 0;
-			rx_item.len = m->len - 1u;
-			memcpy(rx_item.data, &m->payload[1], rx_item.len);
+			rx_item.src = m->payload[0];
+			rx_item.len = m->len - 2u;
+			memcpy(rx_item.data, &m->payload[2], rx_item.len);
 			queue_item();
 		} else if (air_handler != NULL) {
-			air_handler(m->payload, m->len);
+			air_handler(m->payload[0], &m->payload[1], m->len - 1u);
 		}
 		break;
 	case CATS_STREAM_SLOT_END: {
@@ -190,7 +192,7 @@ static int air_send(const uint8_t *frame, size_t len)
 	return 0;
 }
 
-static int link_recv(void *ctx, uint8_t *buf, size_t cap)
+static int link_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 {
 	struct sim_item it;
 
@@ -204,6 +206,9 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap)
 		return -EMSGSIZE;
 	}
 	memcpy(buf, it.data, it.len);
+	if (!it.slot_end) {
+		*src = it.src;
+	}
 	return it.slot_end ? CATS_LINK_SLOT_END : it.len;
 }
 

@@ -10,6 +10,19 @@
 
 LOG_MODULE_REGISTER(cats, CONFIG_CATS_LOG_LEVEL);
 
+BUILD_ASSERT(CONFIG_CATS_MIC_LEN == 4 || CONFIG_CATS_MIC_LEN == 8,
+	     "CONFIG_CATS_MIC_LEN must be 4 or 8");
+
+int cats_zephyr_key(uint8_t key[16])
+{
+	if (cats_auth_parse_key(CONFIG_CATS_SWARM_KEY, key) != 0) {
+		LOG_ERR("no swarm key: CONFIG_CATS_SWARM_KEY must be 32 hex digits "
+			"(west cats-build --key-file FILE)");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static uint32_t port_now_ms(void *ctx)
 {
 	ARG_UNUSED(ctx);

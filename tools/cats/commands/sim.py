@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cats.sim import bsim
+from cats.sim.attack import MODES
 from cats.sim.run import SimOptions, native_sim_nodes, simulate
 from cats.wire import phy as phys
 
@@ -78,6 +79,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run node NODE as a Zephyr native_sim image of samples/node (zephyr.exe, built "
         "with -DCATS_NODE_ID=NODE of this export) relayed over its PTY; repeatable",
     )
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="swarm key (32 hex digits or 16 raw bytes, chmod 600; default: a fresh one)",
+    )
+    p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
+    p.add_argument(
+        "--attack",
+        default=None,
+        choices=MODES,
+        help="run an unkeyed attacker station in the medium (cats.sim.attack)",
+    )
     p.set_defaults(func=run)
 
 
@@ -126,11 +140,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  wall: {res['wall_s']:.2f} s ({res['wall_s_per_inference']:.3f} s / inference)")
         if res["degraded"]:
             print(f"  degraded results: {res['degraded']}")
+        if "attack" in res:
+            a = res["attack"]
+            print(
+                f"  attack {a['mode']}: {a['attack_frames_sent']} frames sent, "
+                f"{a['attack_frames_accepted']} accepted, rejected {a['rejected']}, outputs "
+                f"{'CHANGED' if a['outputs_changed'] else 'unchanged'}"
+            )
     return res
 
 
 def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "bsim":
+        if getattr(args, "attack", None):
+            raise ValueError("--attack needs the medium backend (its injector station)")
         if args.loss or args.pcap or args.native_sim:
             raise ValueError("--backend bsim: the phy's channel model makes the losses "
                              "(--bsim-attenuation); --loss, --pcap, --native-sim are the "
@@ -146,6 +169,8 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
             workdir=args.workdir,
             deadline_ms=max(args.deadline_ms, 60000),
             progress=not args.json,
+            key_file=getattr(args, "key_file", None),
+            mic=getattr(args, "mic", 8),
         )
     return simulate(args.partition_dir, sim_options(args))
 
@@ -165,6 +190,9 @@ def sim_options(args: argparse.Namespace) -> SimOptions:
         slot_timeout=args.slot_timeout,
         progress=not args.json,
         external=native_sim_nodes(getattr(args, "native_sim", None) or []),
+        key_file=getattr(args, "key_file", None),
+        mic=getattr(args, "mic", 8),
+        attack=getattr(args, "attack", None),
     )
 
 

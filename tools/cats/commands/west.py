@@ -44,6 +44,7 @@ from cats.firmware.build import (  # noqa: E402
     SAMPLE,
     BuildError,
 )
+from cats.wire import auth  # noqa: E402
 
 REPO = _TOOLS_DIR.parent
 DEFAULT_BOARD = "nrf52840dk/nrf52840"
@@ -323,6 +324,13 @@ class CatsBuild(_CatsCommand):
             help="also build the gateway image (samples/gateway) into <build-root>/gateway",
         )
         p.add_argument("--file-suffix", help="Zephyr FILE_SUFFIX (ble: the BLE link)")
+        p.add_argument(
+            "--key-file",
+            type=Path,
+            help="swarm key (32 hex digits or 16 raw bytes, chmod 600) provisioned into the "
+            "Zephyr images as CONFIG_CATS_SWARM_KEY (it stays in the build directories' "
+            "configuration, never in the partition artefacts)",
+        )
         p.add_argument("--pristine", action="store_true", help="rebuild from scratch")
         p.add_argument(
             "--nanopb-dir",
@@ -483,6 +491,8 @@ def _zephyr_defs(args, part: Path, node: int | None) -> list[str]:
         defs.append(f"-DCATS_LINK={args.link}")
     if args.file_suffix:
         defs.append(f"-DFILE_SUFFIX={args.file_suffix}")
+    if getattr(args, "key_file", None):  # the swarm key, as a Kconfig string
+        defs.append(f'-DCONFIG_CATS_SWARM_KEY="{auth.load_key(args.key_file).hex()}"')
     return defs + list(args.cmake_args)
 
 

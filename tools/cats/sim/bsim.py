@@ -113,16 +113,28 @@ def _west_build(app: Path, bdir: Path, defs: list[str], log: Path) -> Path:
 
 
 def build_images(
-    partition_dir: Path, link: str, out_dir: Path, nodes: int, progress: bool = False
+    partition_dir: Path,
+    link: str,
+    out_dir: Path,
+    nodes: int,
+    progress: bool = False,
+    key_file: Path | None = None,
+    mic: int = 8,
 ) -> dict[str, Any]:
     """Build (or bring up to date) the node images and the gateway image of a partition for
-    nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``."""
+    nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``, provisioned with the swarm key
+    of `key_file` (default: ``out_dir/swarm.key``, created once) and a MIC of `mic` bytes."""
+    from cats.wire import auth
+
     if link not in LINKS.values():
         raise ValueError(f"link {link!r}: the firmware links are {', '.join(set(LINKS.values()))}")
     environment()
     out_dir.mkdir(parents=True, exist_ok=True)
     part = str(Path(partition_dir).resolve())
+    key = auth.load_key(auth.key_file(key_file, out_dir))
     common = [f"-DCATS_PARTITION_DIR={part}", f"-DCATS_LINK={link}"]
+    common.append(f'-DCONFIG_CATS_SWARM_KEY="{key.hex()}"')  # a Kconfig string
+    common.append(f"-DCONFIG_CATS_MIC_LEN={mic}")
     images: dict[str, Any] = {"nodes": []}
     for d in range(nodes):
         if progress:
@@ -268,6 +280,8 @@ def simulate_bsim(
     deadline_ms: int = 60000,
     compare_medium: bool = True,
     progress: bool = False,
+    key_file: Path | None = None,
+    mic: int = 8,
 ) -> dict[str, Any]:
     """`cats sim --backend bsim`: build the images, run K windows on BabbleSim, check every
     result against qref, and put the simulated latency beside the medium's model."""
@@ -288,7 +302,10 @@ def simulate_bsim(
         raise ValueError(f"--link {link}: the bsim backend runs {', '.join(LINKS)}")
     fw_link = LINKS[link]
     build_dir = build_dir or partition_dir / f"bsim-{fw_link}"
-    images = build_images(partition_dir, fw_link, build_dir, len(specs), progress=progress)
+    images = build_images(
+        partition_dir, fw_link, build_dir, len(specs), progress=progress, key_file=key_file,
+        mic=mic,
+    )  # fmt: skip
     if progress:
         print(f"  bsim: running {len(specs)} nodes + gateway, {len(inputs)} inferences",
               file=sys.stderr)  # fmt: skip
@@ -358,7 +375,7 @@ def simulate_bsim(
         "per_inference": per,
     }
     if compare_medium:
-        med = simulate(partition_dir, link=link, inputs=inputs)
+        med = simulate(partition_dir, link=link, inputs=inputs, mic=mic)
         out["medium"] = {
             "bit_exact": med["bit_exact"],
             "modelled_latency_s": med["modelled_latency_s"],

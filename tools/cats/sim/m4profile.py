@@ -321,6 +321,10 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 M4_SRC = Path(__file__).resolve().parents[3] / "cats_zephyr_module" / "m4"
+# cats_key and CATS_AUTH_MIC_DEFAULT of m4/node_main.c: the replayed frames must be sealed so
+# the image's authentication accepts them.
+M4_KEY = bytes([0x43, 0x41, 0x54, 0x53, 0x2D, 0x6D, 0x34, 0x2D, 0x6B, 0x65, 0x79, 0, 1, 2, 3, 4])
+M4_MIC = 8
 TOOLCHAIN = Path(__file__).resolve().parents[3] / "cmake" / "arm-none-eabi.cmake"
 
 
@@ -332,8 +336,9 @@ def m4_input(length: int) -> np.ndarray:
 
 
 def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
-    """Run one loss-free host-swarm inference of `part` on the M4 image's input; write the
-    ColumnFrames other nodes sent (in air order) for node_main.c's replay link. Returns
+    """Run one loss-free host-swarm inference of `part` on the M4 image's input, sealed with the
+    image's key; write the ColumnFrames other nodes sent (in air order, with their source
+    station) for node_main.c's replay link. Returns
     (inference id, frames)."""
     from cats.sim import pcap as pcaps
     from cats.sim.run import simulate
@@ -344,7 +349,13 @@ def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
     length = (spec["context"] // spec["patch"]) * spec["patch"]
     with tempfile.TemporaryDirectory(prefix="cats-m4profile-") as tmp:
         trace = Path(tmp) / "air.pcap"
-        res = simulate(part, inputs=m4_input(length)[None], pcap=trace, workdir=Path(tmp))
+        key_file = Path(tmp) / "m4.key"  # the image's own fixed key (node_main.c cats_key)
+        key_file.write_bytes(M4_KEY)
+        key_file.chmod(0o600)
+        res = simulate(
+            part, inputs=m4_input(length)[None], pcap=trace, workdir=Path(tmp),
+            key_file=key_file, mic=M4_MIC,
+        )  # fmt: skip
         if not res["bit_exact"]:
             raise RuntimeError("the host swarm run is not bit-exact")
         iid = int(res["per_inference"][0]["inference_id"])
@@ -356,10 +367,10 @@ def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
             air = psdu[9:-2]  # 802.15.4: MHR 9 + radio frame + FCS 2
             if not air or air[0] != stream.AIR_COLUMN:
                 continue
-            msg = cf.FromString(bytes(air[1:]))
+            msg = cf.FromString(bytes(air[1 : len(air) - M4_MIC]))  # AirType | message | MIC
             if msg.sender == node:
                 continue
-            body += bytes([len(air) - 1, msg.exchange]) + bytes(air[1:])
+            body += bytes([len(air) - 1, msg.exchange, msg.sender]) + bytes(air[1:])
             count += 1
     out.write_bytes(struct.pack("<II", iid, count) + bytes(body))
     return iid, count

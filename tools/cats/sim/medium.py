@@ -2,6 +2,7 @@
 
     python -m cats.sim.medium --port P --link ieee802154|ble2m|ble2m-aux --loss SPEC --seed S
                               [--pcap FILE] [--log FILE] [--nodes D] [--slot-timeout 2.0]
+                              [--mic 4|8]
 
 Stations (D node processes and one gateway) speak the framed byte stream of proto/cats.proto
 (``cats.wire.stream``). The first message of a station is a SimHello (type 2).
@@ -15,8 +16,12 @@ every hello is admitted, as before (tests that play stations by hand).
 
 Then:
 
-* type 1 (AIR: AirType byte + message) from a station is one radio frame put on the air. The
-  medium checks it against the PHY (longer than the link's largest radio frame: rejected
+* type 1 (AIR: AirType byte + message + MIC, cats.wire.auth) from a station is one radio
+  frame put on the air. The medium holds no key: it reads the cleartext header (the message
+  without its last ``--mic`` bytes) for its schedule, and plays the MAC: every frame it delivers is
+  stamped with the sender's station id (node d: d, the gateway: D), one byte before the
+  AirType, the link-layer source the receivers check the frame's claimed sender against. It
+  checks it against the PHY (longer than the link's largest radio frame: rejected
   ``mtu``), decodes it (``undecodable``), checks its partition tag (``foreign_tag``), AirType
   (``unknown_air_type``) and direction (ColumnFrame and OutputFrame from a node, InputFrame
   from the gateway, ColumnFrame sender = the station's node id: else ``wrong_station``),
@@ -40,6 +45,12 @@ Then:
   node), or when the loss model kills it; a newly connected gateway gets one per live node.
 * Garbage on a stream (bad CRC, impossible lengths, bytes between messages), messages before
   the SimHello, unexpected types and frames from foreign stations are ignored and counted.
+* An injector (SimHello ``injector``: ``cats sim --attack``, cats.sim.attack) is a station
+  outside the swarm: it hears every frame on the air (stamped) and its own AIR frames are
+  ``claimed source | AirType | ...``: they go on the air (pcap, air clock) and are delivered
+  unchecked with that source (ColumnFrame and InputFrame to every live node, OutputFrame to
+  the gateway); the receivers' authentication decides. Counted as ``injected``; honest
+  deliveries per receiving station are counted as ``delivered_station_<id>``.
 
 Airtime is serialised on one channel in the runtime's ordered turns: the air clock advances by
 each frame's MAC time (``cats.wire.phy``: CSMA-CA backoff, CCA and turnaround on 802.15.4; the
@@ -104,6 +115,7 @@ class Station:
     foreign: bool = False  # its SimHello named another partition
     hung: bool = False  # missed a slot deadline; not alive until heard again
     seq: int = 0  # MAC sequence number / ADI DID of its frames
+    injector: bool = False  # outside the swarm (cats sim --attack)
 
     def name(self) -> str:
         return "gateway" if self.node_id == GATEWAY else f"node {self.node_id}"
@@ -164,9 +176,13 @@ class Medium:
         pcap: Path | None = None,
         log: Path | None = None,
         token: bytes = b"",
+        mic: int = 8,
     ) -> None:
         self.token = token
         self.phy = phy
+        self.mic = mic
+        self.injectors: set[Station] = set()
+        self.delivered: Counter[int] = Counter()  # honest deliveries per receiving station
         self.loss = loss
         self.nodes = nodes
         self.tag = tag
@@ -223,6 +239,8 @@ class Medium:
             out["stream_skipped_bytes"] = out.get("stream_skipped_bytes", 0) + d.skipped
         for k, v in self._closed_stream.items():
             out[k] = out.get(k, 0) + v
+        for sid, v in self.delivered.items():
+            out[f"delivered_station_{sid}"] = v
         return out
 
     def close(self) -> None:
@@ -262,6 +280,12 @@ class Medium:
             st.proto.close()
             return
         node_id, nodes = int(hello.node_id), int(hello.nodes)
+        if hello.injector:
+            st.node_id, st.injector = node_id, True
+            self.injectors.add(st)
+            self.log("join", station=node_id, injector=True)
+            self.flush()
+            return
         if self.nodes is None and nodes > 0:
             self.nodes = nodes
         if node_id < GATEWAY or (self.nodes is not None and node_id >= self.nodes):
@@ -314,7 +338,8 @@ class Medium:
         ):
             self._closed_stream[k] += v
         self.stations.discard(st)
-        if st.node_id is None or st.foreign:
+        self.injectors.discard(st)
+        if st.node_id is None or st.foreign or st.injector:
             return
         if st.node_id == GATEWAY:
             if self.gateway is st:
@@ -362,21 +387,60 @@ class Medium:
             self.flush()
 
     # -- the air -----------------------------------------------------------------------------
-    def _on_air(self, st: Station, air: bytes) -> tuple[int, float]:
-        """Put one radio frame on the channel: pcap record, air clock. Returns (on-air bytes,
-        airtime us)."""
+    def station_id(self, st: Station) -> int:
+        """The link-layer source of a station's frames: node d is d, the gateway D."""
+        return int(self.nodes or 0) if st.node_id == GATEWAY else int(st.node_id or 0)
+
+    def _on_air(self, st: Station, air: bytes, src: int | None = None) -> tuple[int, float]:
+        """Put one radio frame on the channel: pcap record, air clock, the injectors hear it.
+        Returns (on-air bytes, airtime us)."""
         n = len(air)
         on_air, us = self.phy.on_air_bytes(n), self.phy.airtime_us(n)
         self.air_clock_us += self.phy.mac.per_frame_us  # backoff, CCA, turnaround, ...
+        sid = self.station_id(st) if src is None else src
         if self.pcap is not None:
-            self.pcap.write(self.air_clock_us, self.phy.psdu(int(st.node_id or 0), st.seq, air))
+            mac_src = GATEWAY if sid == self.nodes else sid
+            self.pcap.write(self.air_clock_us, self.phy.psdu(mac_src, st.seq, air))
         st.seq = (st.seq + 1) & 0xFFFF
         self.air_clock_us += us
+        if self.injectors:
+            heard = stream.encode(stream.AIR, bytes([sid & 0xFF]) + air)
+            for inj in self.injectors:
+                if inj is not st:
+                    inj.send(heard)
         return on_air, us
+
+    def stamped(self, st: Station, air: bytes) -> bytes:
+        """The AIR message a receiver gets: link source station + the frame."""
+        return stream.encode(stream.AIR, bytes([self.station_id(st) & 0xFF]) + air)
+
+    def deliver(self, rx: Station, out: bytes) -> None:
+        self.delivered[self.station_id(rx)] += 1
+        rx.send(out)
+
+    def on_injected(self, st: Station, payload: bytes) -> None:
+        """An injector's frame: claimed source | AirType | ...; on the air, delivered unchecked."""
+        if len(payload) < 2 or len(payload) - 1 > self.phy.max_air:
+            self.count("mtu", st, bytes=len(payload))
+            return
+        src, air = payload[0], payload[1:]
+        self.counters["injected"] += 1
+        self._on_air(st, air, src)
+        out = stream.encode(stream.AIR, payload)
+        if air[0] == stream.AIR_OUTPUT:
+            targets = [self.gateway] if self.gateway is not None else []
+        else:
+            targets = self.live_nodes()
+        for rx in targets:
+            if rx is not None and rx.alive:
+                rx.send(out)
 
     def on_air(self, st: Station, air: bytes) -> None:
         if st.node_id is None:
             self.count("no_hello", st)
+            return
+        if st.injector:
+            self.on_injected(st, air)
             return
         if st.foreign:
             self.count("foreign_station", st)
@@ -411,8 +475,12 @@ class Medium:
             self.count("unknown_air_type", st, air_type=kind)
 
     def _parse(self, st: Station, cls: Any, body: bytes) -> Any:
+        """The cleartext message of a frame body (message + MIC; the medium holds no key)."""
+        if len(body) < self.mic:
+            self.count("undecodable", st)
+            return None
         try:
-            return cls.FromString(body)
+            return cls.FromString(body[: len(body) - self.mic])
         except Exception:  # protobuf DecodeError
             self.count("undecodable", st)
             return None
@@ -457,10 +525,10 @@ class Medium:
         inf.input_airtime_us += us
         inf.input_lens.append(len(air))
         inf.input_payload += len(msg.payload)
-        out = stream.encode(stream.AIR, air)
+        out = self.stamped(st, air)
         for node in inf.participants:
             if node.alive:
-                node.send(out)
+                self.deliver(node, out)
         if inf.input_frames >= inf.input_fragments and not inf.input_logged:
             inf.input_logged = True
             self.log(
@@ -501,7 +569,7 @@ class Medium:
             status=msg.status,
         )
         if self.gateway is not None and self.gateway.alive:
-            self.gateway.send(stream.encode(stream.AIR, air))
+            self.deliver(self.gateway, self.stamped(st, air))
         else:
             self.count("no_gateway", st)
 
@@ -557,7 +625,7 @@ class Medium:
         slot.air_bytes += on_air
         slot.airtime_us += us
         slot.lens.setdefault(sender, []).append(len(air))
-        out = stream.encode(stream.AIR, air)
+        out = self.stamped(st, air)
         lossy = self.loss.lossy
         elapsed = time.monotonic() - self.t0
         for rx in inf.participants:
@@ -571,7 +639,7 @@ class Medium:
                 else None
             )
             if cause is None:
-                rx.send(out)
+                self.deliver(rx, out)
             else:
                 slot.frames_lost += 1
                 self.log(
@@ -783,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slot-timeout", type=float, default=2.0, help="seconds (wall clock)")
     p.add_argument("--pcap", type=Path, default=None, help="write the air trace here")
     p.add_argument("--log", type=Path, default=None, help="JSON-lines drop/slot log")
+    p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
     args = p.parse_args(argv)
     try:
         loss = LossModel.parse(args.loss, args.seed)
@@ -797,6 +866,7 @@ def main(argv: list[str] | None = None) -> int:
         pcap=args.pcap,
         log=args.log,
         token=parse_token(os.environ.get(TOKEN_ENV, "")),
+        mic=args.mic,
     )
     asyncio.run(serve(medium, args.host, args.port))
     return 0

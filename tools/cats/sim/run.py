@@ -2,7 +2,8 @@
 
     cats sim <partition-dir> [--link ieee802154|ble2m|ble2m-aux] [--loss SPEC] [--seed S]
              [--inferences K] [--data default|CSV] [--pcap FILE] [--log FILE] [--json]
-             [--native-sim NODE=PATH ...]
+             [--native-sim NODE=PATH ...] [--key-file FILE] [--mic 4|8]
+             [--attack forge|replay|tamper|impersonate-gateway]
 
 The swarm (``cats.sim.swarm``: radio medium + one C node process per node + the C gateway)
 runs K inferences on real test windows of the data set the export was made for (partition.json
@@ -19,6 +20,13 @@ from the medium's log) and the output slices of the nodes that gave none set to 
 ``--native-sim 0=build/ns/zephyr/zephyr.exe`` runs node 0 as the Zephyr node image built for
 native_sim (samples/node with node-0 of this export) instead of a ``cats_node_sim`` process:
 its link UART's PTY is relayed to the medium (``cats.sim.pty_link``).
+
+Every radio frame is authenticated (AES-CCM*, ``cats.wire.auth``) with the swarm key of
+``--key-file`` (32 hex digits or 16 raw bytes, mode 0600; default: a fresh key in the work
+directory) and a MIC of ``--mic`` bytes. ``--attack MODE`` runs an unkeyed station next to the
+swarm (``cats.sim.attack``) and reports ``attack``: frames it sent, frames any receiver accepted
+(measured: the receivers' authenticated-frame counters less the honest frames the medium
+delivered to them), the rejections by reason, and whether any output changed (against qref).
 
 Modelled latency per inference = Cortex-M4 compute (``cats.sim.latency``: the matmuls' MACs
 per node and stage x measured instructions per MAC, at the whole node's measured cycles, plus
@@ -149,6 +157,9 @@ class SimOptions:
     inputs: np.ndarray | None = None  # (K, tokens, patch) int8: no prediction metrics
     progress: bool = False
     external: dict[int, str] | None = None  # nodes played by other stations (Swarm(external=))
+    key_file: Path | None = None  # the swarm key (default: a fresh one in the work directory)
+    mic: int = 8  # MIC bytes per air frame (cats.wire.auth)
+    attack: str | None = None  # an unkeyed attacker station (cats.sim.attack.MODES)
 
     @property
     def lossy(self) -> bool:
@@ -168,6 +179,7 @@ class _Timing:
     start: float
     ready: float = 0.0
     done: float = 0.0
+    attack: dict[str, Any] | None = None  # the attacker's report (cats.sim.attack)
 
 
 def simulate(
@@ -195,7 +207,8 @@ def simulate(
         _check_inference(run, i, answer, records, nodes, compute, opts.lossy, opts.link)
         for i, answer in enumerate(answers)
     ]
-    return _summary(partition_dir, opts, run, swarm, compute, records, per, timing)
+    last = answers[-1].res if answers else None
+    return _summary(partition_dir, opts, run, swarm, compute, records, per, timing, last)
 
 
 def _make_swarm(partition_dir: Path, opts: SimOptions, compute: dict[str, Any]):
@@ -219,17 +232,27 @@ def _make_swarm(partition_dir: Path, opts: SimOptions, compute: dict[str, Any]):
         deadline_ms=opts.deadline_ms,
         instr_per_mac=ipm,
         external=opts.external,
+        key_file=opts.key_file,
+        mic=opts.mic,
     )
 
 
 def _infer_all(swarm: Any, inputs: np.ndarray, opts: SimOptions) -> tuple[list[_Answer], _Timing]:
-    """Start the swarm, send every input to its gateway in turn, stop the swarm (and remove its
-    temporary files if the run fails)."""
+    """Start the swarm (and the attacker, with opts.attack), send every input to its gateway in
+    turn, stop the swarm (and remove its temporary files if the run fails)."""
     answers: list[_Answer] = []
     timing = _Timing(time.monotonic())
     k = len(inputs)
+    attacker = None
     try:
         swarm.start()
+        if opts.attack is not None:
+            from cats.sim.attack import Attacker
+
+            attacker = Attacker(
+                opts.attack, swarm.medium_address, swarm.nodes, swarm.tag,
+                swarm.phy.column_mtu, opts.mic, token=swarm.token,
+            )  # fmt: skip
         timing.ready = time.monotonic()
         with swarm.client(timeout=opts.deadline_ms / 1e3 + 30) as gw:
             for i in range(k):
@@ -253,6 +276,9 @@ def _infer_all(swarm: Any, inputs: np.ndarray, opts: SimOptions) -> tuple[list[_
             swarm.cleanup()
         raise
     finally:
+        if attacker is not None:
+            time.sleep(0.2)  # what it sent last reaches the receivers
+            timing.attack = attacker.stop()
         swarm.stop()
     return answers, timing
 
@@ -360,6 +386,35 @@ def _prediction_metrics(
     }
 
 
+def auth_summary(last: Any, medium_counters: dict[str, int], nodes: int, mic: int) -> dict:
+    """The receivers' authentication counters (the last result's NodeCounters, cumulative, and
+    the gateway's) against the honest frames the medium delivered to each station: a receiver
+    that authenticated more frames than it was honestly sent accepted someone else's."""
+    out: dict[str, Any] = {"mic_bytes": mic, "rejected": {}, "per_station": {}}
+    if last is None:
+        out["frames_accepted_beyond_honest"] = None
+        return out
+    counters = {int(s.node): s.counters for s in last.nodes}
+    counters[nodes] = last.gateway_counters
+    beyond = 0
+    rejected = {"mic": 0, "replay": 0, "sender": 0, "malformed": 0}
+    for sid, c in sorted(counters.items()):
+        honest = int(medium_counters.get(f"delivered_station_{sid}", 0))
+        beyond += max(0, int(c.frames_authenticated) - honest)
+        for reason in rejected:
+            rejected[reason] += int(getattr(c, f"rejected_{reason}"))
+        out["per_station"]["gateway" if sid == nodes else str(sid)] = {
+            "authenticated": int(c.frames_authenticated),
+            "honest_delivered": honest,
+            "rejected_mic": int(c.rejected_mic),
+            "rejected_replay": int(c.rejected_replay),
+            "rejected_sender": int(c.rejected_sender),
+        }
+    out["rejected"] = rejected
+    out["frames_accepted_beyond_honest"] = beyond
+    return out
+
+
 def _summary(
     partition_dir: Path,
     opts: SimOptions,
@@ -369,6 +424,7 @@ def _summary(
     records: list[dict[str, Any]],
     per: list[dict[str, Any]],
     timing: _Timing,
+    last_result: Any = None,
 ) -> dict[str, Any]:
     """The JSON summary of the run: means over the inferences and the medium's counters."""
     k = len(run.inputs)
@@ -416,6 +472,14 @@ def _summary(
         "pcap": str(opts.pcap) if opts.pcap else None,
         "per_inference": per,
     }
+    out["auth"] = auth_summary(last_result, counters, len(run.loaded), opts.mic)
+    if timing.attack is not None:
+        out["attack"] = dict(
+            timing.attack,
+            attack_frames_accepted=out["auth"]["frames_accepted_beyond_honest"],
+            rejected=out["auth"]["rejected"],
+            outputs_changed=not out["bit_exact"] or not out["ok"],
+        )
     scored = [r for r in per if "mse" in r]
     if scored:
         for key in ("mse", "mae", "reference_mse"):

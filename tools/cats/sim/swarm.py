@@ -57,6 +57,7 @@ from cats.artefacts.frames import partition_tag
 from cats.base.paths import REPO_ROOT
 from cats.firmware import cnode
 from cats.sim.gateway_client import GatewayClient
+from cats.wire import auth
 from cats.wire import phy as phys
 
 NODE_EXE = "cats_node_sim"
@@ -247,6 +248,8 @@ class Swarm:
         extra_node_args: list[str] | None = None,
         instr_per_mac: float | None = None,
         external: dict[int, str] | None = None,
+        key_file: Path | None = None,
+        mic: int = auth.MIC_DEFAULT,
     ) -> None:
         self.export_dir = Path(export_dir).resolve()
         self.phy = phys.get(link)
@@ -259,6 +262,12 @@ class Swarm:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pcap = Path(pcap).resolve() if pcap else None
         self.log = Path(log).resolve() if log else self.workdir / "medium.jsonl"
+        if mic not in auth.MIC_LENS:
+            raise ValueError(f"MIC length must be 4 or 8, not {mic}")
+        self.mic = mic
+        # the swarm key: the given file, else a fresh one in the work directory (0600)
+        self.key_file = auth.key_file(key_file, self.workdir).resolve()
+        auth.load_key(self.key_file)  # refuse a bad or world-readable key file now
         self.build_dir = Path(build_dir) if build_dir else None
         self.extra_node_args = list(extra_node_args or [])
         self.instr_per_mac = instr_per_mac
@@ -349,6 +358,8 @@ class Swarm:
             str(self.slot_timeout),
             "--log",
             str(self.log),
+            "--mic",
+            str(self.mic),
         ]
         for spec in self.loss:
             argv += ["--loss", spec]
@@ -378,6 +389,10 @@ class Swarm:
             # the reported compute_us is the modelled M4 time (deterministic bytes on the air)
             "--cycles-per-mac",
             f"{self.instr_per_mac if self.instr_per_mac is not None else 1.5:.4f}",
+            "--key-file",
+            str(self.key_file),
+            "--mic",
+            str(self.mic),
         ] + self.extra_node_args
 
     def gateway_argv(self, port: int) -> list[str]:
@@ -387,6 +402,9 @@ class Swarm:
         argv += ["--phy", self.phy.name]  # cats_gateway_sim knows every cats.wire.phy link
         argv += ["--mac-gap-us", f"{self.phy.mac.per_frame_us:g}"]  # its frames' MAC time
         argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
+        # a (re)started gateway never reuses an inference id (a nonce) under this key
+        argv += ["--key-file", str(self.key_file), "--mic", str(self.mic)]
+        argv += ["--first-inference", str(auth.next_inference_base(self.key_file))]
         if self.instr_per_mac is not None:
             argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]
         return argv
