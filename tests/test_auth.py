@@ -134,18 +134,14 @@ def test_ccm_vectors(lib, vec):
     assert lib.cats_ccm_decrypt(*args[:5], ct, back, len(plain), tag, mic) != 0
 
 
-def column_msg(inference: int, exchange: int, sender: int, fragment: int) -> bytes:
+def column_msg(inference: int, exchange: int, fragment: int) -> bytes:
     return (
         pb()
         .ColumnFrame(
             inference_id=inference & 0xFFFF,
             exchange=exchange,
-            sender=sender,
             fragment=fragment,
-            fragments=fragment + 1,
-            column_ids=[3, 4],
             payload=bytes(range(64)),
-            row_count=32,
         )
         .SerializeToString()
     )
@@ -170,7 +166,7 @@ def output_msg(inference: int, sender: int, offset: int, status: int = 0) -> byt
 
 
 MESSAGES = [
-    ("column", auth.AIR_COLUMN, 1, 0x12345, lambda: column_msg(0x12345, 5, 1, 2)),
+    ("column", auth.AIR_COLUMN, 1, 0x12345, lambda: column_msg(0x12345, 5, 2)),
     ("input", auth.AIR_INPUT, NODES, 77, lambda: input_msg(77, 3)),
     ("output", auth.AIR_OUTPUT, 2, 0x10001, lambda: output_msg(0x10001, 2, 40)),
 ]
@@ -212,7 +208,7 @@ def both_reject(lib, air_type, src, ref, data, reason, rx=0, key=KEY, mic=8, tag
 
 def test_rejections(lib):
     inf = 0x12345
-    msg = column_msg(inf, 5, 1, 2)
+    msg = column_msg(inf, 5, 2)
     good = auth.Auth(KEY, TAG, 1, NODES).seal(auth.AIR_COLUMN, inf, msg)
     other_key = bytes(16)
     # wrong key, another partition, a flipped bit anywhere, a rewritten inference id
@@ -225,13 +221,16 @@ def test_rejections(lib):
         with pytest.raises(auth.AuthError):
             py.open(auth.AIR_COLUMN, 1, inf, bytes(bad))
         assert c_open(lib, c_auth(lib, 0), auth.AIR_COLUMN, 1, inf, bytes(bad))[0] < 0
-    rewritten = column_msg(inf + 1, 5, 1, 2) + good[len(msg) :]
+    rewritten = column_msg(inf + 1, 5, 2) + good[len(msg) :]
     both_reject(lib, auth.AIR_COLUMN, 1, inf + 1, rewritten, "mic")
     # the same frame 65,536 inferences later: the low 16 bits match, the MIC does not
     both_reject(lib, auth.AIR_COLUMN, 1, inf + 0x10000, good, "mic")
-    # claimed sender != link source; an InputFrame not from the gateway; our own id
-    both_reject(lib, auth.AIR_COLUMN, 2, inf, good, "sender")
+    # another link source (the nonce holds it); an InputFrame not from the gateway; our own id;
+    # a link that cannot tell the source (a ColumnFrame names none)
+    both_reject(lib, auth.AIR_COLUMN, 2, inf, good, "mic")
     both_reject(lib, auth.AIR_COLUMN, 1, inf, good, "sender", rx=1)
+    both_reject(lib, auth.AIR_COLUMN, auth.SRC_CLAIMED, inf, good, "sender")
+    both_reject(lib, auth.AIR_COLUMN, NODES, inf, good, "sender")
     inp = auth.Auth(KEY, TAG, NODES, NODES).seal(auth.AIR_INPUT, 9, input_msg(9, 0))
     both_reject(lib, auth.AIR_INPUT, 1, 0, inp, "sender")
     both_reject(lib, auth.AIR_COLUMN, NODES + 1, inf, good, "sender")
@@ -260,7 +259,7 @@ def test_replay_window(lib):
     assert c_open(lib, a, auth.AIR_INPUT, NODES, 0, later) == (len(later) - 8, 101)
     # a node's OutputFrame comes after its ColumnFrames of the same inference
     node = auth.Auth(KEY, TAG, 2, NODES)
-    col = node.seal(auth.AIR_COLUMN, 101, column_msg(101, 9, 2, 5))
+    col = node.seal(auth.AIR_COLUMN, 101, column_msg(101, 9, 5))
     out = node.seal(auth.AIR_OUTPUT, 101, output_msg(101, 2, 0))
     for data, kind in ((col, auth.AIR_COLUMN), (out, auth.AIR_OUTPUT)):
         assert c_open(lib, a, kind, 2, 101, data)[0] > 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cats.artefacts import export
+from cats.artefacts import export, frames
 from cats.firmware import cnode
 from cats.model.partition import Partition
 from cats.quant import qref
@@ -352,6 +352,7 @@ class Hub:
         self.drop_outputs_from = set(drop_outputs_from)
         self.loss = loss or {}
         self.max_fragments = 0
+        self.plan: frames.SwarmPlan = {}  # set by Swarm: a v2 ColumnFrame has no counts
         self.slot_lost: dict[tuple[int, int], int] = defaultdict(int)
         # (inference, exchange) -> sender -> [frames sent, fragments]
         self.slots: dict[tuple[int, int], dict[int, list[int]]] = defaultdict(dict)
@@ -456,9 +457,10 @@ class Hub:
         elif payload[0] == stream.AIR_COLUMN and sid >= 0:
             f = p.ColumnFrame.FromString(body)
             key = (f.inference_id, f.exchange)
-            sent = self.slots[key].setdefault(sid, [0, f.fragments])
+            count = len(self.plan[f.exchange, sid])
+            sent = self.slots[key].setdefault(sid, [0, count])
             sent[0] += 1
-            self.max_fragments = max(self.max_fragments, f.fragments)
+            self.max_fragments = max(self.max_fragments, count)
             self.slot_bytes[key] += air_len + OVERHEAD_802154
             dm = self.loss.get(f.exchange)
             for d, s in self._nodes().items():
@@ -526,6 +528,7 @@ class Swarm:
     def __init__(self, build: Path, part_dir: Path, logs: Path, hub: Hub,
                  deadline_ms: int = 3000) -> None:  # fmt: skip
         self.hub = hub
+        hub.plan = frames.load_swarm_plan(part_dir, 115 - MIC)  # cats_node_sim's --mtu 115
         self.procs: dict[str, subprocess.Popen] = {}
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = logs

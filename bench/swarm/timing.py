@@ -51,7 +51,7 @@ def planned(specs: list[Any], link: phys.Phy, mic: int) -> dict[str, Any]:
             ex = spec.exchanges[e]
             if len(specs) < 2 or not len(ex.kept_cols):
                 continue
-            plan = frames.plan(e, s, [int(c) for c in ex.kept_cols], int(ex.rows),
+            plan = frames.plan(e, [int(c) for c in ex.kept_cols], int(ex.rows),
                                link.column_mtu - mic)  # fmt: skip
             senders[s] = [phys.AIR_TYPE_BYTES + fp.encoded_len + mic for fp in plan]
             n_frames += len(plan)

@@ -19,7 +19,8 @@
  *     flips, byte sets, truncation, extension, splices, random bytes), each in a buffer of its
  *     exact size; every call must return a cats_status and count exactly one outcome. Each
  *     verdict goes to OUT_DIR/fuzz.bin (u8 receiver exchange, u8 outcome: 0 accepted, then
- *     malformed partition sender self stale future column; u16 len; the frame).
+ *     malformed partition sender self stale future column; u8 link source; u16 mtu; u16 len;
+ *     the frame). The link source is the golden frame's sender, sometimes another station.
  * Prints a summary line per part and the final counters; exits non-zero on any failure.
  */
 #define _POSIX_C_SOURCE 200809L /* strtok_r */
@@ -206,8 +207,9 @@ static void begin(int d)
 
 /* ------------------------------------------------------------------------------------------ */
 
-/* 115 / 240: the ColumnFrame MTUs of 802.15.4 and BLE 2M (the golden frames' links) */
-static const int mtus[] = {26, 32, 40, 115, 240, 255};
+/* 107 / 232: the ColumnFrame MTUs of 802.15.4 and BLE 2M with an 8-byte MIC (the golden
+ * frames' links); 115 / 240 without a MIC */
+static const int mtus[] = {26, 32, 40, 107, 115, 232, 240, 255};
 
 static void put_u16(FILE *f, unsigned v)
 {
@@ -364,8 +366,8 @@ static uint32_t outcomes(const struct cats_sg_stats *s)
 }
 
 /* Feed one frame (copied into a buffer of its exact size); check exactly `reason` counted. */
-static int feed(struct cats_node *n, const uint8_t *data, size_t len, const char *reason,
-		struct cats_sg_stats *st, const char *what)
+static int feed(struct cats_node *n, int sender, int mtu, const uint8_t *data, size_t len,
+		const char *reason, struct cats_sg_stats *st, const char *what)
 {
 	struct cats_sg_stats before = *st;
 	uint8_t *copy = malloc(len ? len : 1u);
@@ -373,7 +375,7 @@ static int feed(struct cats_node *n, const uint8_t *data, size_t len, const char
 	int rc;
 
 	memcpy(copy, data, len);
-	rc = cats_sg_receive(n, copy, len, st);
+	rc = cats_sg_receive(n, (uint16_t)sender, (size_t)mtu, copy, len, st);
 	free(copy);
 	if (outcomes(st) != outcomes(&before) + 1) {
 		fail("%s: %u outcomes counted", what, outcomes(st) - outcomes(&before));
@@ -453,7 +455,7 @@ static void part_receive(void)
 				if (g->at != e || strcmp(g->expect, "ok") || strcmp(g->link, group)) {
 					continue;
 				}
-				feed(n, g->data, g->len, "ok", &st, g->file);
+				feed(n, g->sender, g->mtu, g->data, g->len, "ok", &st, g->file);
 				accepted++;
 				if (g->row_start + g->row_count == ex->rows) {
 					for (j = 0; j < g->ncols; j++) {
@@ -468,7 +470,8 @@ static void part_receive(void)
 			struct entry *g = &entries[k];
 
 			if (g->at == e && strcmp(g->expect, "ok")) {
-				feed(n, g->data, g->len, g->expect, &st, g->file);
+				feed(n, g->sender, g->mtu, g->data, g->len, g->expect, &st,
+				     g->file);
 				rejected++;
 				check_complete(n, expect, g->file);
 			}
@@ -482,16 +485,18 @@ static void part_receive(void)
 				continue;
 			}
 			if (g->at == e && !strcmp(g->link, group)) {
-				feed(n, g->data, g->len, "ok", &st, g->file);
+				feed(n, g->sender, g->mtu, g->data, g->len, "ok", &st, g->file);
 				if (st.duplicates != d0 + (uint32_t)g->ncols) {
 					fail("%s: repeat not counted as duplicates", g->file);
 				}
 				dups++;
 			} else if (g->at < e) {
-				feed(n, g->data, g->len, "stale", &st, g->file);
+				feed(n, g->sender, g->mtu, g->data, g->len, "stale", &st,
+				     g->file);
 				rejected++;
 			} else if (g->at > e) {
-				feed(n, g->data, g->len, "future", &st, g->file);
+				feed(n, g->sender, g->mtu, g->data, g->len, "future", &st,
+				     g->file);
 				rejected++;
 			}
 			check_complete(n, expect, g->file);
@@ -501,7 +506,8 @@ static void part_receive(void)
 		}
 	}
 	/* a finished node takes nothing */
-	feed(n, entries[0].data, entries[0].len, "stale", &st, "after the last exchange");
+	feed(n, entries[0].sender, entries[0].mtu, entries[0].data, entries[0].len, "stale", &st,
+	     "after the last exchange");
 	if (st.columns_lost == 0) {
 		fail("columns_lost not counted");
 	}
@@ -547,6 +553,7 @@ static void part_fuzz(long mutations, uint64_t seed, FILE *log)
 		const struct entry *g;
 		size_t len, j;
 		uint32_t kind, reps;
+		int src;
 		struct cats_sg_stats before;
 
 		if (i % 1000 == 0) {
@@ -561,6 +568,10 @@ static void part_fuzz(long mutations, uint64_t seed, FILE *log)
 			g = &entries[ok_idx[rnd() % (uint32_t)n_ok]];
 		} while (g->at != e_target && (rnd() & 3u));
 		len = g->len;
+		src = g->sender;
+		if (rnd() % 16u == 0) { /* another link source, a station outside the swarm too */
+			src = (int)(rnd() % (uint32_t)(n_nodes + 1));
+		}
 		kind = rnd() % 8u;
 		memcpy(buf, g->data, len);
 		switch (kind) {
@@ -615,7 +626,7 @@ static void part_fuzz(long mutations, uint64_t seed, FILE *log)
 			break;
 		}
 		before = st;
-		if (feed(n, buf, len, NULL, &st, "mutation") == CATS_OK) {
+		if (feed(n, src, g->mtu, buf, len, NULL, &st, "mutation") == CATS_OK) {
 			accepted_mut++;
 		}
 		if (log) { /* the verdict, for tests/test_frames.py to compare with cats.artefacts.frames */
@@ -626,6 +637,8 @@ static void part_fuzz(long mutations, uint64_t seed, FILE *log)
 			}
 			fputc(cats_node_current_exchange(n), log);
 			fputc(r, log);
+			fputc(src, log);
+			put_u16(log, (unsigned)g->mtu);
 			put_u16(log, (unsigned)len);
 			fwrite(buf, 1, len, log);
 		}

@@ -67,6 +67,7 @@ struct cats_runner {
 	int32_t slot_closed;          /* highest exchange of this inference whose slot ended */
 	uint16_t n_stash;
 	uint16_t stash_len[CATS_RUNNER_STASH];
+	uint16_t stash_src[CATS_RUNNER_STASH]; /* their link source (the sender) */
 	uint8_t stash[CATS_RUNNER_STASH][CATS_SG_FRAME_MAX];
 	uint8_t frame[CATS_SG_FRAME_MAX];
 };

@@ -77,8 +77,8 @@ static int scan_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
 static int header_fields(uint8_t type, uint32_t f[4])
 {
 	switch (type) {
-	case CATS_AIR_COLUMN:
-		f[0] = 1, f[1] = 2, f[2] = 3, f[3] = 4;
+	case CATS_AIR_COLUMN: /* format v2: no sender field (the link source is the sender) */
+		f[0] = 11, f[1] = 12, f[2] = 0, f[3] = 13;
 		return 0;
 	case CATS_AIR_INPUT:
 		f[0] = 1, f[1] = 0, f[2] = 0, f[3] = 3;
@@ -223,11 +223,16 @@ int cats_auth_open(struct cats_auth *a, uint8_t type, uint16_t src, uint32_t ref
 		return reject(&a->stats.rejected_malformed, CATS_AUTH_MALFORMED);
 	}
 	if (src == CATS_AUTH_SRC_CLAIMED) {
-		src = type == CATS_AIR_INPUT ? gw : (uint16_t)(h.sender > gw ? gw + 1u : h.sender);
+		/* a ColumnFrame names no sender: only a link that tells the source carries them */
+		src = type == CATS_AIR_INPUT	? gw
+		      : type == CATS_AIR_COLUMN ? (uint16_t)(gw + 1u)
+						: (uint16_t)(h.sender > gw ? gw + 1u : h.sender);
 	}
-	/* the claimed sender must be the link source, a station of this swarm, not us */
+	/* the link source must be a station of this swarm, not us; a claimed sender (OutputFrame)
+	 * must be the link source */
 	if (src > gw || src == a->self || (type == CATS_AIR_INPUT && src != gw) ||
-	    (type != CATS_AIR_INPUT && (src == gw || h.sender != src))) {
+	    (type != CATS_AIR_INPUT && src == gw) ||
+	    (type == CATS_AIR_OUTPUT && h.sender != src)) {
 		return reject(&a->stats.rejected_sender, CATS_AUTH_SENDER);
 	}
 	id = type == CATS_AIR_COLUMN ? cats_auth_expand_id((uint16_t)h.inference, ref)

@@ -175,7 +175,6 @@ int cats_node_init(struct cats_node **out, const uint8_t *manifest, size_t manif
 	n->slot_of = (int16_t *)(void *)(base + p.slot_of);
 	n->slot_width = (uint16_t)slot_width(&info.shape);
 	n->sg = (struct cats_sg_cache *)(void *)(base + p.sg);
-	n->sg->next_e = -1;
 	n->scratch = (int8_t *)(base + p.scratch);
 	n->logits = (int64_t *)(void *)(base + p.logits);
 	n->probs = (int8_t *)(base + p.probs);

@@ -49,14 +49,11 @@ struct cats_manifest_info {
 	uint32_t n_tensors;
 };
 
-/* The SomeGather frame plan of somegather.c, computed once per partition and link MTU: the
- * fragment count of every exchange, and where the next frame of the exchange being sent
- * starts (frames are encoded in order, so encoding one resumes where the last one ended). */
+/* The SomeGather frame plan of somegather.c for this node's own frames, computed once per
+ * partition and link MTU: the fragment count of every exchange. */
 struct cats_sg_cache {
 	uint32_t mtu;                        /* 0: not planned yet */
 	int32_t count[CATS_MAX_EXCHANGES];   /* frames of exchange e (or a negative cats_status) */
-	int32_t next_e;                      /* exchange of the cursor, -1: none */
-	uint32_t next_index, next_k, next_start; /* frame index, kept column, first row */
 };
 
 /* Byte offsets of every region in the arena (all 8-byte aligned), and the total. */

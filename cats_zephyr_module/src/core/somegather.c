@@ -1,57 +1,47 @@
 /*
- * SomeGather engine: ColumnFrames of the current exchange out, checked frames in.
+ * SomeGather engine: ColumnFrames (format v2, proto/cats.proto) of the current exchange out,
+ * checked frames in.
  *
- * The fragmentation rule is the one of tools/cats/artefacts/frames.py (the Python mirror;
- * golden vectors in tests/golden/frames hold both to the same bytes):
- *  - the node's kept columns (ascending ids) go out as whole columns, greedily as many per
- *    frame as fit the MTU; all columns of such a frame carry rows [0, rows);
- *  - only a column that does not fit an empty frame alone is split into row chunks, each the
- *    largest that fits, one chunk per frame; the next column starts a new frame;
- *  - lengths are the exact protobuf encoding with a worst-case header budget (inference id
- *    0xFFFF, ids go on the air modulo 2^16; a non-zero partition tag), so a real frame is
- *    never longer than planned;
- *  - `fragments` is in every header, so the plan is the fixed point of packing with a guessed
- *    count (1, then the count just obtained; it never shrinks).
- * A frame's columns are a contiguous run of the kept list, so a frame is (k0, nk, rows).
+ * A v2 frame carries only inference id (low 16 bits), exchange, fragment and the payload; the
+ * sender is the link-layer source (cats_auth binds it) and the frame's columns and rows follow
+ * from the frame plan, the same in C and in tools/cats/artefacts/frames.py (golden vectors in
+ * tests/golden/frames hold both to the same bytes):
+ *  - the sender's kept columns of the exchange, ascending; a receiver finds them as the run of
+ *    its held columns owned by the sender (held = own + every other node's kept columns);
+ *  - a fixed header budget: inference id 4 (tag + varint of 0xFFFF), the exchange field,
+ *    fragment 3 (tag + 2-byte varint: at most 16384 frames); P = the largest payload whose
+ *    field fits the rest of the MTU; k = P / rows whole columns per frame;
+ *  - k = 0 (a column taller than a frame): ceil(rows / P) frames per column, P rows each.
+ * The plan is plain arithmetic on (n kept, rows, mtu, exchange): no state across frames.
  *
- * Receiving decodes into a stack ColumnFrame (nanopb, fixed sizes from proto/cats.options)
- * and checks, in order: malformed, partition tag, sender id, self, stale, future, columns;
- * then stores the columns that are not complete yet (the rest are counted as duplicates).
- * Nothing is written before every check has passed, and only through cats_node_put.
+ * The frame is encoded and decoded by the small fixed protobuf coder below (four scalar
+ * fields and one bytes field; still protobuf on the wire, tests/test_frames.py checks it
+ * against the protobuf library). Receiving checks, in order: malformed, sender, self, stale,
+ * future, then malformed against the sender's plan (fragment beyond it, payload size); then
+ * stores the columns that are not complete yet (the rest are counted as duplicates). Nothing
+ * is written before every check has passed, and only through cats_node_put.
  */
 #include "cats/cats_somegather.h"
 
 #include <string.h>
 
-#include "cats.pb.h"
 #include "node_internal.h"
-#include "pb_decode.h"
-#include "pb_encode.h"
 
-/* The nanopb options must give ColumnFrame static arrays of at least these sizes. */
-#define SG_ASSERT(name, cond) typedef char sg_assert_##name[(cond) ? 1 : -1]
-SG_ASSERT(column_ids_static, sizeof(((cats_ColumnFrame *)0)->column_ids) /
-				     sizeof(((cats_ColumnFrame *)0)->column_ids[0]) ==
-			     CATS_SG_MAX_COLUMNS);
-SG_ASSERT(column_ids_16bit, sizeof(((cats_ColumnFrame *)0)->column_ids[0]) == 2);
-/* Fields a frame of CATS_SG_FRAME_MAX bytes spends besides the payload, at least: inference
- * id 4 (budget), tag 5, row_count 2, one column id 3, payload tag + length 3. */
-SG_ASSERT(payload_static,
-	  sizeof(((cats_ColumnFrame *)0)->payload.bytes) >= CATS_SG_FRAME_MAX - 17);
+/* Field numbers of ColumnFrame v2 (proto/cats.proto). */
+#define SG_F_INFERENCE 11u
+#define SG_F_EXCHANGE 12u
+#define SG_F_FRAGMENT 13u
+#define SG_F_PAYLOAD 14u
+#define SG_INFERENCE_BUDGET 4u /* tag + varint of 0xFFFF */
+#define SG_FRAGMENT_BUDGET 3u  /* tag + 2-byte varint */
 
-#define SG_INFERENCE_BUDGET 0xFFFFu /* header budget: the longest on-air inference id */
-
-/* One frame of the plan: kept[k0 .. k0+nk) rows [row_start, row_start+row_count). */
-struct sg_frame {
-	uint32_t k0, nk;
-	uint32_t row_start, row_count;
-	uint32_t len; /* budgeted encoded length */
-};
-
+/* The plan of one sender's exchange. */
 struct sg_plan {
-	uint32_t exchange, sender, rows, mtu;
-	const uint16_t *kept;
-	uint32_t n_kept;
+	uint32_t n;     /* kept columns */
+	uint32_t rows;
+	uint32_t per;   /* whole columns per frame; 0: columns split by rows */
+	uint32_t chunk; /* payload bytes per frame (P); rows per frame when split */
+	uint32_t count; /* frames */
 };
 
 static uint32_t varint_len(uint32_t v)
@@ -71,170 +61,69 @@ static uint32_t scalar_len(uint32_t v)
 	return v ? 1u + varint_len(v) : 0u;
 }
 
-/* A length-delimited field of n bytes: absent when empty. */
-static uint32_t delimited_len(uint32_t n)
+/* The plan of n columns of `rows` rows in exchange e within mtu bytes. */
+static int sg_make(uint32_t e, uint32_t n, uint32_t rows, uint32_t mtu, struct sg_plan *p)
 {
-	return n ? 1u + varint_len(n) + n : 0u;
-}
+	uint32_t hdr = SG_INFERENCE_BUDGET + scalar_len(e) + SG_FRAGMENT_BUDGET, room, P;
 
-static uint32_t frame_len(const struct sg_plan *p, uint32_t i, uint32_t n, uint32_t ids_bytes,
-			  uint32_t cols, uint32_t row_start, uint32_t row_count)
-{
-	return 1u + varint_len(SG_INFERENCE_BUDGET) + scalar_len(p->exchange) +
-	       scalar_len(p->sender) + scalar_len(i) + scalar_len(n) + 5u /* fixed32 tag */ +
-	       scalar_len(row_start) + scalar_len(row_count) + delimited_len(ids_bytes) +
-	       delimited_len(cols * row_count);
-}
-
-/* Frame i of a plan with n fragments: kept[k0 .. k0+nk) (ids_bytes of column ids), rows
- * [row_start, row_start+row_count). */
-static void set_frame(struct sg_frame *out, const struct sg_plan *p, uint32_t i, uint32_t n,
-		      uint32_t k0, uint32_t nk, uint32_t ids_bytes, uint32_t row_start,
-		      uint32_t row_count)
-{
-	out->k0 = k0;
-	out->nk = nk;
-	out->row_start = row_start;
-	out->row_count = row_count;
-	out->len = frame_len(p, i, n, ids_bytes, nk, row_start, row_count);
-}
-
-/* Where a walk starts: frame index i begins at kept column k, row `start` (> 0 only inside a
- * column that is split into row chunks). Every frame boundary is such a point: the packing
- * keeps no other state across it, so resuming there gives the frames of a walk from 0. */
-struct sg_at {
-	uint32_t i, k, start;
-};
-
-/*
- * Greedy packing for a guessed fragment count n, from `at` (NULL: the beginning). Returns the
- * number of frames, or a negative status; when `want` < that number, *out receives frame
- * `want` and the walk stops there, returning want + 1.
- */
-static int32_t sg_pack(const struct sg_plan *p, uint32_t n, uint32_t want, struct sg_frame *out,
-		       const struct sg_at *at)
-{
-	uint32_t i = at ? at->i : 0, k, cur_k0 = 0, cur_n = 0, cur_ids = 0;
-	uint32_t first = at ? at->start : 0; /* first row of the walk's first column */
-
-	for (k = at ? at->k : 0; k < p->n_kept; k++, first = 0) {
-		uint32_t vc = varint_len(p->kept[k]);
-		uint32_t start;
-
-		if (first == 0 &&
-		    frame_len(p, i, n, cur_ids + vc, cur_n + 1u, 0, p->rows) <= p->mtu) {
-			if (cur_n == 0) {
-				cur_k0 = k;
-			}
-			cur_n++;
-			cur_ids += vc;
-			continue;
-		}
-		if (cur_n) {
-			if (i == want) {
-				set_frame(out, p, i, n, cur_k0, cur_n, cur_ids, 0, p->rows);
-				return (int32_t)i + 1;
-			}
-			i++;
-			cur_n = 0;
-			cur_ids = 0;
-		}
-		if (first == 0 && frame_len(p, i, n, vc, 1u, 0, p->rows) <= p->mtu) {
-			cur_k0 = k;
-			cur_n = 1;
-			cur_ids = vc;
-			continue;
-		}
-		/* The column alone does not fit: row chunks, each the largest that fits. */
-		for (start = first; start < p->rows;) {
-			/* upper bound: the row_count and payload fields take >= 2 bytes + chunk */
-			uint32_t base = frame_len(p, i, n, vc, 1u, start, 0) + 4u;
-			uint32_t chunk = p->rows - start;
-
-			if (base >= p->mtu) {
-				chunk = 0;
-			} else if (chunk > p->mtu - base) {
-				chunk = p->mtu - base;
-			}
-			while (chunk > 0 && frame_len(p, i, n, vc, 1u, start, chunk) > p->mtu) {
-				chunk--;
-			}
-			if (chunk == 0) {
-				return CATS_ERR_ARG; /* the MTU cannot carry one row */
-			}
-			if (i == want) {
-				set_frame(out, p, i, n, k, 1u, vc, start, chunk);
-				return (int32_t)i + 1;
-			}
-			if (i >= 0xFFFFu) {
-				return CATS_ERR_UNSUPPORTED;
-			}
-			i++;
-			start += chunk;
-		}
+	memset(p, 0, sizeof(*p));
+	p->n = n;
+	p->rows = rows;
+	if (n == 0 || rows == 0) {
+		return CATS_OK;
 	}
-	if (cur_n) {
-		if (i == want) {
-			set_frame(out, p, i, n, cur_k0, cur_n, cur_ids, 0, p->rows);
-		}
-		i++;
+	if (mtu < hdr + 3u) {
+		return CATS_ERR_ARG; /* the MTU cannot carry one row */
 	}
-	return (int32_t)i;
+	room = mtu - hdr;
+	P = room - 2u; /* tag + a one-byte length */
+	while (P > 0 && 1u + varint_len(P) + P > room) {
+		P--;
+	}
+	p->chunk = P;
+	p->per = P / rows;
+	if (p->per > 0) {
+		p->count = (n + p->per - 1u) / p->per;
+	} else {
+		p->count = n * ((rows + P - 1u) / P);
+	}
+	return p->count > 0x4000u ? CATS_ERR_UNSUPPORTED : CATS_OK;
 }
 
-/* The fixed point: the number of frames when the header carries that very number. */
-static int32_t sg_count(const struct sg_plan *p)
+/* Frame f of a plan: columns [*k0, *k0 + *nk) of the kept list, rows [*r0, *r0 + *nr). */
+static void sg_frame(const struct sg_plan *p, uint32_t f, uint32_t *k0, uint32_t *nk,
+		     uint32_t *r0, uint32_t *nr)
 {
-	struct sg_frame unused;
-	int32_t n = 1;
-	int round;
+	if (p->per > 0) {
+		*k0 = f * p->per;
+		*nk = p->n - *k0 < p->per ? p->n - *k0 : p->per;
+		*r0 = 0;
+		*nr = p->rows;
+	} else {
+		uint32_t q = (p->rows + p->chunk - 1u) / p->chunk;
 
-	if (p->n_kept == 0 || p->rows == 0) {
-		return 0;
+		*k0 = f / q;
+		*nk = 1;
+		*r0 = (f % q) * p->chunk;
+		*nr = p->rows - *r0 < p->chunk ? p->rows - *r0 : p->chunk;
 	}
-	for (round = 0; round < CATS_SG_PLAN_ROUNDS; round++) {
-		int32_t got = sg_pack(p, (uint32_t)n, UINT32_MAX, &unused, NULL);
-
-		if (got < 0 || got == n) {
-			return got;
-		}
-		if (got > 0xFFFF) {
-			return CATS_ERR_UNSUPPORTED;
-		}
-		n = got;
-	}
-	return CATS_ERR_UNSUPPORTED; /* cannot happen: the count is monotone and bounded */
 }
 
-static int sg_setup_exchange(const struct cats_node *n, int e, size_t mtu, struct sg_plan *p)
+/* This node's own plan of exchange e. */
+static int sg_own(const struct cats_node *n, int e, size_t mtu, struct sg_plan *p,
+		  const struct cats_exchange **exp)
 {
 	const struct cats_exchange *ex = cats_node_exchange(n, (uint16_t)e);
 
 	if (ex == NULL) {
 		return CATS_ERR_STATE;
 	}
-	p->exchange = (uint32_t)e;
-	p->sender = cats_node_id(n);
-	p->rows = ex->rows;
-	p->mtu = (uint32_t)mtu;
-	p->kept = ex->kept;
+	if (exp) {
+		*exp = ex;
+	}
 	/* A node alone has nobody to send to. */
-	p->n_kept = cats_node_count(n) > 1 ? ex->n_kept : 0u;
-	return CATS_OK;
-}
-
-static int sg_setup(const struct cats_node *n, size_t mtu, struct sg_plan *p)
-{
-	int e;
-
-	if (n == NULL || mtu == 0 || mtu > CATS_SG_FRAME_MAX) {
-		return CATS_ERR_ARG;
-	}
-	e = cats_node_current_exchange(n);
-	if (e < 0) {
-		return CATS_ERR_STATE;
-	}
-	return sg_setup_exchange(n, e, mtu, p);
+	return sg_make((uint32_t)e, cats_node_count(n) > 1 ? ex->n_kept : 0u, ex->rows,
+		       (uint32_t)mtu, p);
 }
 
 int cats_sg_plan(const struct cats_node *n, size_t mtu)
@@ -251,22 +140,12 @@ int cats_sg_plan(const struct cats_node *n, size_t mtu)
 		return CATS_OK;
 	}
 	for (e = 0; e < cats_node_exchanges(n) && e < CATS_MAX_EXCHANGES; e++) {
-		int rc = sg_setup_exchange(n, e, mtu, &p);
+		int rc = sg_own(n, e, mtu, &p, NULL);
 
-		c->count[e] = rc < 0 ? rc : sg_count(&p);
+		c->count[e] = rc < 0 ? rc : (int32_t)p.count;
 	}
 	c->mtu = (uint32_t)mtu;
-	c->next_e = -1;
 	return CATS_OK;
-}
-
-/* The fragment count of the plan's exchange: from the cache (planned on first use). */
-static int32_t sg_cached_count(const struct cats_node *n, const struct sg_plan *p)
-{
-	if (cats_sg_plan(n, p->mtu) != CATS_OK || p->exchange >= CATS_MAX_EXCHANGES) {
-		return sg_count(p);
-	}
-	return n->sg->count[p->exchange];
 }
 
 uint32_t cats_sg_partition_tag(const struct cats_node *n)
@@ -278,84 +157,87 @@ uint32_t cats_sg_partition_tag(const struct cats_node *n)
 
 int cats_sg_frame_count(const struct cats_node *n, size_t mtu)
 {
-	struct sg_plan p;
-	int rc = sg_setup(n, mtu, &p);
+	int e;
 
-	return rc < 0 ? rc : (int)sg_cached_count(n, &p);
+	if (n == NULL || mtu == 0 || mtu > CATS_SG_FRAME_MAX) {
+		return CATS_ERR_ARG;
+	}
+	e = cats_node_current_exchange(n);
+	if (e < 0) {
+		return CATS_ERR_STATE;
+	}
+	if (cats_sg_plan(n, mtu) != CATS_OK || e >= CATS_MAX_EXCHANGES) {
+		return CATS_ERR_ARG;
+	}
+	return (int)n->sg->count[e];
+}
+
+static uint8_t *put_varint(uint8_t *o, uint32_t v)
+{
+	while (v >= 0x80u) {
+		*o++ = (uint8_t)(v | 0x80u);
+		v >>= 7;
+	}
+	*o++ = (uint8_t)v;
+	return o;
+}
+
+static uint8_t *put_scalar(uint8_t *o, uint32_t field, uint32_t v)
+{
+	if (v) {
+		*o++ = (uint8_t)(field << 3);
+		o = put_varint(o, v);
+	}
+	return o;
 }
 
 int cats_sg_encode(const struct cats_node *n, uint16_t index, size_t mtu, uint8_t *buf,
 		   size_t cap, struct cats_sg_stats *st)
 {
-	cats_ColumnFrame msg = cats_ColumnFrame_init_zero;
-	struct cats_sg_cache *c;
+	const struct cats_exchange *ex;
 	struct sg_plan p;
-	struct sg_frame f;
-	struct sg_at at;
-	pb_ostream_t os;
-	int32_t count;
-	uint32_t j;
-	int rc = sg_setup(n, mtu, &p);
+	uint32_t k0, nk, r0, nr, j, size, len;
+	uint8_t *o;
+	int e, count = cats_sg_frame_count(n, mtu);
 
-	if (rc < 0) {
-		return rc;
-	}
-	if (buf == NULL) {
-		return CATS_ERR_ARG;
-	}
-	count = sg_cached_count(n, &p);
 	if (count < 0) {
-		return (int)count;
+		return count;
 	}
-	/* Frames go out in order: resume the walk where the previous frame ended. */
-	c = n->sg;
-	at.i = 0, at.k = 0, at.start = 0;
-	if (c->next_e == (int32_t)p.exchange && c->next_index == index && c->mtu == p.mtu) {
-		at.i = index, at.k = c->next_k, at.start = c->next_start;
-	}
-	if ((int32_t)index >= count || sg_pack(&p, (uint32_t)count, index, &f, &at) != index + 1) {
+	if (buf == NULL || index >= (uint32_t)count) {
 		return CATS_ERR_ARG;
 	}
-	c->next_e = (int32_t)p.exchange;
-	c->next_index = (uint32_t)index + 1u;
-	if (f.row_start + f.row_count < p.rows) { /* inside a split column */
-		c->next_k = f.k0, c->next_start = f.row_start + f.row_count;
-	} else {
-		c->next_k = f.k0 + f.nk, c->next_start = 0;
+	e = cats_node_current_exchange(n);
+	if (sg_own(n, e, mtu, &p, &ex) != CATS_OK) {
+		return CATS_ERR_ARG;
 	}
-	if (f.nk > CATS_SG_MAX_COLUMNS || f.nk * f.row_count > sizeof(msg.payload.bytes)) {
-		return CATS_ERR_UNSUPPORTED; /* cannot happen for mtu <= CATS_SG_FRAME_MAX */
+	sg_frame(&p, index, &k0, &nk, &r0, &nr);
+	size = nk * nr;
+	len = scalar_len(cats_node_inference(n) & CATS_SG_INFERENCE_MASK) +
+	      scalar_len((uint32_t)e) + scalar_len(index) + 1u + varint_len(size) + size;
+	if (len > (cap < mtu ? cap : mtu)) {
+		return CATS_ERR_ARG; /* buf too small */
 	}
-	msg.inference_id = cats_node_inference(n) & CATS_SG_INFERENCE_MASK;
-	msg.exchange = p.exchange;
-	msg.sender = p.sender;
-	msg.fragment = index;
-	msg.fragments = (uint32_t)count;
-	msg.partition_tag = cats_sg_partition_tag(n);
-	msg.row_start = f.row_start;
-	msg.row_count = f.row_count;
-	msg.column_ids_count = (pb_size_t)f.nk;
-	for (j = 0; j < f.nk; j++) {
-		msg.column_ids[j] = p.kept[f.k0 + j];
-		rc = cats_node_outgoing(n, (uint16_t)(f.k0 + j), (uint16_t)f.row_start,
-					(uint16_t)f.row_count,
-					(int8_t *)&msg.payload.bytes[j * f.row_count]);
+	o = put_scalar(buf, SG_F_INFERENCE, cats_node_inference(n) & CATS_SG_INFERENCE_MASK);
+	o = put_scalar(o, SG_F_EXCHANGE, (uint32_t)e);
+	o = put_scalar(o, SG_F_FRAGMENT, index);
+	*o++ = (uint8_t)(SG_F_PAYLOAD << 3 | 2u);
+	o = put_varint(o, size);
+	for (j = 0; j < nk; j++) {
+		int rc = cats_node_outgoing(n, (uint16_t)(k0 + j), (uint16_t)r0, (uint16_t)nr,
+					    (int8_t *)&o[j * nr]);
+
 		if (rc < 0) {
 			return rc;
 		}
 	}
-	msg.payload.size = (pb_size_t)(f.nk * f.row_count);
-	os = pb_ostream_from_buffer(buf, cap < mtu ? cap : mtu);
-	if (!pb_encode(&os, cats_ColumnFrame_fields, &msg)) {
-		return CATS_ERR_ARG; /* buf too small */
-	}
-	if (os.bytes_written > f.len) {
-		return CATS_ERR_UNSUPPORTED; /* cannot happen: the plan budgets the worst case */
+	o += size;
+	if ((uint32_t)(o - buf) != len) {
+		return CATS_ERR_UNSUPPORTED; /* cannot happen */
 	}
 	if (st) {
 		st->frames_sent++;
 	}
-	return (int)os.bytes_written;
+	return (int)len;
 }
 
 static int reject(uint32_t *counter, int status)
@@ -364,84 +246,197 @@ static int reject(uint32_t *counter, int status)
 	return status;
 }
 
-int cats_sg_receive(struct cats_node *n, const uint8_t *frame, size_t len,
-		    struct cats_sg_stats *st)
+static int get_varint(const uint8_t *p, size_t len, size_t *pos, uint32_t *v)
 {
-	cats_ColumnFrame msg = cats_ColumnFrame_init_zero;
+	uint64_t acc = 0;
+	unsigned shift;
+
+	for (shift = 0; shift < 70u; shift += 7u) {
+		uint8_t b;
+
+		if (*pos >= len) {
+			return -1;
+		}
+		b = p[(*pos)++];
+		if (shift < 64u) {
+			acc |= (uint64_t)(b & 0x7Fu) << shift;
+		}
+		if (!(b & 0x80u)) {
+			if (acc > UINT32_MAX) {
+				return -1;
+			}
+			*v = (uint32_t)acc;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* The decoded v2 fields (proto3: absent = 0, the last occurrence wins). */
+struct sg_msg {
+	uint32_t inference, exchange, fragment;
+	const uint8_t *payload;
+	uint32_t size;
+};
+
+/* Fixed protobuf parser of a ColumnFrame: the four fields with their wire types, any other
+ * field skipped by its wire type (as a protobuf decoder does). 0 or -1 (malformed). */
+static int sg_parse(const uint8_t *b, size_t len, struct sg_msg *m)
+{
+	size_t pos = 0;
+
+	memset(m, 0, sizeof(*m));
+	while (pos < len) {
+		uint32_t key, v, field, wire;
+
+		if (get_varint(b, len, &pos, &key) != 0 || (key >> 3) == 0) {
+			return -1;
+		}
+		field = key >> 3;
+		wire = key & 7u;
+		if ((field >= SG_F_INFERENCE && field <= SG_F_FRAGMENT && wire != 0) ||
+		    (field == SG_F_PAYLOAD && wire != 2)) {
+			return -1; /* a known field with the wrong wire type */
+		}
+		switch (wire) {
+		case 0:
+			if (get_varint(b, len, &pos, &v) != 0) {
+				return -1;
+			}
+			if (field == SG_F_INFERENCE) {
+				m->inference = v;
+			} else if (field == SG_F_EXCHANGE) {
+				m->exchange = v;
+			} else if (field == SG_F_FRAGMENT) {
+				m->fragment = v;
+			}
+			break;
+		case 1:
+			if (len - pos < 8) {
+				return -1;
+			}
+			pos += 8;
+			break;
+		case 2:
+			if (get_varint(b, len, &pos, &v) != 0 || v > len - pos) {
+				return -1;
+			}
+			if (field == SG_F_PAYLOAD) {
+				m->payload = &b[pos];
+				m->size = v;
+			}
+			pos += v;
+			break;
+		case 5:
+			if (len - pos < 4) {
+				return -1;
+			}
+			pos += 4;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The sender's kept columns of exchange ex: the run held[*lo .. *lo + *cnt) it owns (owners
+ * ascend with the column id, held is sorted). */
+static void sender_run(const struct cats_node *n, const struct cats_exchange *ex,
+		       uint32_t sender, uint32_t *lo, uint32_t *cnt)
+{
+	uint32_t a = 0, b = ex->n_held, hi;
+
+	while (a < b) { /* first held column owned by >= sender */
+		uint32_t m = a + (b - a) / 2u;
+
+		if ((uint32_t)cats_node_owner(n, ex->space, ex->held[m]) < sender) {
+			a = m + 1u;
+		} else {
+			b = m;
+		}
+	}
+	*lo = a;
+	b = ex->n_held;
+	while (a < b) { /* first held column owned by > sender */
+		uint32_t m = a + (b - a) / 2u;
+
+		if ((uint32_t)cats_node_owner(n, ex->space, ex->held[m]) <= sender) {
+			a = m + 1u;
+		} else {
+			b = m;
+		}
+	}
+	hi = a;
+	*cnt = hi - *lo;
+}
+
+int cats_sg_receive(struct cats_node *n, uint16_t sender, size_t mtu, const uint8_t *frame,
+		    size_t len, struct cats_sg_stats *st)
+{
 	struct cats_sg_stats dummy;
 	const struct cats_exchange *ex;
-	pb_istream_t is;
-	uint32_t j, ncols, self;
+	struct sg_msg msg;
+	struct sg_plan p;
+	uint32_t j, lo, cnt, k0, nk, r0, nr;
 	int cur;
 
 	if (st == NULL) {
 		memset(&dummy, 0, sizeof(dummy));
 		st = &dummy;
 	}
-	if (n == NULL) {
+	if (n == NULL || mtu == 0 || mtu > CATS_SG_FRAME_MAX) {
 		return CATS_ERR_ARG;
 	}
-	/* 1. malformed: does not decode or is not a consistent frame of this partition */
-	if (frame == NULL || len == 0 || len > CATS_SG_FRAME_MAX) {
-		return reject(&st->rejected_malformed, CATS_ERR_ARG);
-	}
-	is = pb_istream_from_buffer(frame, len);
-	if (!pb_decode(&is, cats_ColumnFrame_fields, &msg)) {
-		return reject(&st->rejected_malformed, CATS_ERR_ARG);
-	}
-	ncols = msg.column_ids_count;
-	if (ncols == 0 || msg.row_count == 0 ||
-	    (uint64_t)msg.payload.size != (uint64_t)ncols * msg.row_count ||
-	    msg.fragment >= msg.fragments || msg.exchange >= cats_node_exchanges(n)) {
+	/* 1. malformed: does not decode or names no exchange of this partition */
+	if (frame == NULL || len == 0 || len > CATS_SG_FRAME_MAX ||
+	    sg_parse(frame, len, &msg) != 0 || msg.size == 0 ||
+	    msg.exchange >= cats_node_exchanges(n)) {
 		return reject(&st->rejected_malformed, CATS_ERR_ARG);
 	}
 	ex = cats_node_exchange(n, (uint16_t)msg.exchange);
-	if (ex == NULL || (uint64_t)msg.row_start + msg.row_count > ex->rows) {
+	if (ex == NULL) {
 		return reject(&st->rejected_malformed, CATS_ERR_ARG);
 	}
-	/* 2. another partition */
-	if (msg.partition_tag != cats_sg_partition_tag(n)) {
-		return reject(&st->rejected_partition, CATS_ERR_STATE);
-	}
-	/* 3. sender */
-	self = cats_node_id(n);
-	if (msg.sender >= cats_node_count(n)) {
+	/* 2. sender (the link source) */
+	if (sender >= cats_node_count(n)) {
 		return reject(&st->rejected_sender, CATS_ERR_ARG);
 	}
-	if (msg.sender == self) {
+	if (sender == cats_node_id(n)) {
 		return reject(&st->rejected_self, CATS_ERR_ARG);
 	}
-	/* 4. inference and exchange */
+	/* 3. inference and exchange */
 	cur = cats_node_current_exchange(n);
-	if (msg.inference_id != (cats_node_inference(n) & CATS_SG_INFERENCE_MASK) || cur < 0 ||
+	if (msg.inference > CATS_SG_INFERENCE_MASK ||
+	    msg.inference != (cats_node_inference(n) & CATS_SG_INFERENCE_MASK) || cur < 0 ||
 	    msg.exchange < (uint32_t)cur) {
 		return reject(&st->rejected_stale, CATS_ERR_STATE);
 	}
 	if (msg.exchange > (uint32_t)cur) {
 		return reject(&st->rejected_future, CATS_ERR_STATE);
 	}
-	/* 5. every column owned by the sender and in its kept set (= held by us, not ours) */
-	for (j = 0; j < ncols; j++) {
-		uint16_t c = msg.column_ids[j];
-
-		if (cats_node_owner(n, ex->space, c) != (int)msg.sender ||
-		    cats_node_slot(n, c) < 0) {
-			return reject(&st->rejected_column, CATS_ERR_COLUMN);
-		}
+	/* 4. the frame of the sender's plan: fragment in it, payload of its size */
+	sender_run(n, ex, sender, &lo, &cnt);
+	if (sg_make(msg.exchange, cnt, ex->rows, (uint32_t)mtu, &p) != CATS_OK ||
+	    msg.fragment >= p.count) {
+		return reject(&st->rejected_malformed, CATS_ERR_ARG);
 	}
-	/* 6. store what is not complete yet */
+	sg_frame(&p, msg.fragment, &k0, &nk, &r0, &nr);
+	if (msg.size != nk * nr) {
+		return reject(&st->rejected_malformed, CATS_ERR_ARG);
+	}
+	/* 5. store what is not complete yet */
 	st->frames_received++;
-	for (j = 0; j < ncols; j++) {
-		uint16_t c = msg.column_ids[j];
+	for (j = 0; j < nk; j++) {
+		uint16_t c = ex->held[lo + k0 + j];
 		int rc;
 
 		if (cats_node_has(n, c)) {
 			st->duplicates++;
 			continue;
 		}
-		rc = cats_node_put(n, (uint16_t)msg.exchange, (uint16_t)msg.sender, c,
-				   (uint16_t)msg.row_start, (uint16_t)msg.row_count,
-				   (const int8_t *)&msg.payload.bytes[j * msg.row_count]);
+		rc = cats_node_put(n, (uint16_t)msg.exchange, sender, c, (uint16_t)r0,
+				   (uint16_t)nr, (const int8_t *)&msg.payload[j * nr]);
 		if (rc < 0) {
 			return rc; /* cannot happen after the checks above */
 		}

@@ -14,6 +14,14 @@ static void log_msg(const struct cats_runner *r, enum cats_log_level level, cons
 	}
 }
 
+/* The ColumnFrame's bytes: the link's MTU less the MIC (the same for every node of a swarm:
+ * a receiver plans the sender's frames with it). */
+static size_t column_mtu(const struct cats_runner *r)
+{
+	return (r->port->link.mtu < CATS_SG_FRAME_MAX ? r->port->link.mtu : CATS_SG_FRAME_MAX) -
+	       r->auth->mic_len;
+}
+
 void cats_runner_init(struct cats_runner *r, struct cats_node *node,
 		      const struct cats_port *port, struct cats_auth *auth,
 		      uint32_t exchange_timeout_ms)
@@ -24,10 +32,9 @@ void cats_runner_init(struct cats_runner *r, struct cats_node *node,
 	r->auth = auth;
 	r->exchange_timeout_ms = exchange_timeout_ms;
 	r->slot_closed = -1;
-	if (node != NULL && port != NULL) {
+	if (node != NULL && port != NULL && auth != NULL && port->link.mtu > auth->mic_len) {
 		/* the frame plan of every exchange, once per partition (not per inference) */
-		(void)cats_sg_plan(node, port->link.mtu < CATS_SG_FRAME_MAX ? port->link.mtu
-									  : CATS_SG_FRAME_MAX);
+		(void)cats_sg_plan(node, column_mtu(r));
 	}
 }
 
@@ -50,12 +57,13 @@ static int feed(struct cats_runner *r, const uint8_t *frame, size_t len, uint16_
 		return CATS_ERR_ARG; /* counted in r->auth->stats */
 	}
 	len = (size_t)rc;
-	rc = cats_sg_receive(r->node, frame, len, &r->stats);
+	rc = cats_sg_receive(r->node, src, column_mtu(r), frame, len, &r->stats);
 
 	if (rc == CATS_ERR_STATE && r->stats.rejected_future != future && may_stash) {
 		if (r->n_stash < CATS_RUNNER_STASH) {
 			memcpy(r->stash[r->n_stash], frame, len);
 			r->stash_len[r->n_stash] = (uint16_t)len;
+			r->stash_src[r->n_stash] = src;
 			r->n_stash++;
 			r->stats.rejected_future = future; /* not lost (yet) */
 		} else {
@@ -72,7 +80,8 @@ static void replay_stash(struct cats_runner *r)
 	r->n_stash = 0;
 	for (uint16_t i = 0; i < n; i++) {
 		uint32_t future = r->stats.rejected_future;
-		int rc = cats_sg_receive(r->node, r->stash[i], r->stash_len[i], &r->stats);
+		int rc = cats_sg_receive(r->node, r->stash_src[i], column_mtu(r), r->stash[i],
+					 r->stash_len[i], &r->stats);
 
 		if (rc == CATS_ERR_STATE && r->stats.rejected_future != future) {
 			/* Still ahead of us: keep it (in order) for a later exchange. */
@@ -80,6 +89,7 @@ static void replay_stash(struct cats_runner *r)
 			if (kept != i) {
 				memcpy(r->stash[kept], r->stash[i], r->stash_len[i]);
 				r->stash_len[kept] = r->stash_len[i];
+				r->stash_src[kept] = r->stash_src[i];
 			}
 			kept++;
 		}
@@ -161,9 +171,7 @@ int cats_runner_exchange(struct cats_runner *r)
 {
 	const struct cats_port *p = r->port;
 	struct cats_node *n = r->node;
-	/* the ColumnFrame's bytes: the link's MTU less the MIC */
-	size_t mtu = (p->link.mtu < CATS_SG_FRAME_MAX ? p->link.mtu : CATS_SG_FRAME_MAX) -
-		     r->auth->mic_len;
+	size_t mtu;
 	uint32_t start = p->now_ms(p->ctx), timeout_ms = r->exchange_timeout_ms;
 	int count, rc, e = cats_node_current_exchange(n);
 
@@ -173,6 +181,7 @@ int cats_runner_exchange(struct cats_runner *r)
 	if (r->auth == NULL || p->link.mtu <= r->auth->mic_len) {
 		return CATS_ERR_ARG;
 	}
+	mtu = column_mtu(r);
 	replay_stash(r);
 
 	count = cats_sg_frame_count(n, mtu);

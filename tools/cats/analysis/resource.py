@@ -75,7 +75,6 @@ SCORE_BYTES = 4  # int32 per key of the one attention score row being computed
 MATMUL_OUT_BLOCK = 16  # CATS_MATMUL_OUT_BLOCK: outputs whose weight rows the matmul widens at once
 
 INFERENCE_ID_MAX = frames.INFERENCE_ID_MASK  # ids go on the air modulo 2^16
-PARTITION_TAG_MAX = frames.PARTITION_TAG_MAX  # fixed32: always 5 bytes when non-zero
 
 
 # The radio links (MTU, bytes and time on the air, RAM frame buffer) are cats.wire.phy's: the
@@ -503,26 +502,25 @@ def ram_breakdown(lay: Layout, link: Link = IEEE802154, limits: Limits = Limits(
 
 
 def fragment(
-    exchange: int, sender: int, column_ids: Iterable[int], rows: int, link: Link = IEEE802154
+    exchange: int, column_ids: Iterable[int], rows: int, link: Link = IEEE802154, mic: int = 0
 ) -> list[FramePlan]:
     """Cut one sender's kept columns of one exchange into ColumnFrames that fit
-    ``link.column_mtu`` (the radio frame less its AirType byte): the one fragmentation rule of
-    the SomeGather engine, ``cats.artefacts.frames.plan`` (whole columns per frame, greedily; a
-    column too tall for one frame split into row chunks). Lengths are the exact protobuf encoding
-    with the worst-case inference id and partition tag."""
-    return frames.plan(exchange, sender, column_ids, rows, link.column_mtu)
+    ``link.column_mtu - mic`` (the radio frame less its AirType byte and the MIC): the one frame
+    plan of the SomeGather engine, ``cats.artefacts.frames.plan`` (whole columns per frame; a
+    column too tall for one frame split into row chunks). Lengths are the exact protobuf
+    encoding (``frames.frame_len``) with the worst-case inference id; the header budget is
+    ``frames.header_budget``."""
+    return frames.plan(exchange, column_ids, rows, link.column_mtu - mic)
 
 
 def encode_frames(
     plan: Sequence[FramePlan],
     exchange: int,
-    sender: int,
     values: dict[int, np.ndarray],
     inference_id: int = INFERENCE_ID_MAX,
-    partition_tag: int = PARTITION_TAG_MAX,
 ) -> list[bytes]:
     """Real ColumnFrame encodings of a fragment plan; values[c] is column c's int8 rows."""
-    return frames.encode_plan(plan, exchange, sender, values, inference_id, partition_tag)
+    return frames.encode_plan(plan, exchange, values, inference_id)
 
 
 def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
@@ -547,7 +545,7 @@ def air(lay: Layout, link: Link = IEEE802154) -> dict[str, np.ndarray]:
     if d > 1:
         for e in range(lay.kept.shape[1]):
             for s in range(d):
-                plan = fragment(e, s, lay.kept_ids(e, s), int(rows[e]), link)
+                plan = fragment(e, lay.kept_ids(e, s), int(rows[e]), link)
                 payload[s] += sum(fp.payload_bytes for fp in plan)
                 frames[s] += len(plan)
                 air_lens = [AIR_TYPE_BYTES + fp.encoded_len for fp in plan]

@@ -1,37 +1,38 @@
-"""SomeGather ColumnFrames: the fragmentation rule, encoding and checked decoding.
+"""SomeGather ColumnFrames (format v2, the lean header): the frame plan, encoding and checked
+decoding.
 
 This is the Python mirror of ``cats_zephyr_module/src/core/somegather.c``; both implement the
 same rule, byte for byte, and ``tests/test_frames.py`` holds them to it (golden vectors in
 ``tests/golden/frames``).
 
-Fragmentation (one sender, one exchange; its kept columns in ascending id order):
+A v2 frame carries inference id (low 16 bits), exchange, fragment and the payload, nothing else
+(proto/cats.proto ``ColumnFrame``): the sender is the link-layer source (the MIC's nonce binds
+it), the partition tag is in the MIC's AAD, and the frame's columns and rows follow from the
+frame plan, which the receiver computes like the sender (``plan``):
 
-* Frames carry whole columns, greedily as many as fit the MTU, in kept order. A frame's columns
-  share ``row_start`` = 0 and ``row_count`` = the exchange's rows.
-* Only a column that does not fit an empty frame on its own is split into row chunks, each the
-  largest that fits, one chunk per frame (``column_ids`` = that one id); the next column starts
-  a new frame.
-* Sizes are the exact protobuf encoding (``frame_len``) with the worst-case header budget:
-  inference id 0xFFFF (ids go on the air modulo 2^16) and a non-zero partition tag. A real frame
-  is never longer than planned, so every planned frame fits, whatever the id and tag are.
-* ``fragments`` is part of every header, so its own varint length matters: the plan is the fixed
-  point of packing with a guessed count (start 1, repack with the count just obtained; the count
-  never shrinks, so this ends after a few rounds).
+* the sender's kept columns of the exchange, ascending (a receiver: its held columns owned by
+  the sender; held = own + every other node's kept columns);
+* a fixed header budget (``header_budget``): inference id 4 (tag + the varint of 0xFFFF), the
+  exchange field, fragment 3 (tag + 2-byte varint: at most ``MAX_FRAGMENTS`` frames);
+  ``payload_room`` P = the largest payload whose field fits the rest of the MTU;
+* k = P // rows whole columns per frame (frame f: columns [f k, (f+1) k) of the list), or, when
+  a column is taller than a frame (k = 0), ceil(rows / P) frames of P rows per column.
+
+On 802.15.4 with an 8-byte MIC (mtu 107 = 116 - AirType 1 - MIC 8) the header takes 9 bytes
+and P = 96: three columns of 32 rows per frame.
 
 Receiving checks, in this order (the reason names are the C counters ``rejected_<reason>``):
 
-``malformed``  does not decode (also: a known field with the wrong wire type, as nanopb),
-               oversized, no columns, too many columns, column id > 0xFFFF, payload over its
-               bound, row_count 0, payload length != columns x row_count, fragment >=
-               fragments, exchange index not in the partition, rows beyond the exchange's rows;
-``partition``  another partition's tag;
-``sender``     sender id >= nodes;
-``self``       our own id as sender;
+``malformed``  does not parse (``parse``: a known field with the wrong wire type, a varint
+               beyond 32 bits, a truncated field), oversized, no payload, exchange index not in
+               the partition;
+``sender``     link source >= nodes;
+``self``       our own id as link source;
 ``stale``      another inference id, or an exchange before the current one (or the node idle);
 ``future``     an exchange after the current one;
-``column``     a column not owned by the sender or not in its kept set for this exchange.
+``malformed``  (again) the fragment is not in the sender's plan, or the payload is not its size.
 A frame passing all checks is accepted; columns already complete are ``duplicates`` (counted,
-not stored again).
+not stored again). ``partition`` and ``column`` are not used since v2 (kept in the counters).
 """
 
 from __future__ import annotations
@@ -46,25 +47,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf import unknown_fields
 
 from cats.model.partition import Plan
 from cats.wire import phy
 from cats.wire.proto import pb
 
 # Link MTUs for one encoded ColumnFrame: the radio frame less its AirType dispatch byte
-# (derivations in cats.wire.phy): 115 on 802.15.4, 240 on BLE 2M.
+# (derivations in cats.wire.phy): 115 on 802.15.4, 240 on BLE 2M. The runtime plans for this
+# less the MIC (cats_runner: 107 on 802.15.4 with the default 8-byte MIC).
 MTU_IEEE802154 = phy.IEEE802154.column_mtu
 MTU_BLE2M = phy.BLE2M.column_mtu
+MIC_DEFAULT = 8  # cats.wire.auth.MIC_DEFAULT (CATS_AUTH_MIC_DEFAULT)
 
-# Fixed limits of the node's decoder (the nanopb options of ColumnFrame in proto/cats.options).
+# Field numbers of ColumnFrame v2 (proto/cats.proto; 1-10 are v1's, reserved).
+F_INFERENCE, F_EXCHANGE, F_FRAGMENT, F_PAYLOAD = 11, 12, 13, 14
+
 FRAME_MAX = 255  # longest frame a node accepts (also the largest MTU it encodes for)
-MAX_COLUMNS = 128  # column ids per frame
-PAYLOAD_MAX = 240  # payload bytes per frame
-COLUMN_ID_MAX = 0xFFFF  # column ids are uint16 on the node
 INFERENCE_ID_MASK = 0xFFFF  # inference ids go on the air modulo 2^16
-PARTITION_TAG_MAX = 0xFFFFFFFF  # the header budget assumes a non-zero (5-byte) tag
-PLAN_ROUNDS = 16  # fixed-point rounds of the fragment count (never more than ~4 are needed)
+INFERENCE_BUDGET = 4  # tag + the 3-byte varint of 0xFFFF
+FRAGMENT_BUDGET = 3  # tag + a 2-byte varint
+MAX_FRAGMENTS = 0x4000  # fragments 0 .. 16383 fit FRAGMENT_BUDGET
 
 REASONS = ("malformed", "partition", "sender", "self", "stale", "future", "column")
 
@@ -94,51 +96,46 @@ def _scalar(v: int) -> int:
 
 
 def _delimited(n: int) -> int:
-    """Bytes of a length-delimited field of n bytes (absent when empty)."""
-    return 0 if n == 0 else 1 + varint_len(n) + n
+    """Bytes of a length-delimited field of n bytes (tag, length, data)."""
+    return 1 + varint_len(n) + n
 
 
-@lru_cache(maxsize=65536)
-def header_len(
-    exchange: int, sender: int, fragment: int, fragments: int, row_start: int, row_count: int
-) -> int:
-    """Budgeted bytes of a ColumnFrame's scalar fields: inference id 0xFFFF (3-byte varint) and
-    a non-zero fixed32 partition tag, whatever the real ones are."""
+def header_budget(exchange: int) -> int:
+    """Bytes a frame of `exchange` may spend besides the payload field, at most."""
+    return INFERENCE_BUDGET + _scalar(exchange) + FRAGMENT_BUDGET
+
+
+def payload_room(exchange: int, mtu: int) -> int:
+    """P: payload bytes per frame of `exchange` within `mtu`; ValueError when not one fits."""
+    room = mtu - header_budget(exchange)
+    if room < 3:
+        raise ValueError(f"MTU {mtu} cannot carry one row")
+    p = room - 2
+    while p > 0 and _delimited(p) > room:
+        p -= 1
+    return p
+
+
+def frame_len(inference_id: int, exchange: int, fragment: int, payload: int) -> int:
+    """Exact encoded length of a ColumnFrame."""
     return (
-        1 + varint_len(INFERENCE_ID_MASK)
-        + _scalar(exchange) + _scalar(sender) + _scalar(fragment) + _scalar(fragments)
-        + 5
-        + _scalar(row_start) + _scalar(row_count)
-    )  # fmt: skip
-
-
-def frame_len(
-    exchange: int,
-    sender: int,
-    fragment: int,
-    fragments: int,
-    ids_bytes: int,
-    columns: int,
-    row_start: int,
-    row_count: int,
-) -> int:
-    """Budgeted encoded length of a ColumnFrame; ids_bytes = the packed column-id varints."""
-    return (
-        header_len(exchange, sender, fragment, fragments, row_start, row_count)
-        + _delimited(ids_bytes)
-        + _delimited(columns * row_count)
+        _scalar(inference_id & INFERENCE_ID_MASK)
+        + _scalar(exchange)
+        + _scalar(fragment)
+        + _delimited(payload)
     )
 
 
 # ----------------------------------------------------------------------------------------------
-# The fragmentation plan
+# The frame plan
 # ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FramePlan:
     """One ColumnFrame: rows [row_start, row_stop) of each column in column_ids (column after
-    column in the payload) and its budgeted encoded length (an upper bound of the real one)."""
+    column in the payload) and its budgeted encoded length (an upper bound of the real one:
+    inference id 0xFFFF)."""
 
     fragment: int
     column_ids: tuple[int, ...]
@@ -152,63 +149,68 @@ class FramePlan:
         return self.row_stop - self.row_start
 
 
-def plan(
-    exchange: int, sender: int, column_ids: Iterable[int], rows: int, mtu: int
-) -> list[FramePlan]:
-    """Cut one sender's kept columns (in the given order) of one exchange into frames of at most
-    `mtu` bytes (the rule in the module docstring). Empty for no columns or no rows."""
-    ids = [int(c) for c in column_ids]
-    if rows < 1 or not ids:
-        return []
-    n = 1
-    for _ in range(PLAN_ROUNDS):
-        frames = _pack(exchange, sender, ids, rows, n, mtu)
-        if len(frames) == n:
-            return frames
-        n = len(frames)
-    raise RuntimeError("fragment count did not converge")  # pragma: no cover
+@lru_cache(maxsize=4096)
+def _plan(exchange: int, ids: tuple[int, ...], rows: int, mtu: int) -> tuple[FramePlan, ...]:
+    n = len(ids)
+    if rows < 1 or n == 0:
+        return ()
+    p = payload_room(exchange, mtu)
+    per = p // rows
+    out: list[FramePlan] = []
+    if per > 0:
+        for f in range((n + per - 1) // per):
+            cols = ids[f * per : (f + 1) * per]
+            size = len(cols) * rows
+            out.append(
+                FramePlan(f, cols, 0, rows, size, frame_len(INFERENCE_ID_MASK, exchange, f, size))
+            )
+    else:
+        q = (rows + p - 1) // p
+        for f in range(n * q):
+            r0 = (f % q) * p
+            r1 = min(rows, r0 + p)
+            size = r1 - r0
+            out.append(
+                FramePlan(
+                    f, (ids[f // q],), r0, r1, size,
+                    frame_len(INFERENCE_ID_MASK, exchange, f, size),
+                )
+            )  # fmt: skip
+    if len(out) > MAX_FRAGMENTS:
+        raise ValueError(f"{len(out)} frames > {MAX_FRAGMENTS}")
+    return tuple(out)
 
 
-def _pack(exchange: int, sender: int, ids: list[int], rows: int, n: int, mtu: int):
-    """Greedy plan for a guessed fragment count n (the `fragments` field's own length)."""
-    frames: list[FramePlan] = []
-    cur: list[int] = []
-    cur_ids = 0  # packed varint bytes of cur
+def plan(exchange: int, column_ids: Iterable[int], rows: int, mtu: int) -> list[FramePlan]:
+    """Cut one sender's kept columns (ascending) of one exchange into frames of at most `mtu`
+    bytes (the rule in the module docstring). Empty for no columns or no rows; ValueError when
+    the MTU cannot carry one row or the plan needs more than MAX_FRAGMENTS frames."""
+    return list(_plan(int(exchange), tuple(int(c) for c in column_ids), int(rows), int(mtu)))
 
-    def length(ids_bytes: int, cols: int, start: int, count: int) -> int:
-        return frame_len(exchange, sender, len(frames), n, ids_bytes, cols, start, count)
 
-    def close() -> None:
-        if cur:
-            size = length(cur_ids, len(cur), 0, rows)
-            frames.append(FramePlan(len(frames), tuple(cur), 0, rows, rows * len(cur), size))
-            cur.clear()
+SwarmPlan = dict[tuple[int, int], list[FramePlan]]  # (exchange, sender) -> its frames
 
-    for c in ids:
-        vc = varint_len(c)
-        if length(cur_ids + vc, len(cur) + 1, 0, rows) <= mtu:
-            cur.append(c)
-            cur_ids += vc
-            continue
-        close()
-        if length(vc, 1, 0, rows) <= mtu:
-            cur.append(c)
-            cur_ids = vc
-            continue
-        start = 0  # the column alone does not fit: row chunks, each the largest that fits
-        while start < rows:
-            # upper bound: the row_count and payload fields take at least 2 bytes + chunk
-            base = header_len(exchange, sender, len(frames), n, start, 0) + _delimited(vc)
-            chunk = max(0, min(rows - start, mtu - base - 4))
-            while chunk > 0 and length(vc, 1, start, chunk) > mtu:
-                chunk -= 1
-            if chunk == 0:
-                raise ValueError(f"MTU {mtu} cannot carry one row")
-            size = length(vc, 1, start, chunk)
-            frames.append(FramePlan(len(frames), (c,), start, start + chunk, chunk, size))
-            start += chunk
-    close()
-    return frames
+
+def swarm_plan(manifests: Sequence[Any], mtu: int) -> SwarmPlan:
+    """Every node's frames of every exchange from the nodes' NodeManifests (kept_cols, rows):
+    what a sniffer or the medium needs to read a v2 frame's columns and rows."""
+    out: SwarmPlan = {}
+    alone = len(manifests) < 2
+    for m in manifests:
+        for ex in m.exchanges:
+            kept = [] if alone else [int(c) for c in ex.kept_cols]
+            out[int(ex.index), int(m.node_id)] = plan(int(ex.index), kept, int(ex.rows), mtu)
+    return out
+
+
+def load_swarm_plan(export_dir: Path, mtu: int) -> SwarmPlan:
+    """swarm_plan of an export directory (node-<d>/manifest.pb)."""
+    manifests = []
+    for d in sorted(Path(export_dir).glob("node-*/manifest.pb")):
+        manifests.append(pb().NodeManifest.FromString(d.read_bytes()))
+    if not manifests:
+        raise ValueError(f"no node-*/manifest.pb in {export_dir}")
+    return swarm_plan(manifests, mtu)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def _pack(exchange: int, sender: int, ids: list[int], rows: int, n: int, mtu: in
 
 
 def partition_tag(partition_hash: bytes) -> int:
-    """The 32-bit tag every frame carries: the partition hash's first 4 bytes, little endian."""
+    """The 32-bit partition tag (the MIC's AAD): the partition hash's first 4 bytes, LE."""
     if len(partition_hash) < 4:
         raise ValueError("partition hash must have at least 4 bytes")
     return int.from_bytes(partition_hash[:4], "little")
@@ -226,10 +228,8 @@ def partition_tag(partition_hash: bytes) -> int:
 def encode_plan(
     frames: Sequence[FramePlan],
     exchange: int,
-    sender: int,
     values: dict[int, np.ndarray],
     inference_id: int,
-    partition_tag: int,
 ) -> list[bytes]:
     """ColumnFrame encodings of a plan; values[c] is column c's int8 rows."""
     out = []
@@ -241,14 +241,8 @@ def encode_plan(
         msg = pb().ColumnFrame(
             inference_id=inference_id & INFERENCE_ID_MASK,
             exchange=exchange,
-            sender=sender,
             fragment=fp.fragment,
-            fragments=len(frames),
-            partition_tag=partition_tag,
-            column_ids=list(fp.column_ids),
             payload=payload,
-            row_start=fp.row_start,
-            row_count=fp.row_count,
         )
         data = msg.SerializeToString()
         if len(data) > fp.encoded_len:  # pragma: no cover - the budget is an upper bound
@@ -259,13 +253,11 @@ def encode_plan(
 
 def encode_exchange(
     exchange: int,
-    sender: int,
     column_ids: Sequence[int],
     values: np.ndarray,
     *,
     mtu: int = MTU_IEEE802154,
     inference_id: int = 0,
-    partition_tag: int = 0,
 ) -> list[bytes]:
     """All frames of one sender's exchange. values: int8 (rows, len(column_ids)), the layout
     ``qref.Node.send`` returns."""
@@ -275,18 +267,16 @@ def encode_exchange(
     if not 1 <= mtu <= FRAME_MAX:
         raise ValueError(f"MTU must be in 1..{FRAME_MAX}, not {mtu}")
     cols = {int(c): values[:, j] for j, c in enumerate(column_ids)}
-    frames = plan(exchange, sender, column_ids, values.shape[0], mtu)
-    return encode_plan(frames, exchange, sender, cols, inference_id, partition_tag)
+    frames = plan(exchange, column_ids, values.shape[0], mtu)
+    return encode_plan(frames, exchange, cols, inference_id)
 
 
-def encode_node(node, inference_id: int, tag: int, mtu: int = MTU_IEEE802154) -> list[bytes]:
+def encode_node(node, inference_id: int, mtu: int = MTU_IEEE802154) -> list[bytes]:
     """Frames a ``qref.Node`` broadcasts in its current exchange (none when it is alone)."""
     if node.spec.nodes == 1:
         return []
     e, cols, vals = node.send()
-    return encode_exchange(
-        e, node.spec.node, cols, vals, mtu=mtu, inference_id=inference_id, partition_tag=tag
-    )
+    return encode_exchange(e, cols, vals, mtu=mtu, inference_id=inference_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,35 +285,115 @@ def encode_node(node, inference_id: int, tag: int, mtu: int = MTU_IEEE802154) ->
 
 
 @dataclass(frozen=True)
+class Frame:
+    """A parsed ColumnFrame; column_ids / row_start / row_count are filled from the sender's plan
+    once checked against a receiver (``decode`` with `rx`)."""
+
+    inference_id: int
+    exchange: int
+    fragment: int
+    payload: bytes
+    sender: int = -1
+    column_ids: tuple[int, ...] = ()
+    row_start: int = 0
+    row_count: int = 0
+
+
+def _varint(b: bytes, pos: int) -> tuple[int, int]:
+    """A varint of at most 32 bits at pos (the node's rule); ValueError otherwise."""
+    acc = 0
+    for k in range(10):
+        if pos >= len(b):
+            raise ValueError("truncated varint")
+        x = b[pos]
+        pos += 1
+        if k * 7 < 64:
+            acc |= (x & 0x7F) << (k * 7)
+        if not x & 0x80:
+            acc &= (1 << 64) - 1
+            if acc > 0xFFFFFFFF:
+                raise ValueError("varint beyond 32 bits")
+            return acc, pos
+    raise ValueError("varint longer than 10 bytes")
+
+
+def parse(data: bytes) -> Frame:
+    """The fixed protobuf parser of somegather.c: the four fields (proto3: absent = 0, the last
+    occurrence wins), other fields skipped by wire type. FrameError("malformed") otherwise."""
+    b = bytes(data)
+    pos = 0
+    f = {F_INFERENCE: 0, F_EXCHANGE: 0, F_FRAGMENT: 0}
+    payload = b""
+    try:
+        while pos < len(b):
+            key, pos = _varint(b, pos)
+            field, wire = key >> 3, key & 7
+            if field == 0:
+                raise ValueError("field 0")
+            if (field in f and wire != 0) or (field == F_PAYLOAD and wire != 2):
+                raise ValueError(f"field {field} with wire type {wire}")
+            if wire == 0:
+                v, pos = _varint(b, pos)
+                if field in f:
+                    f[field] = v
+            elif wire == 1:
+                if len(b) - pos < 8:
+                    raise ValueError("truncated fixed64")
+                pos += 8
+            elif wire == 2:
+                v, pos = _varint(b, pos)
+                if v > len(b) - pos:
+                    raise ValueError("truncated bytes")
+                if field == F_PAYLOAD:
+                    payload = b[pos : pos + v]
+                pos += v
+            elif wire == 5:
+                if len(b) - pos < 4:
+                    raise ValueError("truncated fixed32")
+                pos += 4
+            else:
+                raise ValueError(f"wire type {wire}")
+    except ValueError as exc:
+        raise FrameError("malformed", str(exc)) from None
+    return Frame(f[F_INFERENCE], f[F_EXCHANGE], f[F_FRAGMENT], payload)
+
+
+@dataclass(frozen=True)
 class RxContext:
     """What a receiver checks a frame against (the C engine reads it from its cats_node)."""
 
     node: int
     nodes: int
-    partition_tag: int
     inference_id: int
     exchange: int  # the receiver's current exchange; -1 when idle
     rows: tuple[int, ...]  # per exchange of the partition
     spaces: tuple[str, ...]  # per exchange
     held: tuple[np.ndarray, ...]  # per exchange: the receiver's held column ids (sorted)
     owner: dict[str, np.ndarray]  # space -> owner node of each column
+    mtu: int = MTU_IEEE802154  # the swarm's ColumnFrame MTU (the senders' plans)
 
     @classmethod
-    def for_node(cls, node, partition_tag: int, inference_id: int) -> RxContext:
+    def for_node(cls, node, inference_id: int, mtu: int = MTU_IEEE802154) -> RxContext:
         """Context of a ``qref.Node`` at its current exchange (-1 once it has finished)."""
         spec = node.spec
         exs = spec.exchanges
         return cls(
             spec.node,
             spec.nodes,
-            partition_tag,
             inference_id,
             node.e if node.e < len(exs) else -1,
             tuple(ex.rows for ex in exs),
             tuple(ex.space for ex in exs),
             tuple(ex.held_cols for ex in exs),
             _owners(spec.cfg, spec.nodes),
+            mtu,
         )
+
+    def sender_kept(self, exchange: int, sender: int) -> tuple[int, ...]:
+        """The sender's kept columns of `exchange`: the held ones it owns (ascending)."""
+        held = self.held[exchange]
+        owner = self.owner[self.spaces[exchange]]
+        return tuple(int(c) for c in held[owner[held] == sender])
 
 
 @lru_cache(maxsize=64)
@@ -332,48 +402,26 @@ def _owners(cfg, nodes: int) -> dict[str, np.ndarray]:
     return {sp: plan.owner(sp) for sp in ("model", "hidden", "output")}
 
 
-def decode(data: bytes, rx: RxContext | None = None):
-    """Parse one frame into a ``ColumnFrame``; FrameError names the reason it is refused. The
-    structural checks always run, the ones needing a receiver only with `rx`."""
-    if len(data) > FRAME_MAX:
-        raise FrameError("malformed", f"{len(data)} bytes > {FRAME_MAX}")
-    msg = pb().ColumnFrame()
-    try:
-        msg.ParseFromString(bytes(data))
-    except Exception as exc:  # protobuf raises DecodeError (a plain Exception subclass)
-        raise FrameError("malformed", f"does not decode ({exc})") from None
-    # protobuf keeps a known field with the wrong wire type as an unknown field; nanopb refuses
-    known = {f.number for f in msg.DESCRIPTOR.fields}
-    if any(f.field_number in known for f in unknown_fields.UnknownFieldSet(msg)):
-        raise FrameError("malformed", "a field with the wrong wire type")
-    ncols = len(msg.column_ids)
-    if ncols == 0 or ncols > MAX_COLUMNS:
-        raise FrameError("malformed", f"{ncols} columns")
-    if max(msg.column_ids) > COLUMN_ID_MAX:
-        raise FrameError("malformed", "column id beyond 16 bits")
-    if len(msg.payload) > PAYLOAD_MAX:
-        raise FrameError("malformed", f"payload {len(msg.payload)} > {PAYLOAD_MAX} bytes")
-    if msg.row_count == 0:
-        raise FrameError("malformed", "row_count 0")
-    if len(msg.payload) != ncols * msg.row_count:
-        raise FrameError("malformed", f"payload {len(msg.payload)} != {ncols} x {msg.row_count}")
-    if msg.fragment >= msg.fragments:
-        raise FrameError("malformed", f"fragment {msg.fragment} of {msg.fragments}")
-    if rx is not None:
-        check(msg, rx)
-    return msg
+def decode(data: bytes, sender: int = -1, rx: RxContext | None = None) -> Frame:
+    """Parse one frame from link source `sender`; FrameError names the reason it is refused.
+    The structural checks always run, the ones needing a receiver (and the plan's columns and
+    rows) only with `rx`."""
+    if not 0 < len(data) <= FRAME_MAX:
+        raise FrameError("malformed", f"{len(data)} bytes")
+    msg = parse(data)
+    if not msg.payload:
+        raise FrameError("malformed", "no payload")
+    msg = dataclasses.replace(msg, sender=sender)
+    return check(msg, rx) if rx is not None else msg
 
 
-def check(msg, rx: RxContext) -> None:
-    """The receiver-side checks of a structurally valid frame, in the C engine's order."""
+def check(msg: Frame, rx: RxContext) -> Frame:
+    """The receiver-side checks of a parsed frame, in the C engine's order; returns the frame
+    with its columns and rows from the sender's plan."""
     if msg.exchange >= len(rx.rows):
         raise FrameError("malformed", f"exchange {msg.exchange} not in the partition")
-    if msg.row_start + msg.row_count > rx.rows[msg.exchange]:
-        raise FrameError("malformed", "rows beyond the exchange's rows")
-    if msg.partition_tag != rx.partition_tag:
-        raise FrameError("partition", f"tag {msg.partition_tag:#010x}")
-    if msg.sender >= rx.nodes:
-        raise FrameError("sender", f"sender {msg.sender} of {rx.nodes} nodes")
+    if not 0 <= msg.sender < rx.nodes:
+        raise FrameError("sender", f"source {msg.sender} of {rx.nodes} nodes")
     if msg.sender == rx.node:
         raise FrameError("self")
     if msg.inference_id != rx.inference_id & INFERENCE_ID_MASK:
@@ -382,14 +430,19 @@ def check(msg, rx: RxContext) -> None:
         raise FrameError("stale", f"exchange {msg.exchange}, node at {rx.exchange}")
     if msg.exchange > rx.exchange:
         raise FrameError("future", f"exchange {msg.exchange}, node at {rx.exchange}")
-    owner = rx.owner[rx.spaces[msg.exchange]]
-    held = rx.held[msg.exchange]
-    for c in msg.column_ids:
-        if c >= owner.size or owner[c] != msg.sender:
-            raise FrameError("column", f"column {c} not owned by node {msg.sender}")
-        slot = int(np.searchsorted(held, c))
-        if slot >= held.size or held[slot] != c:
-            raise FrameError("column", f"column {c} not kept by node {msg.sender}")
+    kept = rx.sender_kept(msg.exchange, msg.sender)
+    try:
+        frames = plan(msg.exchange, kept, rx.rows[msg.exchange], rx.mtu)
+    except ValueError as exc:
+        raise FrameError("malformed", str(exc)) from None
+    if msg.fragment >= len(frames):
+        raise FrameError("malformed", f"fragment {msg.fragment} of {len(frames)}")
+    fp = frames[msg.fragment]
+    if len(msg.payload) != fp.payload_bytes:
+        raise FrameError("malformed", f"payload {len(msg.payload)} != {fp.payload_bytes}")
+    return dataclasses.replace(
+        msg, column_ids=fp.column_ids, row_start=fp.row_start, row_count=fp.row_count
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,9 +475,9 @@ class Receiver:
     """One node's SomeGather side around a ``qref.Node``: checks frames, reassembles row chunks,
     hands complete columns to the node, counts like the C engine."""
 
-    def __init__(self, node, partition_tag: int) -> None:
+    def __init__(self, node, mtu: int = MTU_IEEE802154) -> None:
         self.node = node
-        self.tag = partition_tag
+        self.mtu = mtu
         self.inference_id = 0
         self.stats = Stats()
         self._partial: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -437,17 +490,17 @@ class Receiver:
         self._complete.clear()
 
     def context(self) -> RxContext:
-        return RxContext.for_node(self.node, self.tag, self.inference_id)
+        return RxContext.for_node(self.node, self.inference_id, self.mtu)
 
-    def outgoing(self, mtu: int = MTU_IEEE802154) -> list[bytes]:
-        frames = encode_node(self.node, self.inference_id, self.tag, mtu)
+    def outgoing(self) -> list[bytes]:
+        frames = encode_node(self.node, self.inference_id, self.mtu)
         self.stats.frames_sent += len(frames)
         return frames
 
-    def receive(self, data: bytes) -> bool:
+    def receive(self, data: bytes, sender: int) -> bool:
         """True when accepted (also when it only repeats complete columns)."""
         try:
-            msg = decode(data, self.context())
+            msg = decode(data, sender, self.context())
         except FrameError as err:
             field = f"rejected_{err.reason}"
             setattr(self.stats, field, getattr(self.stats, field) + 1)
@@ -491,7 +544,6 @@ def run_swarm(
     inp: np.ndarray,
     inference_id: int = 1,
     drop: DropFn | None = None,
-    mtu: int = MTU_IEEE802154,
 ) -> tuple[np.ndarray, dict[int, dict[int, set[int]]]]:
     """One inference over frames: every node encodes its frames, each receiver decodes those not
     dropped. Returns the output and, per exchange and receiver, the columns it lost."""
@@ -499,18 +551,17 @@ def run_swarm(
         r.begin(inference_id, inp)
     lost: dict[int, dict[int, set[int]]] = {}
     for e in range(receivers[0].node.cfg.exchanges):
-        sent = [r.outgoing(mtu) for r in receivers]
+        sent = [r.outgoing() for r in receivers]
         lost[e] = {d: set() for d in range(len(receivers))}
         for s, frames in enumerate(sent):
             for i, data in enumerate(frames):
-                cols = list(pb().ColumnFrame.FromString(data).column_ids)
                 for d, r in enumerate(receivers):
                     if d == s:
                         continue
                     if drop is not None and drop(e, s, i, d):
-                        lost[e][d].update(cols)
+                        lost[e][d].update(decode(data, s, r.context()).column_ids)
                     else:
-                        r.receive(data)
+                        r.receive(data, s)
         for r in receivers:
             r.compute()
     return np.concatenate([r.node.y for r in receivers], axis=-1), lost
@@ -562,22 +613,27 @@ def qref_input(model, qm, series) -> np.ndarray:
 def _mutate(data: bytes, **fields: Any) -> bytes:
     msg = pb().ColumnFrame.FromString(data)
     for k, v in fields.items():
-        if k == "column_ids":
-            del msg.column_ids[:]
-            msg.column_ids.extend(v)
-        else:
-            setattr(msg, k, v)
+        setattr(msg, k, v)
     return msg.SerializeToString()
+
+
+# The golden links: (name, ColumnFrame MTU). The runtime's: the radio frame less the AirType byte
+# and the default 8-byte MIC (802.15.4: 107, BLE 2M: 232), and a tiny one that splits columns.
+GOLDEN_LINKS = (
+    ("ieee802154", MTU_IEEE802154 - MIC_DEFAULT),
+    ("ble2m", MTU_BLE2M - MIC_DEFAULT),
+    ("tiny", 26),
+)
 
 
 def golden_frames(directory: Path) -> list[dict[str, Any]]:
     """Build the golden frame set from the checked-in export in `directory` (no torch: the
     loaded nodes are integer numpy). Returns one description per frame; `expect` is "ok" or
-    a rejection reason for the receiver (node GOLDEN_RECEIVER at exchange `at`)."""
+    a rejection reason for the receiver (node GOLDEN_RECEIVER at exchange `at`) when the frame
+    comes from link source `sender` on a link of `mtu`."""
     from cats.artefacts import export
 
     loaded = export.load_partition(directory / "export")
-    tag = partition_tag(loaded[0].manifest.partition_hash)
     cfg = loaded[0].spec.cfg
     inp = np.frombuffer((directory / "input.bin").read_bytes(), dtype=np.int8)
     inp = inp.reshape(cfg.tokens, cfg.patch)
@@ -586,52 +642,52 @@ def golden_frames(directory: Path) -> list[dict[str, Any]]:
         node.begin(inp)
     out: list[dict[str, Any]] = []
 
-    def add(name, data, sender, at, expect, mtu, link, columns=None):
+    def add(name, data, sender, at, expect, mtu, link, columns=None, rows=None):
         out.append(
             {"name": name, "data": data, "sender": sender, "at": at, "expect": expect,
-             "mtu": mtu, "link": link, "columns": columns}
+             "mtu": mtu, "link": link, "columns": columns, "rows": rows}
         )  # fmt: skip
 
-    links = (("ieee802154", MTU_IEEE802154), ("ble2m", MTU_BLE2M), ("tiny", 26))
+    mtu154 = GOLDEN_LINKS[0][1]
     last = cfg.exchanges - 1
     for e in range(cfg.exchanges):
         if e in (0, 3, last):  # block input, hidden units (another space), the head
             for s in range(1, GOLDEN_NODES):
-                for link, mtu in links:
+                for link, mtu in GOLDEN_LINKS:
                     if link != "ieee802154" and (e, s) != (0, 1):
                         continue
-                    for i, data in enumerate(encode_node(nodes[s], GOLDEN_INFERENCE, tag, mtu)):
-                        cols = list(pb().ColumnFrame.FromString(data).column_ids)
-                        add(f"e{e}_s{s}_{link}_f{i}", data, s, e, "ok", mtu, link, cols)
+                    _, cols, vals = nodes[s].send()
+                    fps = plan(e, cols, vals.shape[0], mtu)
+                    data = encode_node(nodes[s], GOLDEN_INFERENCE, mtu)
+                    for i, (fp, d) in enumerate(zip(fps, data, strict=True)):
+                        add(f"e{e}_s{s}_{link}_f{i}", d, s, e, "ok", mtu, link,
+                            list(fp.column_ids), (fp.row_start, fp.row_count))  # fmt: skip
             if e == 0:
                 base = out[0]["data"]
-                own = nodes[0].send()[1]
-                pruned = np.setdiff1d(np.arange(*loaded[1].spec.ranges["model"]),
-                                      nodes[1].send()[1])  # fmt: skip
+                count = sum(1 for f in out if f["sender"] == 1 and f["link"] == "ieee802154")
+                v1 = bytes.fromhex("08b424100118012002280335010203043a0102420201015002")  # a v1 frame
                 bad = [
-                    ("bad_tag", _mutate(base, partition_tag=tag ^ 1), "partition"),
-                    ("bad_self", encode_node(nodes[0], GOLDEN_INFERENCE, tag)[0], "self"),
-                    ("bad_sender", _mutate(base, sender=GOLDEN_NODES), "sender"),
-                    ("bad_stale_inference", _mutate(base, inference_id=GOLDEN_INFERENCE - 1),
+                    ("bad_self", encode_node(nodes[0], GOLDEN_INFERENCE, mtu154)[0], 0, "self"),
+                    ("bad_sender", base, GOLDEN_NODES, "sender"),
+                    ("bad_stale_inference", _mutate(base, inference_id=GOLDEN_INFERENCE - 1), 1,
                      "stale"),
-                    ("bad_future_exchange", _mutate(base, exchange=1), "future"),
-                    ("bad_exchange_range", _mutate(base, exchange=cfg.exchanges), "malformed"),
-                    ("bad_column_foreign", _mutate(base, column_ids=[int(own[0])] + list(
-                        pb().ColumnFrame.FromString(base).column_ids[1:])), "column"),
-                    ("bad_column_pruned", _mutate(base, column_ids=[int(pruned[0])] + list(
-                        pb().ColumnFrame.FromString(base).column_ids[1:])), "column"),
-                    ("bad_column_range", _mutate(base, column_ids=[60000] + list(
-                        pb().ColumnFrame.FromString(base).column_ids[1:])), "column"),
-                    ("bad_rows", _mutate(base, row_start=1), "malformed"),
-                    ("bad_row_count", _mutate(base, row_count=0, payload=b""), "malformed"),
+                    ("bad_future_exchange", _mutate(base, exchange=1), 1, "future"),
+                    ("bad_exchange_range", _mutate(base, exchange=cfg.exchanges), 1,
+                     "malformed"),
+                    ("bad_fragment", _mutate(base, fragment=count), 1, "malformed"),
+                    ("bad_other_sender_plan", base, 3, "malformed"),
                     ("bad_payload", _mutate(base, payload=pb().ColumnFrame.FromString(base)
-                                            .payload[:-1]), "malformed"),
-                    ("bad_truncated", base[:-3], "malformed"),
-                    ("bad_garbage", bytes(range(7, 7 + 40)), "malformed"),
-                    ("bad_oversized", base + bytes(FRAME_MAX + 1 - len(base)), "malformed"),
+                                            .payload[:-1]), 1, "malformed"),
+                    ("bad_no_payload", _mutate(base, payload=b""), 1, "malformed"),
+                    ("bad_v1", v1, 1, "malformed"),
+                    ("bad_wire_type", bytes([F_INFERENCE << 3 | 2, 1, 0]) + base, 1,
+                     "malformed"),
+                    ("bad_truncated", base[:-3], 1, "malformed"),
+                    ("bad_garbage", bytes(range(7, 7 + 40)), 1, "malformed"),
+                    ("bad_oversized", base + bytes(FRAME_MAX + 1 - len(base)), 1, "malformed"),
                 ]  # fmt: skip
-                for name, data, reason in bad:
-                    add(name, data, None, 0, reason, None, None)
+                for name, data, sender, reason in bad:
+                    add(name, data, sender, 0, reason, mtu154, "ieee802154")
         for node in nodes:  # nothing received: every node advances with only its own columns
             node.compute()
     return out
@@ -647,17 +703,14 @@ def write_golden(directory: Path, with_export: bool = False) -> None:
     for old in directory.glob("*.bin"):
         if old.name != "input.bin":
             old.unlink()
-    from cats.artefacts import export
-
-    loaded = export.load_partition(directory / "export")
     desc = {
-        "about": "SomeGather ColumnFrames encoded by cats.artefacts.frames "
+        "about": "SomeGather ColumnFrames (format v2) encoded by cats.artefacts.frames "
         "(python -m cats.artefacts.frames golden); "
-        "receiver node 0 of export/ at exchange `at` must accept (`ok`) or reject them",
+        "receiver node 0 of export/ at exchange `at` must accept (`ok`) or reject them "
+        "when they come from link source `sender` on a link of ColumnFrame MTU `mtu`",
         "receiver": GOLDEN_RECEIVER,
         "nodes": GOLDEN_NODES,
         "inference_id": GOLDEN_INFERENCE,
-        "partition_tag": partition_tag(loaded[0].manifest.partition_hash),
         "frames": [],
     }
     index = []
@@ -668,13 +721,11 @@ def write_golden(directory: Path, with_export: bool = False) -> None:
         entry.update(file=fname, bytes=len(f["data"]))
         if f["expect"] == "ok":
             msg = pb().ColumnFrame.FromString(f["data"])
-            entry.update(fragment=msg.fragment, fragments=msg.fragments,
-                         row_start=msg.row_start, row_count=msg.row_count)  # fmt: skip
+            entry.update(fragment=msg.fragment, row_start=f["rows"][0], row_count=f["rows"][1])
         desc["frames"].append(entry)
         ok = f["expect"] == "ok"
         fields = [
-            fname, f["at"], f["expect"], f["link"] or "-", f["mtu"] or 0,
-            -1 if f["sender"] is None else f["sender"],
+            fname, f["at"], f["expect"], f["link"], f["mtu"], f["sender"],
             entry.get("fragment", -1), entry.get("row_start", -1), entry.get("row_count", -1),
             *(f["columns"] if ok else []),
         ]  # fmt: skip

@@ -212,7 +212,7 @@ def frames_per_exchange(specs: list[qref.NodeSpec], mtu: int) -> list[list[int]]
         [
             len(
                 frames.plan(
-                    e, d, [int(c) for c in s.exchanges[e].kept_cols], int(s.exchanges[e].rows), mtu
+                    e, [int(c) for c in s.exchanges[e].kept_cols], int(s.exchanges[e].rows), mtu
                 )
             )  # fmt: skip
             for d, s in enumerate(specs)

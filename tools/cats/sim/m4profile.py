@@ -342,7 +342,7 @@ def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
     (inference id, frames)."""
     from cats.sim import pcap as pcaps
     from cats.sim.run import simulate
-    from cats.wire import stream
+    from cats.wire import phy, stream
     from cats.wire.proto import pb
 
     spec = json.loads((part / "partition.json").read_text())["config"]
@@ -367,10 +367,12 @@ def record_frames(part: Path, out: Path, node: int = 0) -> tuple[int, int]:
             air = psdu[9:-2]  # 802.15.4: MHR 9 + radio frame + FCS 2
             if not air or air[0] != stream.AIR_COLUMN:
                 continue
+            # the sender is the MAC source (a v2 ColumnFrame names none): MHR bytes 7-8
+            src = struct.unpack_from("<H", psdu, 7)[0] - phy.IEEE802154_SHORT_ADDR_BASE
             msg = cf.FromString(bytes(air[1 : len(air) - M4_MIC]))  # AirType | message | MIC
-            if msg.sender == node:
+            if src == node:
                 continue
-            body += bytes([len(air) - 1, msg.exchange, msg.sender]) + bytes(air[1:])
+            body += bytes([len(air) - 1, msg.exchange, src]) + bytes(air[1:])
             count += 1
     out.write_bytes(struct.pack("<II", iid, count) + bytes(body))
     return iid, count

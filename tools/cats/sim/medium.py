@@ -22,9 +22,13 @@ Then:
   stamped with the sender's station id (node d: d, the gateway: D), one byte before the
   AirType, the link-layer source the receivers check the frame's claimed sender against. It
   checks it against the PHY (longer than the link's largest radio frame: rejected
-  ``mtu``), decodes it (``undecodable``), checks its partition tag (``foreign_tag``), AirType
-  (``unknown_air_type``) and direction (ColumnFrame and OutputFrame from a node, InputFrame
-  from the gateway, ColumnFrame sender = the station's node id: else ``wrong_station``),
+  ``mtu``), decodes it (``undecodable``), checks its partition tag (``foreign_tag``; an
+  InputFrame's or OutputFrame's: a ColumnFrame has none, v2), AirType (``unknown_air_type``)
+  and direction (ColumnFrame and OutputFrame from a node, InputFrame from the gateway,
+  OutputFrame sender = the station's node id: else ``wrong_station``). A ColumnFrame (v2)
+  names neither its sender (the station) nor its columns and fragment count: the medium reads
+  them from the swarm's frame plan (``--export``, ``cats.artefacts.frames.swarm_plan`` at the
+  ColumnFrame MTU = the link's less the MIC; a fragment beyond it is ``undecodable``),
   counts airtime and writes it to the pcap trace, then delivers it as type 1:
 
   - ColumnFrame: to every other live node taking part in that inference; the loss model
@@ -83,6 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cats.artefacts import frames
 from cats.sim.loss import Die, LossModel
 from cats.sim.pcap import PcapWriter
 from cats.wire import phy as phys
@@ -177,8 +182,10 @@ class Medium:
         log: Path | None = None,
         token: bytes = b"",
         mic: int = 8,
+        plan: frames.SwarmPlan | None = None,
     ) -> None:
         self.token = token
+        self.plan = plan or {}  # (exchange, sender) -> its frames (cats.artefacts.frames)
         self.phy = phy
         self.mic = mic
         self.injectors: set[Station] = set()
@@ -577,17 +584,13 @@ class Medium:
         msg = self._parse(st, self._pb.ColumnFrame, body)
         if msg is None:
             return
-        if msg.partition_tag != self.tag:
-            self.count("foreign_tag", st, tag=msg.partition_tag)
-            return
         sender = int(st.node_id or 0)
-        if msg.sender != sender:
-            self.count("wrong_station", st, sender=msg.sender)
-            return
-        if msg.fragments == 0 or msg.fragment >= msg.fragments:
-            self.count("undecodable", st, fragment=msg.fragment, fragments=msg.fragments)
-            return
         iid, e = msg.inference_id & ID_MASK, int(msg.exchange)
+        planned = self.plan.get((e, sender), [])
+        if msg.fragment >= len(planned):
+            self.count("undecodable", st, exchange=e, fragment=msg.fragment, fragments=len(planned))
+            return
+        fp = planned[msg.fragment]
         inf = self.inferences.get(iid)
         if inf is None:  # no input seen (e.g. a test without a gateway): start it now
             inf = self._inference(iid, start=True)
@@ -615,11 +618,9 @@ class Medium:
             self.count("duplicate", st, inference=iid, exchange=e, fragment=msg.fragment)
             return
         seen.add(int(msg.fragment))
-        slot.fragments[st] = int(msg.fragments)
-        cols = list(msg.column_ids)
-        slot.frames.append(
-            [sender, int(msg.fragment), int(msg.row_start), int(msg.row_count), cols]
-        )
+        slot.fragments[st] = len(planned)
+        cols = list(fp.column_ids)
+        slot.frames.append([sender, int(msg.fragment), fp.row_start, fp.row_count, cols])
         on_air, us = self._on_air(st, air)
         slot.frames_sent += 1
         slot.air_bytes += on_air
@@ -651,8 +652,8 @@ class Medium:
                     fragment=int(msg.fragment),
                     receiver=r,
                     column_ids=cols,
-                    row_start=int(msg.row_start),
-                    row_count=int(msg.row_count),
+                    row_start=fp.row_start,
+                    row_count=fp.row_count,
                     cause=cause,
                 )
         self._check_slot(slot)
@@ -852,6 +853,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pcap", type=Path, default=None, help="write the air trace here")
     p.add_argument("--log", type=Path, default=None, help="JSON-lines drop/slot log")
     p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        help="the swarm's export (node-<d>/manifest.pb): the ColumnFrames' frame plan",
+    )
     args = p.parse_args(argv)
     try:
         loss = LossModel.parse(args.loss, args.seed)
@@ -867,6 +874,11 @@ def main(argv: list[str] | None = None) -> int:
         log=args.log,
         token=parse_token(os.environ.get(TOKEN_ENV, "")),
         mic=args.mic,
+        plan=(
+            frames.load_swarm_plan(args.export, phys.get(args.link).column_mtu - args.mic)
+            if args.export
+            else None
+        ),
     )
     asyncio.run(serve(medium, args.host, args.port))
     return 0

@@ -360,6 +360,8 @@ class Swarm:
             str(self.log),
             "--mic",
             str(self.mic),
+            "--export",
+            str(self.export_dir),
         ]
         for spec in self.loss:
             argv += ["--loss", spec]

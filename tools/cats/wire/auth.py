@@ -37,7 +37,8 @@ MSG_MAX = 255
 SRC_CLAIMED = 0xFFFE  # a link that cannot tell the sender: take the claimed one (cats_auth.h)
 
 # (inference, exchange, sender, fragment) field numbers per AirType; 0 = not carried
-_FIELDS = {AIR_COLUMN: (1, 2, 3, 4), AIR_INPUT: (1, 0, 0, 3), AIR_OUTPUT: (1, 0, 3, 6)}
+# (ColumnFrame v2 names no sender: the link source is the sender)
+_FIELDS = {AIR_COLUMN: (11, 12, 0, 13), AIR_INPUT: (1, 0, 0, 3), AIR_OUTPUT: (1, 0, 3, 6)}
 
 REASONS = ("malformed", "sender", "mic", "replay")
 
@@ -279,12 +280,20 @@ class Auth:
         h = header(air_type, msg)
         gw = self.gateway
         if src == SRC_CLAIMED:
-            src = gw if air_type == AIR_INPUT else min(gw + 1, h.sender or 0)
+            # a ColumnFrame names no sender: only a link that tells the source carries them
+            if air_type == AIR_INPUT:
+                src = gw
+            elif air_type == AIR_COLUMN:
+                src = gw + 1
+            else:
+                src = min(gw + 1, h.sender or 0)
         if src > gw or src == self.self_id:
             raise AuthError("sender", f"link source {src}")
         if air_type == AIR_INPUT and src != gw:
             raise AuthError("sender", f"InputFrame from station {src}")
-        if air_type != AIR_INPUT and (src == gw or h.sender != src):
+        if air_type != AIR_INPUT and src == gw:
+            raise AuthError("sender", f"{air_type} from the gateway station")
+        if air_type == AIR_OUTPUT and h.sender != src:
             raise AuthError("sender", f"claims {h.sender}, link source {src}")
         if air_type == AIR_COLUMN and h.inference > 0xFFFF:
             raise AuthError("malformed", "ColumnFrame inference beyond 16 bits")
