@@ -104,11 +104,7 @@ def _reassemble(data: list[bytes], kept: list[int], e: int, rows: int, mtu: int)
 
 @pytest.mark.parametrize(
     ("mtu", "rows"),
-    [
-        (m, r)
-        for m in (32, 40, MTU_154, MTU_BLE, 255)
-        for r in (1, 8, 32, 57, 200, 700)
-    ],
+    [(m, r) for m in (32, 40, MTU_154, MTU_BLE, 255) for r in (1, 8, 32, 57, 200, 700)],
 )
 def test_plan_real_encoding(mtu: int, rows: int) -> None:
     rng = np.random.default_rng(rows * 1000 + mtu)

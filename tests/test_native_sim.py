@@ -52,18 +52,9 @@ def _events(log: Path, event: str) -> list[dict]:
     return out
 
 
-def _column(sender: int, payload: bytes) -> bytes:
-    cf = pb().ColumnFrame(
-        inference_id=1,
-        exchange=0,
-        sender=sender,
-        fragment=0,
-        fragments=1,
-        partition_tag=TAG,
-        column_ids=[sender],
-        payload=payload,
-        row_count=len(payload),
-    )
+def _column(payload: bytes) -> bytes:
+    """A ColumnFrame (v2: the sender is the station that sends it, not in the message)."""
+    cf = pb().ColumnFrame(inference_id=1, exchange=0, payload=payload)
     return bytes([stream.AIR_COLUMN]) + cf.SerializeToString() + bytes(8)  # + a MIC
 
 
@@ -168,7 +159,7 @@ def test_relay_over_a_pty_pair(medium) -> None:
         peer = _tcp_station(port, 1)
         wait_for(lambda: len(_events(log, "join")) == 2, what="both stations to join")
         assert {r["station"] for r in _events(log, "join")} == {0, 1}
-        mine, theirs = _column(0, AWKWARD * 4), _column(1, AWKWARD[::-1] * 4)
+        mine, theirs = _column(AWKWARD * 4), _column(AWKWARD[::-1] * 4)
         os.write(master, b"\x00noise" + stream.encode(stream.AIR, mine))
         got = _recv_messages(peer, 1)
         assert got == [(stream.AIR, b"\x00" + mine)]  # stamped with its link source
@@ -201,7 +192,7 @@ def test_relay_through_pyserial(medium, monkeypatch) -> None:
             peer = _tcp_station(port, 1)
             os.write(master, _hello(0))  # pyserial flushed what came before it opened
             wait_for(lambda: len(_events(log, "join")) == 2, what="both stations to join")
-            mine, theirs = _column(0, AWKWARD), _column(1, AWKWARD * 2)
+            mine, theirs = _column(AWKWARD), _column(AWKWARD * 2)
             os.write(master, stream.encode(stream.AIR, mine))
             assert _recv_messages(peer, 1) == [(stream.AIR, b"\x00" + mine)]
             peer.sendall(stream.encode(stream.AIR, theirs))

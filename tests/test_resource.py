@@ -156,10 +156,10 @@ def test_fits() -> None:
     assert not fits(VT, 1, method="single", limits=tight)  # 5 x 4 KiB + 24 KiB runtime > 32 KiB
 
 
-def _check_frames(plan, e, s, rows, link) -> None:
+def _check_frames(plan, e, rows, link) -> None:
     ids = [c for fp in plan for c in fp.column_ids]
     values = {c: np.random.default_rng(c).integers(-128, 128, rows) for c in ids}
-    frames = encode_frames(plan, e, s, values)
+    frames = encode_frames(plan, e, values)
     assert [len(f) for f in frames] == [fp.encoded_len for fp in plan]
     assert max(len(f) for f in frames) <= link.column_mtu
     from cats.wire.proto import pb
@@ -167,10 +167,10 @@ def _check_frames(plan, e, s, rows, link) -> None:
     got = {c: bytearray(rows) for c in values}
     for f in frames:
         msg = pb().ColumnFrame.FromString(f)
-        assert msg.fragments == len(plan) and msg.sender == s and msg.exchange == e
-        fp = plan[msg.fragment]
+        assert msg.exchange == e
+        fp = plan[msg.fragment]  # v2: the columns and rows come from the plan
         n = fp.row_stop - fp.row_start
-        for j, c in enumerate(msg.column_ids):
+        for j, c in enumerate(fp.column_ids):
             got[c][fp.row_start : fp.row_stop] = msg.payload[j * n : (j + 1) * n]
     for c, v in values.items():
         assert bytes(got[c]) == v.astype(np.int8).tobytes()
@@ -180,23 +180,25 @@ def _check_frames(plan, e, s, rows, link) -> None:
 @pytest.mark.parametrize("rows", [1, 32, 57, 200, 700])
 def test_fragmenter_real_encoding(link, rows: int) -> None:
     ids = list(range(100, 180))  # ids crossing the 1 -> 2 byte varint boundary
-    for e, s in ((0, 0), (3, 7), (200, 15)):
-        plan = fragment(e, s, ids, rows, link)
+    for e in (0, 3, 200):
+        plan = fragment(e, ids, rows, link)
         assert sum(fp.payload_bytes for fp in plan) == rows * len(ids)
-        _check_frames(plan, e, s, rows, link)
+        _check_frames(plan, e, rows, link)
 
 
 def test_fragmenter_packing_verytiny() -> None:
-    # 32-token columns: header ~20 B, so two whole columns (64 B) per 115-byte ColumnFrame
-    # (a 116-byte 802.15.4 MAC payload less the AirType byte)
-    plan = fragment(5, 3, range(24, 32), 32, IEEE802154)
-    assert [len(fp.column_ids) for fp in plan] == [2, 2, 2, 2]
-    assert all(fp.encoded_len <= 115 for fp in plan)
-    ble = fragment(5, 3, range(24, 32), 32, BLE2M)
-    assert [len(fp.column_ids) for fp in ble] == [6, 2]
+    # 32-token columns: the v2 header budget is 9 B, so three whole columns (96 B) per
+    # ColumnFrame, with or without the 8-byte MIC (a 116-byte 802.15.4 MAC payload less the
+    # AirType byte: 115, 107 with the MIC)
+    for mic in (0, 8):
+        plan = fragment(5, range(24, 32), 32, IEEE802154, mic)
+        assert [len(fp.column_ids) for fp in plan] == [3, 3, 2]
+        assert all(fp.encoded_len <= 115 - mic for fp in plan)
+    ble = fragment(5, range(24, 40), 32, BLE2M)
+    assert [len(fp.column_ids) for fp in ble] == [7, 7, 2]
     # a column that does not fit on its own is split into row chunks
-    split = fragment(5, 3, [7], 300, IEEE802154)
-    assert len(split) == 4 and all(fp.column_ids == (7,) for fp in split)
+    split = fragment(5, [7], 300, IEEE802154)
+    assert len(split) == 3 and all(fp.column_ids == (7,) for fp in split)
     assert split[0].row_start == 0 and split[-1].row_stop == 300
 
 
@@ -205,15 +207,15 @@ def test_air_counts_every_frame_fits_mtu() -> None:
     a = air(lay)
     total = 0
     for e in range(lay.kept.shape[1]):
-        plan = fragment(e, 15, lay.kept_ids(e, 15), int(lay.rows[e]))
-        _check_frames(plan, e, 15, int(lay.rows[e]), IEEE802154)
+        plan = fragment(e, lay.kept_ids(e, 15), int(lay.rows[e]))
+        _check_frames(plan, e, int(lay.rows[e]), IEEE802154)
         total += len(plan)
     assert a["frames"][15] == total
     # per frame: AirType 1 + ColumnFrame + SHR/PHR 6 + MHR 9 + FCS 2, at 32 us per byte
     lens = [
         fp.encoded_len
         for e in range(lay.kept.shape[1])
-        for fp in fragment(e, 15, lay.kept_ids(e, 15), int(lay.rows[e]))
+        for fp in fragment(e, lay.kept_ids(e, 15), int(lay.rows[e]))
     ]
     assert a["bytes_on_air"][15] == sum(1 + n + 17 for n in lens)
     assert a["tx_time_ms"][15] == pytest.approx(sum((1 + n + 17) * 32e-3 for n in lens))

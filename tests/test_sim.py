@@ -197,20 +197,15 @@ class RawStation:
         return self.msgs
 
 
-def _column(sender: int, tag: int = TAG, fragment: int = 0, fragments: int = 1, **kw) -> bytes:
-    cf = pb().ColumnFrame(
-        inference_id=1,
-        exchange=0,
-        sender=sender,
-        fragment=fragment,
-        fragments=fragments,
-        partition_tag=tag,
-        column_ids=[sender],
-        payload=bytes(8),
-        row_count=8,
-        **kw,
-    )
+def _column(sender: int, fragment: int = 0, **kw) -> bytes:
+    """A ColumnFrame (v2: the sender is the station that sends it, not in the message)."""
+    cf = pb().ColumnFrame(inference_id=1, exchange=0, fragment=fragment, payload=bytes(8), **kw)
     return bytes([stream.AIR_COLUMN]) + cf.SerializeToString() + MIC
+
+
+def _output(sender: int, tag: int = TAG) -> bytes:
+    of = pb().OutputFrame(inference_id=1, partition_tag=tag, sender=sender, payload=bytes(4))
+    return bytes([stream.AIR_OUTPUT]) + of.SerializeToString() + MIC
 
 
 MIC = bytes(8)  # the medium holds no key: it only strips the MIC to read the header
@@ -246,13 +241,13 @@ def test_medium_ignores_and_counts_garbage_and_foreign_frames(tmp_path: Path) ->
         anon = RawStation(port, None)  # no SimHello
         anon.send(stream.air(stream.AIR_COLUMN, _column(0)[1:]))
         anon.send(b"\x00\x01garbage\xca\x75\x01\xff\xff")
-        foreign.send(stream.encode(stream.AIR, _column(1, tag=0xDEAD)))
+        foreign.send(stream.encode(stream.AIR, _column(1)))
         a.send(b"\xca\x75\x01\x05\x00hello\x00\x00")  # bad CRC
         a.send(bytes(range(200)))  # bytes between messages
-        a.send(stream.encode(stream.AIR, _column(0, tag=0xBEEF)))  # foreign tag
+        a.send(stream.encode(stream.AIR, _output(0, tag=0xBEEF)))  # foreign tag
         a.send(stream.encode(stream.AIR, bytes([9]) + _column(0)[1:]))  # unknown AirType
         a.send(stream.encode(stream.AIR, bytes([stream.AIR_COLUMN, 0xFF, 0xFF, 0xFF])))
-        a.send(stream.encode(stream.AIR, _column(1)))  # sender is not the station
+        a.send(stream.encode(stream.AIR, _output(1)))  # sender is not the station
         a.send(stream.encode(stream.AIR, bytes([stream.AIR_COLUMN]) + bytes(116)))  # > MTU
         a.send(stream.encode(stream.SLOT_END, b""))  # not a station's message
         a.send(stream.encode(stream.AIR, _column(0)))  # the one valid frame: ends the slot?
@@ -513,7 +508,7 @@ def test_swarm_survives_garbage_and_foreign_stations(exports, tmp_path: Path) ->
         junk = RawStation(swarm.medium_port, None)
         junk.send(bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)))
         foreign = RawStation(swarm.medium_port, 0, nodes=4, tag=swarm.tag ^ 1, token=swarm.token)
-        foreign.send(stream.encode(stream.AIR, _column(0, tag=swarm.tag ^ 1)))
+        foreign.send(stream.encode(stream.AIR, _column(0)))
         # issue 11 row 3: a SimHello without this run's token, with an existing node id or the
         # gateway's (-1), evicts nobody: refused, counted, its connection closed
         intruders = [RawStation(swarm.medium_port, k, nodes=4, tag=swarm.tag) for k in (2, -1)]

@@ -665,7 +665,8 @@ def golden_frames(directory: Path) -> list[dict[str, Any]]:
             if e == 0:
                 base = out[0]["data"]
                 count = sum(1 for f in out if f["sender"] == 1 and f["link"] == "ieee802154")
-                v1 = bytes.fromhex("08b424100118012002280335010203043a0102420201015002")  # a v1 frame
+                # a v1 frame (inference, exchange, sender, fragment(s), tag, ids, payload, rows)
+                v1 = bytes.fromhex("08b424100118012002280335010203043a0102420201015002")
                 bad = [
                     ("bad_self", encode_node(nodes[0], GOLDEN_INFERENCE, mtu154)[0], 0, "self"),
                     ("bad_sender", base, GOLDEN_NODES, "sender"),
