@@ -10,16 +10,18 @@
  *   the CCM* message to encrypt is empty: frames are authenticated, not encrypted.
  *
  * Stations: node d is station d, the gateway is station `nodes`. The nonce's fields come from
- * the message: ColumnFrame (inference_id = the low 16 bits, exchange, fragment), InputFrame
+ * the message: ColumnFrame v2 (inference_id = the low 16 bits, exchange, fragment; no sender
+ * field: the source is the link's), InputFrame
  * (inference_id, fragment), OutputFrame (inference_id, offset as the fragment). A ColumnFrame's
  * full 32-bit inference id is the one nearest the receiver's reference (its running inference)
  * with those low bits; since the MIC covers the full id, a frame captured 2^16 inferences ago,
  * or one whose id was rewritten, fails the MIC.
  *
  * Receiving (cats_auth_open), in order: malformed (no AirType, shorter than the MIC, header does
- * not scan), sender (link source not a station of this swarm, our own id, the claimed sender
- * field != link source, an InputFrame not from the gateway station, a ColumnFrame / OutputFrame
- * from the gateway station), mic (CCM* verification fails: another key, another partition,
+ * not scan), sender (link source not a station of this swarm, our own id, an OutputFrame's
+ * claimed sender field != link source, an InputFrame not from the gateway station, a
+ * ColumnFrame / OutputFrame from the gateway station, a ColumnFrame from a link that cannot
+ * tell its source), mic (CCM* verification fails: another key, another partition,
  * any changed bit, a rewritten id), replay (authentic, but not after the newest authentic
  * frame of that sender). Only then is the sender's newest position advanced.
  *
@@ -52,7 +54,8 @@ extern "C" {
 #define CATS_AUTH_MSG_MAX 255 /* longest message (AirType and MIC excluded) */
 /* `src` of a link that cannot tell the sender (BLE until the advertisers use per-station
  * identity addresses): the claimed sender is taken as the source. The MIC still binds the
- * frame to it (the nonce holds it); only the link-layer cross-check is missing. */
+ * frame to it (the nonce holds it); only the link-layer cross-check is missing. A ColumnFrame
+ * (v2) claims no sender, so such a link cannot carry ColumnFrames: rejected as `sender`. */
 #define CATS_AUTH_SRC_CLAIMED 0xFFFEu
 
 /* Returns of cats_auth_open < 0 (the reason is also counted). */
@@ -89,8 +92,10 @@ struct cats_auth {
 struct cats_auth_hdr {
 	uint32_t inference; /* as carried (ColumnFrame: the low 16 bits) */
 	uint32_t exchange;
-	uint32_t sender;    /* claimed sender (ColumnFrame, OutputFrame); UINT32_MAX if none */
+	uint32_t sender;    /* claimed sender (OutputFrame); UINT32_MAX if none */
 	uint32_t fragment;
+	const uint8_t *payload; /* the `payload` bytes field (in the message), NULL if absent */
+	uint32_t payload_len;
 };
 
 /* key: 16 bytes; mic_len 4 or 8; self: our station id (the gateway: nodes). CATS_OK / ARG. */
@@ -130,7 +135,10 @@ static inline int cats_auth_open_air(struct cats_auth *a, uint16_t src, uint32_t
 /* The full 32-bit id nearest `ref` whose low 16 bits are `low`. */
 uint32_t cats_auth_expand_id(uint16_t low, uint32_t ref);
 
-/* Scan the header fields of a message of `type` (no MIC). 0 or -1 (does not scan). */
+/* Scan the header fields of a message of `type` (no MIC), and find its payload field (the
+ * last one wins, as in protobuf; the ColumnFrame parser of somegather.c is this). 0 or -1 (does
+ * not scan: truncated, a varint over 10 bytes, a header field beyond 32 bits, a header or
+ * payload field with the wrong wire type). */
 int cats_auth_header(uint8_t type, const uint8_t *msg, size_t len, struct cats_auth_hdr *h);
 
 /* The 13-byte nonce. */

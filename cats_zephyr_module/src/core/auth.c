@@ -73,18 +73,19 @@ static int scan_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
 	return -1;
 }
 
-/* Field numbers of (inference, exchange, sender, fragment) per AirType; 0 = not carried. */
-static int header_fields(uint8_t type, uint32_t f[4])
+/* Field numbers of (inference, exchange, sender, fragment, payload) per AirType; 0 = not
+ * carried. */
+static int header_fields(uint8_t type, uint32_t f[5])
 {
 	switch (type) {
 	case CATS_AIR_COLUMN: /* format v2: no sender field (the link source is the sender) */
-		f[0] = 11, f[1] = 12, f[2] = 0, f[3] = 13;
+		f[0] = 11, f[1] = 12, f[2] = 0, f[3] = 13, f[4] = 14;
 		return 0;
 	case CATS_AIR_INPUT:
-		f[0] = 1, f[1] = 0, f[2] = 0, f[3] = 3;
+		f[0] = 1, f[1] = 0, f[2] = 0, f[3] = 3, f[4] = 6;
 		return 0;
 	case CATS_AIR_OUTPUT:
-		f[0] = 1, f[1] = 0, f[2] = 3, f[3] = 6;
+		f[0] = 1, f[1] = 0, f[2] = 3, f[3] = 6, f[4] = 7;
 		return 0;
 	default:
 		return -1;
@@ -93,7 +94,7 @@ static int header_fields(uint8_t type, uint32_t f[4])
 
 int cats_auth_header(uint8_t type, const uint8_t *msg, size_t len, struct cats_auth_hdr *h)
 {
-	uint32_t f[4];
+	uint32_t f[5];
 	uint32_t *dst[4];
 	size_t pos = 0;
 
@@ -119,7 +120,7 @@ int cats_auth_header(uint8_t type, const uint8_t *msg, size_t len, struct cats_a
 				mine = i;
 			}
 		}
-		if (mine >= 0 && wire != 0) {
+		if ((mine >= 0 && wire != 0) || (field == f[4] && wire != 2)) {
 			return -1; /* a header field with the wrong wire type (nanopb refuses it) */
 		}
 		switch (wire) {
@@ -143,6 +144,10 @@ int cats_auth_header(uint8_t type, const uint8_t *msg, size_t len, struct cats_a
 		case 2:
 			if (scan_varint(msg, len, &pos, &v) != 0 || v > len - pos) {
 				return -1;
+			}
+			if (field == f[4]) {
+				h->payload = &msg[pos];
+				h->payload_len = (uint32_t)v;
 			}
 			pos += (size_t)v;
 			break;

@@ -14,9 +14,9 @@
  *  - k = 0 (a column taller than a frame): ceil(rows / P) frames per column, P rows each.
  * The plan is plain arithmetic on (n kept, rows, mtu, exchange): no state across frames.
  *
- * The frame is encoded and decoded by the small fixed protobuf coder below (four scalar
- * fields and one bytes field; still protobuf on the wire, tests/test_frames.py checks it
- * against the protobuf library). Receiving checks, in order: malformed, sender, self, stale,
+ * The frame is encoded by the small fixed protobuf writer below and parsed by the air-frame
+ * header scanner (cats_auth_header, which also finds the payload field): still protobuf on the
+ * wire, tests/test_frames.py checks both against the protobuf library. Receiving checks, in order: malformed, sender, self, stale,
  * future, then malformed against the sender's plan (fragment beyond it, payload size); then
  * stores the columns that are not complete yet (the rest are counted as duplicates). Nothing
  * is written before every check has passed, and only through cats_node_put.
@@ -25,6 +25,8 @@
 
 #include <string.h>
 
+#include "cats/cats_auth.h"
+#include "cats/cats_stream.h"
 #include "node_internal.h"
 
 /* Field numbers of ColumnFrame v2 (proto/cats.proto). */
@@ -246,32 +248,6 @@ static int reject(uint32_t *counter, int status)
 	return status;
 }
 
-static int get_varint(const uint8_t *p, size_t len, size_t *pos, uint32_t *v)
-{
-	uint64_t acc = 0;
-	unsigned shift;
-
-	for (shift = 0; shift < 70u; shift += 7u) {
-		uint8_t b;
-
-		if (*pos >= len) {
-			return -1;
-		}
-		b = p[(*pos)++];
-		if (shift < 64u) {
-			acc |= (uint64_t)(b & 0x7Fu) << shift;
-		}
-		if (!(b & 0x80u)) {
-			if (acc > UINT32_MAX) {
-				return -1;
-			}
-			*v = (uint32_t)acc;
-			return 0;
-		}
-	}
-	return -1;
-}
-
 /* The decoded v2 fields (proto3: absent = 0, the last occurrence wins). */
 struct sg_msg {
 	uint32_t inference, exchange, fragment;
@@ -279,64 +255,20 @@ struct sg_msg {
 	uint32_t size;
 };
 
-/* Fixed protobuf parser of a ColumnFrame: the four fields with their wire types, any other
- * field skipped by its wire type (as a protobuf decoder does). 0 or -1 (malformed). */
+/* A ColumnFrame through the air-frame header scanner (cats_auth_header): the four fields with
+ * their wire types, any other field skipped by its wire type. 0 or -1 (malformed). */
 static int sg_parse(const uint8_t *b, size_t len, struct sg_msg *m)
 {
-	size_t pos = 0;
+	struct cats_auth_hdr h;
 
-	memset(m, 0, sizeof(*m));
-	while (pos < len) {
-		uint32_t key, v, field, wire;
-
-		if (get_varint(b, len, &pos, &key) != 0 || (key >> 3) == 0) {
-			return -1;
-		}
-		field = key >> 3;
-		wire = key & 7u;
-		if ((field >= SG_F_INFERENCE && field <= SG_F_FRAGMENT && wire != 0) ||
-		    (field == SG_F_PAYLOAD && wire != 2)) {
-			return -1; /* a known field with the wrong wire type */
-		}
-		switch (wire) {
-		case 0:
-			if (get_varint(b, len, &pos, &v) != 0) {
-				return -1;
-			}
-			if (field == SG_F_INFERENCE) {
-				m->inference = v;
-			} else if (field == SG_F_EXCHANGE) {
-				m->exchange = v;
-			} else if (field == SG_F_FRAGMENT) {
-				m->fragment = v;
-			}
-			break;
-		case 1:
-			if (len - pos < 8) {
-				return -1;
-			}
-			pos += 8;
-			break;
-		case 2:
-			if (get_varint(b, len, &pos, &v) != 0 || v > len - pos) {
-				return -1;
-			}
-			if (field == SG_F_PAYLOAD) {
-				m->payload = &b[pos];
-				m->size = v;
-			}
-			pos += v;
-			break;
-		case 5:
-			if (len - pos < 4) {
-				return -1;
-			}
-			pos += 4;
-			break;
-		default:
-			return -1;
-		}
+	if (cats_auth_header(CATS_AIR_COLUMN, b, len, &h) != 0) {
+		return -1;
 	}
+	m->inference = h.inference;
+	m->exchange = h.exchange;
+	m->fragment = h.fragment;
+	m->payload = h.payload;
+	m->size = h.payload_len;
 	return 0;
 }
 

@@ -23,9 +23,9 @@ and P = 96: three columns of 32 rows per frame.
 
 Receiving checks, in this order (the reason names are the C counters ``rejected_<reason>``):
 
-``malformed``  does not parse (``parse``: a known field with the wrong wire type, a varint
-               beyond 32 bits, a truncated field), oversized, no payload, exchange index not in
-               the partition;
+``malformed``  does not parse (``parse``: a known field with the wrong wire type, a header
+               varint beyond 32 bits, a truncated field), oversized, no payload, exchange index
+               not in the partition;
 ``sender``     link source >= nodes;
 ``self``       our own id as link source;
 ``stale``      another inference id, or an exchange before the current one (or the node idle);
@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from cats.model.partition import Plan
-from cats.wire import phy
+from cats.wire import auth, phy
 from cats.wire.proto import pb
 
 # Link MTUs for one encoded ColumnFrame: the radio frame less its AirType dispatch byte
@@ -57,7 +57,7 @@ from cats.wire.proto import pb
 # less the MIC (cats_runner: 107 on 802.15.4 with the default 8-byte MIC).
 MTU_IEEE802154 = phy.IEEE802154.column_mtu
 MTU_BLE2M = phy.BLE2M.column_mtu
-MIC_DEFAULT = 8  # cats.wire.auth.MIC_DEFAULT (CATS_AUTH_MIC_DEFAULT)
+MIC_DEFAULT = auth.MIC_DEFAULT  # CATS_AUTH_MIC_DEFAULT
 
 # Field numbers of ColumnFrame v2 (proto/cats.proto; 1-10 are v1's, reserved).
 F_INFERENCE, F_EXCHANGE, F_FRAGMENT, F_PAYLOAD = 11, 12, 13, 14
@@ -299,63 +299,16 @@ class Frame:
     row_count: int = 0
 
 
-def _varint(b: bytes, pos: int) -> tuple[int, int]:
-    """A varint of at most 32 bits at pos (the node's rule); ValueError otherwise."""
-    acc = 0
-    for k in range(10):
-        if pos >= len(b):
-            raise ValueError("truncated varint")
-        x = b[pos]
-        pos += 1
-        if k * 7 < 64:
-            acc |= (x & 0x7F) << (k * 7)
-        if not x & 0x80:
-            acc &= (1 << 64) - 1
-            if acc > 0xFFFFFFFF:
-                raise ValueError("varint beyond 32 bits")
-            return acc, pos
-    raise ValueError("varint longer than 10 bytes")
-
-
 def parse(data: bytes) -> Frame:
-    """The fixed protobuf parser of somegather.c: the four fields (proto3: absent = 0, the last
-    occurrence wins), other fields skipped by wire type. FrameError("malformed") otherwise."""
-    b = bytes(data)
-    pos = 0
-    f = {F_INFERENCE: 0, F_EXCHANGE: 0, F_FRAGMENT: 0}
-    payload = b""
+    """Parse a ColumnFrame as the node does, with the air-frame header scanner
+    (``cats.wire.auth.header``, somegather.c: ``cats_auth_header``): the four fields (proto3:
+    absent = 0, the last occurrence wins), other fields skipped by wire type.
+    FrameError("malformed") otherwise."""
     try:
-        while pos < len(b):
-            key, pos = _varint(b, pos)
-            field, wire = key >> 3, key & 7
-            if field == 0:
-                raise ValueError("field 0")
-            if (field in f and wire != 0) or (field == F_PAYLOAD and wire != 2):
-                raise ValueError(f"field {field} with wire type {wire}")
-            if wire == 0:
-                v, pos = _varint(b, pos)
-                if field in f:
-                    f[field] = v
-            elif wire == 1:
-                if len(b) - pos < 8:
-                    raise ValueError("truncated fixed64")
-                pos += 8
-            elif wire == 2:
-                v, pos = _varint(b, pos)
-                if v > len(b) - pos:
-                    raise ValueError("truncated bytes")
-                if field == F_PAYLOAD:
-                    payload = b[pos : pos + v]
-                pos += v
-            elif wire == 5:
-                if len(b) - pos < 4:
-                    raise ValueError("truncated fixed32")
-                pos += 4
-            else:
-                raise ValueError(f"wire type {wire}")
-    except ValueError as exc:
+        h = auth.header(auth.AIR_COLUMN, bytes(data))
+    except auth.AuthError as exc:
         raise FrameError("malformed", str(exc)) from None
-    return Frame(f[F_INFERENCE], f[F_EXCHANGE], f[F_FRAGMENT], payload)
+    return Frame(h.inference, h.exchange, h.fragment, h.payload or b"")
 
 
 @dataclass(frozen=True)

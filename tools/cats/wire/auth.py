@@ -39,6 +39,7 @@ SRC_CLAIMED = 0xFFFE  # a link that cannot tell the sender: take the claimed one
 # (inference, exchange, sender, fragment) field numbers per AirType; 0 = not carried
 # (ColumnFrame v2 names no sender: the link source is the sender)
 _FIELDS = {AIR_COLUMN: (11, 12, 0, 13), AIR_INPUT: (1, 0, 0, 3), AIR_OUTPUT: (1, 0, 3, 6)}
+_PAYLOAD = {AIR_COLUMN: 14, AIR_INPUT: 6, AIR_OUTPUT: 7}  # the payload bytes field
 
 REASONS = ("malformed", "sender", "mic", "replay")
 
@@ -165,6 +166,7 @@ class Header:
     exchange: int = 0
     sender: int | None = None
     fragment: int = 0
+    payload: bytes | None = None  # the payload field (the last one), None if absent
 
 
 def header(air_type: int, msg: bytes) -> Header:
@@ -173,6 +175,7 @@ def header(air_type: int, msg: bytes) -> Header:
         raise AuthError("malformed", f"AirType {air_type}")
     f = _FIELDS[air_type]
     vals = [0, 0, 0, 0]
+    payload: bytes | None = None
     pos = 0
     while pos < len(msg):
         key, pos = _varint(msg, pos)
@@ -180,7 +183,7 @@ def header(air_type: int, msg: bytes) -> Header:
         if num == 0 or num > 0x1FFFFFFF:
             raise AuthError("malformed", "bad field number")
         mine = f.index(num) if num in f else -1
-        if mine >= 0 and wire != 0:
+        if (mine >= 0 and wire != 0) or (num == _PAYLOAD[air_type] and wire != 2):
             raise AuthError("malformed", "header field with the wrong wire type")
         if wire == 0:
             v, pos = _varint(msg, pos)
@@ -194,6 +197,8 @@ def header(air_type: int, msg: bytes) -> Header:
             n, pos = _varint(msg, pos)
             if n > len(msg) - pos:
                 raise AuthError("malformed", "truncated field")
+            if num == _PAYLOAD[air_type]:
+                payload = bytes(msg[pos : pos + n])
             pos += n
         elif wire == 5:
             pos += 4
@@ -201,7 +206,7 @@ def header(air_type: int, msg: bytes) -> Header:
             raise AuthError("malformed", f"wire type {wire}")
         if pos > len(msg):
             raise AuthError("malformed", "truncated field")
-    return Header(vals[0], vals[1], vals[2] if f[2] else None, vals[3])
+    return Header(vals[0], vals[1], vals[2] if f[2] else None, vals[3], payload)
 
 
 def _aad(tag: int, air_type: int, msg: bytes) -> bytes:
