@@ -87,6 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
     p.add_argument(
+        "--mac",
+        default=None,
+        choices=phys.MAC_CHOICES,
+        help="the link's channel access as the firmware chooses it (ieee802154: csma, the "
+        "default, or direct = Kconfig CATS_802154_ACCESS_DIRECT; cats.wire.phy.FIRMWARE_MACS)",
+    )
+    p.add_argument(
         "--attack",
         default=None,
         choices=MODES,
@@ -171,6 +178,7 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
             progress=not args.json,
             key_file=getattr(args, "key_file", None),
             mic=getattr(args, "mic", 8),
+            mac=getattr(args, "mac", None),
         )
     return simulate(args.partition_dir, sim_options(args))
 
@@ -193,6 +201,7 @@ def sim_options(args: argparse.Namespace) -> SimOptions:
         key_file=getattr(args, "key_file", None),
         mic=getattr(args, "mic", 8),
         attack=getattr(args, "attack", None),
+        mac=getattr(args, "mac", None),
     )
 
 

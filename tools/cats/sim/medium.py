@@ -852,13 +852,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pcap", type=Path, default=None, help="write the air trace here")
     p.add_argument("--log", type=Path, default=None, help="JSON-lines drop/slot log")
     p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
+    p.add_argument(
+        "--mac",
+        default=None,
+        choices=phys.MAC_CHOICES,
+        help="the firmware's channel access of the link (cats.wire.phy.FIRMWARE_MACS; "
+        "default: the link's default)",
+    )
     args = p.parse_args(argv)
     try:
         loss = LossModel.parse(args.loss, args.seed)
     except ValueError as exc:
         p.error(str(exc))
     medium = Medium(
-        phys.get(args.link),
+        phys.get(args.link, args.mac),
         loss,
         nodes=args.nodes,
         tag=args.tag,

@@ -160,6 +160,7 @@ class SimOptions:
     key_file: Path | None = None  # the swarm key (default: a fresh one in the work directory)
     mic: int = 8  # MIC bytes per air frame (cats.wire.auth)
     attack: str | None = None  # an unkeyed attacker station (cats.sim.attack.MODES)
+    mac: str | None = None  # the link's channel access (cats.wire.phy.FIRMWARE_MACS; None: default)
 
     @property
     def lossy(self) -> bool:
@@ -234,6 +235,7 @@ def _make_swarm(partition_dir: Path, opts: SimOptions, compute: dict[str, Any]):
         external=opts.external,
         key_file=opts.key_file,
         mic=opts.mic,
+        mac=opts.mac,
     )
 
 
@@ -460,7 +462,7 @@ def _summary(
             if per and all(r["airtime_floor_s"] for r in per)
             else None
         ),
-        "mac": phys.get(opts.link).mac.to_dict(),
+        "mac": phys.get(opts.link, opts.mac).mac.to_dict(),
         "compute_s": compute["compute_s"],
         "compute": compute,
         "wall_s": timing.done - timing.start,
