@@ -198,3 +198,28 @@ def test_cats_sim_runs_the_vit_bit_exact(vit_int8, tmp_path: Path) -> None:
     assert res["dataset"] == "digits" and 0 <= res["accuracy"] <= 1
     lossy = simulate(tmp_path / "part", inferences=1, data="digits", loss=["iid:0.3"], seed=2)
     assert lossy["ok"] and lossy["bit_exact"] and lossy["frames_lost"] > 0, lossy
+
+
+def test_ros_bridge_codec_lays_out_images_like_cats_sim(digits, vit_int8, tmp_path: Path) -> None:
+    """The bridge (numpy only) standardises and patches an image request exactly as `cats sim`
+    and the model do, and takes it as [64], [1, 64] or [8, 8]."""
+    codec = pytest.importorskip("cats_bridge.codec")
+    from cats_bridge.partition_info import PartitionInfo
+
+    from cats.sim.run import revin_int8
+
+    _, qm = vit_int8
+    export.export_partition(qm, Partition.full(qm.cfg, 2), tmp_path)
+    info = PartitionInfo.from_dir(tmp_path)
+    assert info.image_width == 8 and info.tokens == 16
+    x = digits[2].images[:6]
+    want, mu, sd = revin_int8(qm.cfg, x, info.input_scale)
+    for i in range(len(x)):
+        for shape in ([64], [1, 64], [8, 8]):
+            v = codec.validate(x[i].tolist(), shape, info)
+            data, m, s = codec.encode_input(v, info)
+            assert data == want[i].tobytes() and (m, s) == (mu[i, 0], sd[i, 0])
+        assert codec.output_shape([8, 8], info) == [10]
+        assert codec.output_shape([1, 64], info) == [1, 10]
+    with pytest.raises(codec.RequestError):
+        codec.validate(x[0].tolist(), [4, 16], info)
