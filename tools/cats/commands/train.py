@@ -19,11 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a CATS transformer on a CSV series (or the bundled default data) "
         "and write checkpoint.pt, metrics.json and forecast.png.",
     )
-    p.add_argument("--data", default="default", help="CSV path (ETT format) or 'default'")
-    p.add_argument("--preset", default="demo", help="model preset: verytiny, demo, test")
+    p.add_argument(
+        "--data",
+        default="default",
+        help="CSV path (ETT format), 'default', or 'digits' (image presets; their default)",
+    )
+    p.add_argument(
+        "--preset", default="demo", help="model preset: verytiny, demo, test, vit-digits"
+    )
     for name in ("context", "blocks", "features", "heads", "ffn", "horizon", "patch"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"override the preset's {name}")
-    p.add_argument("--task", choices=("forecast", "classify"), default="forecast")
+    p.add_argument(
+        "--task", choices=("forecast", "classify"), default=None, help="default: the preset's"
+    )
     p.add_argument("--nodes", type=int, default=8, help="D, the number of swarm nodes")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="total steps (overrides --epochs)")
@@ -48,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     names = ("context", "blocks", "features", "heads", "ffn", "horizon", "patch")
     over = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    cfg = preset(args.preset, task=args.task, **over)
+    if args.task is not None:
+        over["task"] = args.task
+    cfg = preset(args.preset, **over)
     opts = TrainOptions(
         nodes=args.nodes,
         epochs=args.epochs,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
 
 Task = Literal["forecast", "classify"]
 Activation = Literal["gelu", "relu"]
@@ -24,6 +27,10 @@ class ModelConfig:
     context: int = 512  # input samples
     horizon: int = 96  # forecast samples (task == "forecast")
     n_classes: int = 3  # task == "classify"
+    # > 0: the input is an image of context // image_width rows of image_width pixels (row
+    # major) cut into square patches of sqrt(patch) x sqrt(patch) pixels, one token each (a
+    # ViT); 0: a 1-D series cut into runs of `patch` samples.
+    image_width: int = 0
     activation: Activation = "gelu"
     ln_eps: float = 1e-5
 
@@ -42,6 +49,24 @@ class ModelConfig:
             errors.append(f"context ({self.context}) must be a multiple of patch ({self.patch})")
         if self.task == "classify" and self.n_classes < 2:
             errors.append("n_classes must be >= 2")
+        if self.image_width < 0:
+            errors.append("image_width must be >= 0")
+        elif self.image_width:
+            side = math.isqrt(self.patch)
+            if side * side != self.patch:
+                errors.append(f"an image's patch ({self.patch}) must be a square number")
+            elif self.image_width % side or self.context % self.image_width:
+                errors.append(
+                    f"image_width ({self.image_width}) must be a multiple of the patch side "
+                    f"({side}) and divide context ({self.context})"
+                )
+            elif (self.context // self.image_width) % side:
+                errors.append(
+                    f"image height ({self.context // self.image_width}) must be a multiple of "
+                    f"the patch side ({side})"
+                )
+            if self.task != "classify":
+                errors.append("an image input (image_width > 0) needs task 'classify'")
         if errors:
             raise ValueError("invalid ModelConfig: " + "; ".join(errors))
 
@@ -49,6 +74,25 @@ class ModelConfig:
     def tokens(self) -> int:
         """N: one token per patch of the context."""
         return self.context // self.patch
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(height, width) in pixels of an image input, None for a series."""
+        if not self.image_width:
+            return None
+        return self.context // self.image_width, self.image_width
+
+    def patch_order(self) -> np.ndarray:
+        """Index into the flat input of every (token, patch element), shape (N, P): how the
+        gateway lays the input out before broadcasting it. A series is cut into consecutive
+        runs; an image into square patches in raster order, each patch's pixels in raster
+        order (ViT patchify), so the node's input embedding is the ViT's patch embedding."""
+        if not self.image_width:
+            return np.arange(self.context).reshape(self.tokens, self.patch)
+        h, w = self.context // self.image_width, self.image_width
+        s = math.isqrt(self.patch)
+        pix = np.arange(self.context).reshape(h // s, s, w // s, s)
+        return pix.transpose(0, 2, 1, 3).reshape(self.tokens, self.patch)
 
     @property
     def head_dim(self) -> int:
@@ -68,7 +112,10 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.image_width:  # a series model serialises (and hashes) as before images
+            del d["image_width"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -89,6 +136,20 @@ PRESETS: dict[str, ModelConfig] = {
     "demo": ModelConfig(features=64, heads=8, blocks=2, ffn=64, context=256, horizon=96),
     # Small enough for unit tests, still with 16 heads so D = 16 is possible.
     "test": ModelConfig(features=32, heads=16, blocks=2, ffn=24, patch=8, context=64, horizon=16),
+    # A ViT for the 8 x 8 handwritten digits bundled in scikit-learn (`--data digits`): 2 x 2
+    # pixel patches -> 16 tokens, bidirectional attention, mean-pooled tokens, 10 classes.
+    "vit-digits": ModelConfig(
+        task="classify",
+        features=64,
+        heads=8,
+        blocks=2,
+        ffn=128,
+        patch=4,
+        context=64,
+        horizon=1,
+        n_classes=10,
+        image_width=8,
+    ),  # fmt: skip
 }
 
 

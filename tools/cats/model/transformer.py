@@ -214,12 +214,18 @@ class CatsModel(nn.Module):
 
     # -- input / output normalisation (done by the gateway, in float) ---------------------------
     def normalise(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Reversible instance normalisation: (B, context) -> patches (B, N, P), mean, std."""
-        if x.ndim != 2 or x.shape[1] != self.cfg.context:
-            raise ValueError(f"input must be (batch, {self.cfg.context}), got {tuple(x.shape)}")
+        """Reversible instance normalisation: (B, context) -> patches (B, N, P), mean, std.
+        An image (``cfg.image_width``) is standardised per image and cut into square patches
+        (``ModelConfig.patch_order``)."""
+        cfg = self.cfg
+        if x.ndim != 2 or x.shape[1] != cfg.context:
+            raise ValueError(f"input must be (batch, {cfg.context}), got {tuple(x.shape)}")
         mu = x.mean(dim=1, keepdim=True)
         sd = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
-        return ((x - mu) / sd).reshape(x.shape[0], self.cfg.tokens, self.cfg.patch), mu, sd
+        z = (x - mu) / sd
+        if cfg.image_width:
+            return z[:, torch.from_numpy(cfg.patch_order())], mu, sd
+        return z.reshape(x.shape[0], cfg.tokens, cfg.patch), mu, sd
 
     # -- the network ----------------------------------------------------------------------------
     def core(

@@ -80,6 +80,12 @@ def test_windows(cfg: ModelConfig, data: str | None, k: int) -> tuple[str, np.nd
     )
     from cats.training.evaluate import eval_indices
 
+    if cfg.image_shape is not None:
+        from cats.training.data import image_dataset
+
+        images = image_dataset(data, cfg.image_shape)[2]
+        x, y = images.batch(eval_indices(len(images), k))
+        return data if data not in (None, "default") else "digits", x, y
     name, values, scheme = dataset_from_arg(data, context=cfg.context, horizon=cfg.horizon)
     split = split_series(values, scheme, cfg.context, cfg.horizon, normalise=False)
     test = split.normaliser.apply(split.test)
@@ -99,7 +105,7 @@ def revin_int8(cfg: ModelConfig, x: np.ndarray, input_scale: float):
     x = np.asarray(x, dtype=np.float32)
     mu = x.mean(axis=1, keepdims=True, dtype=np.float32)
     sd = np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float32) + np.float32(1e-5))
-    patches = ((x - mu) / sd).reshape(len(x), cfg.tokens, cfg.patch)
+    patches = ((x - mu) / sd)[:, cfg.patch_order()]  # (K, N, P); an image cut into patches
     return quantize_input(patches, input_scale), mu.astype(np.float64), sd.astype(np.float64)
 
 

@@ -39,15 +39,18 @@ from cats.model.prune import prune
 from cats.model.transformer import CatsModel, token_targets
 from cats.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cats.training.data import (
+    DIGITS_NAME,
     ClassificationWindows,
     ForecastWindows,
+    ImageSet,
     Normaliser,
     dataset_from_arg,
+    image_dataset,
     split_series,
 )
 from cats.training.evaluate import eval_indices, evaluate, is_pruned, needs_partition, val_loss
 
-Windows = ForecastWindows | ClassificationWindows
+Windows = ForecastWindows | ClassificationWindows | ImageSet
 
 
 # --------------------------------------------------------------------------- data
@@ -79,10 +82,19 @@ def prepare_data(
     normaliser: Normaliser | dict[str, list[float]] | None = None,
     stride: int = 1,
 ) -> DataBundle:
-    """Load `data` (CSV path, or None/"default"), split it and cut windows for `cfg`.
+    """Load `data` (CSV path, or None/"default"; for an image model "digits"), split it and
+    cut windows for `cfg`.
 
     A given `normaliser` (e.g. a checkpoint's) replaces the one fitted on the train part, so
     evaluation sees exactly the scaling the model was trained with."""
+    shape = cfg.image_shape
+    if shape is not None:  # a ViT: labelled images with a fixed split, no normaliser to fit
+        source = DIGITS_NAME if data is None or str(data) == "default" else str(data)
+        train, val, test = image_dataset(source, shape)
+        if cfg.n_classes != train.n_classes:
+            raise ValueError(f"{source} has {train.n_classes} classes, not {cfg.n_classes}")
+        ident = Normaliser(np.zeros(1, np.float32), np.ones(1, np.float32))
+        return DataBundle(source, source, "fixed", ident, train, val, test)
     source = "default" if data is None else str(data)
     name, values, scheme = dataset_from_arg(data, context=cfg.context, horizon=cfg.horizon)
     split = split_series(values, scheme, cfg.context, cfg.horizon, normalise=False)
