@@ -309,10 +309,10 @@ def _decode_all(feed, flush, data: bytes, chunk: int) -> tuple[float, list[bytes
 def test_resync_is_linear_in_bytes_received(clib) -> None:
     """Crafted resync garbage (a false header every 5 bytes, each claiming an 8 KiB message)
     costs the decoders a bounded multiple of what random garbage of the same size costs: time
-    linear in the bytes received. The old decoders reread each held message after every bad CRC, about
-    10^4 times the random-garbage cost (13-15 s per MiB against 0.001 s); now C is about 10x,
-    Python about 150x (its random path is a bytes.find). Measured as a ratio
-    side by side in one run, not against a wall-clock limit (the machines are shared); valid
+    linear in the bytes received. The old decoders reread each held message after every bad
+    CRC, about 10^4 times the random-garbage cost (13-15 s per MiB against 0.001 s); now C is
+    about 10x, Python about 150x (its random path is a bytes.find). Measured as a ratio side by
+    side in one run, not against a wall-clock limit (the machines are shared); valid
     messages after either garbage are still found."""
     good = [stream.encode(8, bytes([k]) * 300) for k in range(3)]
     want = [bytes([k]) * 300 for k in range(3)]
