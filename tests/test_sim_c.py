@@ -857,7 +857,9 @@ def test_dead_node_gives_degraded_result(partition, tmp_path) -> None:
     """A killed node: the gateway hears of it (StationEvent), the hub's slots go on without
     it, the others' outputs are what qref computes with its columns lost."""
     path, loaded, inputs = partition
-    sw = Swarm(_build(), path, tmp_path / "logs", Hub(), deadline_ms=3000)
+    # a deadline far above a loaded machine's inference time: an answer before it shows the
+    # gateway knew of the death rather than waited for the node
+    sw = Swarm(_build(), path, tmp_path / "logs", Hub(), deadline_ms=8000)
     try:
         client = Client(sw.port)
         res = client.call(infer_msg(1, inputs[0])).infer_result
@@ -872,7 +874,7 @@ def test_dead_node_gives_degraded_result(partition, tmp_path) -> None:
         for i, inp in enumerate(inputs[:2]):
             t0 = time.monotonic()
             res = client.call(infer_msg(10 + i, inp)).infer_result
-            assert time.monotonic() - t0 < 3.0  # before the deadline: the gateway knows
+            assert time.monotonic() - t0 < 8.0  # before the deadline: the gateway knows
             assert res.status == 0 and res.degraded and list(res.missing_nodes) == [dead]
             assert np.array_equal(_output(res), _reference(loaded, inp, dead=dead)), i
             assert not res.nodes[dead].alive and not res.nodes[dead].responded
