@@ -314,3 +314,30 @@ def test_medium_paper_loss_drops_whole_messages_with_three_modes() -> None:
         ]
     )
     assert deaf == pytest.approx(0.1, abs=0.03)
+
+
+@needs_etth2
+def test_cli_train_recipe_paper_then_evaluate_each_loss_model(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "paper"
+    argv = ["train", "--recipe", "paper", "--data", str(ETTH2_CSV), "--message-dropout", "0.1"]
+    argv += ["--context", "128", "--blocks", "1", "--nodes", "4", "--steps", "2", "--batch", "16"]
+    argv += ["--max-eval-windows", "16", "--max-test-windows", "16", "--out", str(out), "--json"]
+    assert cli.main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    o = res["options"]
+    assert res["dataset"] == "ETTh2[OT]" and res["scheme"] == "paper"
+    assert o["dropout"] == {"p_link": 0.1, "p_receiver": 0.1, "p_sender": 0.1}
+    assert (o["metric"], o["random_padding"], o["weight_decay"], o["batch"]) == (
+        "all", True, 1e-3, 16,
+    )  # fmt: skip
+    assert res["config"]["io"] == "paper" and res["config"]["context"] == 128
+    rates = {}
+    for model in ("paper", "link", "frame"):
+        argv = ["evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--loss", "0", "0.3"]
+        argv += ["--loss-model", model, "--seeds", "2", "--max-windows", "16", "--json"]
+        assert cli.main(argv) == 0
+        ev = json.loads(capsys.readouterr().out)
+        assert ev["dataset"] == "ETTh2[OT]" and ev["loss_model"] == model
+        assert ev["results"][1]["loss_model"] == model and ev["results"][1]["metric"] == "all"
+        rates[model] = ev["results"][1]["mse"]
+    assert len(set(rates.values())) == 3  # three different loss models

@@ -365,7 +365,7 @@ def test_ble_pcap_and_bit_exact(exports, tmp_path: Path) -> None:
 
 
 @pytest.mark.bitexact
-@pytest.mark.parametrize("spec", ["iid:0.1", "ge:0.1,0.3,0.0,0.9"])
+@pytest.mark.parametrize("spec", ["iid:0.1", "ge:0.1,0.3,0.0,0.9", "paper:0.1"])
 def test_loss_replay_bit_exact(exports, tmp_path: Path, spec: str) -> None:
     res = simulate(
         exports[4],
@@ -561,6 +561,24 @@ def test_cats_sim_cli_json(exports, tmp_path: Path) -> None:
     for key in ("bit_exact", "air_bytes", "frames_lost", "modelled_latency_s", "wall_s", "mse"):
         assert key in res
     assert res["bit_exact"] is True and res["dataset"] == "seattle-sf-temps"
+
+
+def test_cats_sim_cli_paper_loss(exports, tmp_path: Path) -> None:
+    """`cats sim --loss paper:x`: the paper's loss model on the C swarm, whole messages lost."""
+    out = subprocess.run(
+        cats_sim_argv(
+            exports[8], tmp_path, "--inferences", "2", "--loss", "paper:0.2", "--seed", "1"
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["bit_exact"] is True and res["frames_lost"] > 0 and res["loss"] == "paper:0.2"
+    drops = [r for r in replay.read_log(Path(res["log"])) if r.get("event") == "drop"]
+    assert drops and {r["cause"] for r in drops} == {"paper"}
 
 
 def test_gateway_client_over_a_serial_port() -> None:
