@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--loss",
         action="append",
         default=[],
-        help="medium loss model, e.g. iid:0.1, ge:0.05,0.3,0,0.8, cut:0-3/4-7, "
+        help="medium loss model, e.g. paper:0.1 (the paper's: 3 modes, whole messages), "
+        "iid:0.1 (per frame), ge:0.05,0.3,0,0.8, cut:0-3/4-7, "
         "die:2@inference=1,exchange=3 (combine with '+'; see cats.sim.loss)",
     )
     p.add_argument("--seed", type=int, default=0, help="loss model seed")

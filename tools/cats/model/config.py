@@ -12,6 +12,11 @@ import numpy as np
 
 Task = Literal["forecast", "classify"]
 Activation = Literal["gelu", "relu"]
+IoBlocks = Literal["lean", "paper"]
+
+# Fields added after the first checkpoints and exports: left out of ``to_dict`` while they hold
+# their default, so the JSON (and every partition hash built from it) of a lean model is unchanged.
+_LATE_FIELDS = ("io", "io_hidden", "dropout")
 
 
 @dataclass(frozen=True)
@@ -33,11 +38,27 @@ class ModelConfig:
     image_width: int = 0
     activation: Activation = "gelu"
     ln_eps: float = 1e-5
+    # Input and output blocks. "lean": the input embedding is local to each node (the gateway
+    # broadcasts the input losslessly) and the head is final LN + one linear (1 exchange).
+    # "paper": the reference implementation's blocks (arXiv 2605.15694, code
+    # Data-Science-in-Mechanical-Engineering/CATS, model/decoder.py): the input block is a
+    # 2-layer MLP + linear residual on (patch, padding flags) whose 2P inputs are owned by the
+    # nodes and exchanged (2 lossy exchanges); the output block is LN -> 2-layer MLP + linear
+    # residual on the un-normalised input (2 exchanges). Both MLPs are `io_hidden` wide.
+    io: IoBlocks = "lean"
+    io_hidden: int = 128
+    dropout: float = 0.0  # standard (unit) dropout while training; 0 = off
 
     def __post_init__(self) -> None:
         errors = []
         if self.task not in ("forecast", "classify"):
             errors.append(f"task must be 'forecast' or 'classify', not {self.task!r}")
+        if self.io not in ("lean", "paper"):
+            errors.append(f"io must be 'lean' or 'paper', not {self.io!r}")
+        if self.io_hidden < 1:
+            errors.append("io_hidden must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(f"dropout must be in [0, 1), not {self.dropout}")
         if self.activation not in ("gelu", "relu"):
             errors.append(f"activation must be 'gelu' or 'relu', not {self.activation!r}")
         for name in ("features", "heads", "blocks", "ffn", "patch", "context", "horizon"):
@@ -104,15 +125,29 @@ class ModelConfig:
         return self.horizon if self.task == "forecast" else self.n_classes
 
     @property
+    def input_width(self) -> int:
+        """Features of one input token: the patch, plus its padding flags with paper blocks."""
+        return 2 * self.patch if self.io == "paper" else self.patch
+
+    @property
+    def input_exchanges(self) -> int:
+        """Exchanges before the first block: the paper input block's two, else none."""
+        return 2 if self.io == "paper" else 0
+
+    @property
     def exchanges(self) -> int:
-        """Four SomeGather exchanges per block plus the one feeding the output head."""
-        return 4 * self.blocks + 1
+        """Four SomeGather exchanges per block plus the output head's (1 lean, 2 paper) and the
+        paper input block's 2."""
+        return 4 * self.blocks + (4 if self.io == "paper" else 1)
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        for name in _LATE_FIELDS:
+            if d[name] == _DEFAULTS[name]:
+                del d[name]
         if not self.image_width:  # a series model serialises (and hashes) as before images
             del d["image_width"]
         return d
@@ -128,6 +163,8 @@ class ModelConfig:
             raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
         return cls(**d)
 
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
 
 PRESETS: dict[str, ModelConfig] = {
     # The paper's model: 6 blocks, F = 128, 16 heads, FFN 128 wide, patch 16, context 512.

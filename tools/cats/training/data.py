@@ -29,7 +29,7 @@ HOURS_PER_MONTH = 30 * 24
 ETT_TRAIN = 12 * HOURS_PER_MONTH
 ETT_VAL = 4 * HOURS_PER_MONTH
 ETT_TEST = 4 * HOURS_PER_MONTH
-SCHEMES = ("ett-hourly", "ratio")
+SCHEMES = ("ett-hourly", "ratio", "paper")
 DEFAULT_NAME = "seattle-sf-temps"
 DEFAULT_COLUMNS = ["seattle_temp", "sf_temp"]
 TREND_CLASS_NAMES = ("down", "flat", "up")
@@ -183,7 +183,15 @@ class Split:
 def split_borders(
     n_rows: int, scheme: str, context: int
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Row ranges of train/val/test (the Informer/PatchTST ``border1s``/``border2s``)."""
+    """Row ranges of train/val/test: "ett-hourly" and "ratio" are the Informer/PatchTST
+    ``border1s``/``border2s`` (val and test start `context` rows early); "paper" is the CATS
+    reference loader's (dataset_loaders/ETT.py): 60/20/20 % of the rows, each part standing
+    alone (its windows lie wholly inside it)."""
+    if scheme == "paper":
+        a, b = int(0.6 * n_rows), int(0.8 * n_rows)
+        if a < context:
+            raise ValueError(f"series too short: {n_rows} rows leave {a} training rows")
+        return (0, a), (a, b), (b, n_rows)
     if scheme == "ett-hourly":
         need = ETT_TRAIN + ETT_VAL + ETT_TEST
         if n_rows < need:
@@ -461,17 +469,27 @@ def image_dataset(arg: str | Path | None, shape: tuple[int, int]) -> tuple[Image
 
 
 def dataset_from_arg(
-    arg: str | Path | None, *, context: int | None = None, horizon: int | None = None
+    arg: str | Path | None,
+    *,
+    context: int | None = None,
+    horizon: int | None = None,
+    columns: list[str] | None = None,
+    scheme: str | None = None,
 ) -> tuple[str, np.ndarray, str]:
     """Resolve the CLI's data argument to ``(name, values [T, C], split scheme)``.
 
     ``None``/``"default"`` is the bundled Seattle/SF temperatures ("ratio" split); a CSV
     whose file name starts with ``ETT`` gets the standard "ett-hourly" split, any other CSV
-    "ratio". Given ``context`` and ``horizon``, also checks now that every split part holds
-    at least one window, so a too-short file fails before any training starts.
+    "ratio"; ``scheme`` overrides that. ``columns`` keeps only the named channels (e.g.
+    ``["OT"]``, the paper's setting). Given ``context`` and ``horizon``, also checks now that
+    every split part holds at least one window, so a too-short file fails before any training
+    starts.
     """
+    if scheme is not None and scheme not in SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; choose one of {SCHEMES}")
+    forced = scheme
     if arg is None or str(arg) == "default":
-        _, values, _ = load_default_series()
+        _, values, names = load_default_series()
         name, scheme = DEFAULT_NAME, "ratio"
     else:
         path = Path(arg)
@@ -479,9 +497,16 @@ def dataset_from_arg(
             raise FileNotFoundError(f"data file not found: {path} (give a CSV path or 'default')")
         if path.suffix.lower() != ".csv":
             raise ValueError(f"{path}: expected a .csv file")
-        _, values, _ = load_csv_series(path)
+        _, values, names = load_csv_series(path)
         name = path.stem
         scheme = "ett-hourly" if path.name.startswith("ETT") else "ratio"
+    if columns:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ValueError(f"{name}: no column(s) {missing}; it has {names}")
+        values = values[:, [names.index(c) for c in columns]]
+        name = f"{name}[{','.join(columns)}]"
+    scheme = forced or scheme
     if context is not None:
         split_series(values, scheme, context, horizon or 1, normalise=False)
     return name, values, scheme
