@@ -543,6 +543,10 @@ class Swarm:
             node_dir = str(part_dir / f"node-{d}")
             self._start(f"node-{d}", [str(build / "cats_node_sim"), "--node-dir", node_dir,
                                       "--medium", hub.address, *key])  # fmt: skip
+        # every node's hello reached the hub before the gateway's: it hears of all at once
+        deadline = time.monotonic() + 10
+        while len(hub._nodes()) < NODES and time.monotonic() < deadline:
+            time.sleep(0.01)
         line = self._start("gateway", [str(build / "cats_gateway_sim"), "--partition",
                                        str(part_dir), "--medium", hub.address, "--listen", "0",
                                        "--deadline-ms", str(deadline_ms),
