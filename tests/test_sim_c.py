@@ -552,6 +552,16 @@ class Swarm:
                                        "--deadline-ms", str(deadline_ms),
                                        "--instr-per-mac", str(INSTR_PER_MAC), *key])  # fmt: skip
         self.port = int(line.split("port=")[1])
+        # as a careful client does: the first request only once the gateway knows every node
+        # (its StationEvents may still be in flight when it prints "ready")
+        probe = Client(self.port)
+        try:
+            end = time.monotonic() + 10
+            while not all(n.alive for n in probe.call(status_msg()).swarm_status.node_status):
+                assert time.monotonic() < end, "the gateway did not hear of every node"
+                time.sleep(0.01)
+        finally:
+            probe.close()
 
     def _start(self, name: str, argv: list[str]) -> str:
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (lives with the process)
