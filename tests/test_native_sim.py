@@ -421,9 +421,11 @@ def test_native_sim_node_in_a_swarm(export4: Path, tmp_path: Path) -> None:
     """samples/node for native_sim with node-0 of a D = 4 export, run as node 0 of the swarm
     (nodes 1-3 cats_node_sim): every inference bit-exact with cats.quant.qref."""
     build = tmp_path / "ns"
+    key = _key(export4)  # the image is provisioned with the swarm's key, as west cats-build does
     subprocess.run(
         [WEST, "build", "-p", "always", "-b", "native_sim", "-d", str(build), str(SAMPLE), "--",
-         f"-DCATS_PARTITION_DIR={export4}", "-DCATS_NODE_ID=0"],
+         f"-DCATS_PARTITION_DIR={export4}", "-DCATS_NODE_ID=0",
+         f'-DCONFIG_CATS_SWARM_KEY="{auth.load_key(key).hex()}"'],
         check=True, cwd=REPO_ROOT,
     )  # fmt: skip
     exe = build / "zephyr" / "zephyr.exe"
@@ -434,6 +436,7 @@ def test_native_sim_node_in_a_swarm(export4: Path, tmp_path: Path) -> None:
         inputs=_inputs(export4, 3),
         workdir=work,
         external={0: f"native_sim:{exe}"},
+        key_file=key,
     )
     assert res["ok"] and res["bit_exact"], res["per_inference"]
     assert res["degraded"] == 0

@@ -367,7 +367,7 @@ def test_ble_pcap_and_bit_exact(exports, tmp_path: Path) -> None:
 
 
 @pytest.mark.bitexact
-@pytest.mark.parametrize("spec", ["iid:0.1", "ge:0.1,0.3,0.0,0.9"])
+@pytest.mark.parametrize("spec", ["iid:0.1", "ge:0.1,0.3,0.0,0.9", "paper:0.1"])
 def test_loss_replay_bit_exact(exports, tmp_path: Path, spec: str) -> None:
     res = simulate(
         exports[4],
@@ -557,21 +557,32 @@ def test_ctrl_c_leaves_no_orphans(exports, tmp_path: Path) -> None:
     wait_for(lambda: all(gone(p) for p in kids), timeout=5, what="children to end")
 
 
-def test_cats_sim_cli_json(exports, tmp_path: Path) -> None:
+def _cats_sim_json(directory: Path, tmp_path: Path, *extra: str) -> dict:
+    """Run `cats sim --json` as a process on an export and return its result."""
     out = subprocess.run(
-        cats_sim_argv(
-            exports[4], tmp_path, "--inferences", "2", "--loss", "iid:0.05", "--seed", "2"
-        ),
+        cats_sim_argv(directory, tmp_path, "--inferences", "2", *extra),
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_cats_sim_cli_json(exports, tmp_path: Path) -> None:
+    res = _cats_sim_json(exports[4], tmp_path, "--loss", "iid:0.05", "--seed", "2")
     for key in ("bit_exact", "air_bytes", "frames_lost", "modelled_latency_s", "wall_s", "mse"):
         assert key in res
     assert res["bit_exact"] is True and res["dataset"] == "seattle-sf-temps"
+
+
+def test_cats_sim_cli_paper_loss(exports, tmp_path: Path) -> None:
+    """`cats sim --loss paper:x`: the paper's loss model on the C swarm, whole messages lost."""
+    res = _cats_sim_json(exports[8], tmp_path, "--loss", "paper:0.2", "--seed", "1")
+    assert res["bit_exact"] is True and res["frames_lost"] > 0 and res["loss"] == "paper:0.2"
+    drops = [r for r in replay.read_log(Path(res["log"])) if r.get("event") == "drop"]
+    assert drops and {r["cause"] for r in drops} == {"paper"}
 
 
 def test_gateway_client_over_a_serial_port() -> None:

@@ -297,37 +297,46 @@ def crafted_resync_garbage(size: int) -> bytes:
     return (unit * (size // len(unit) + 1))[:size]
 
 
+def _decode_all(feed, flush, data: bytes, chunk: int) -> tuple[float, list[bytes]]:
+    t0 = time.perf_counter()
+    got = []
+    for i in range(0, len(data), chunk):
+        got += feed(data[i : i + chunk])
+    got += flush()
+    return time.perf_counter() - t0, [m for _, m in got]
+
+
 def test_resync_is_linear_in_bytes_received(clib) -> None:
-    """1 MiB of crafted resync garbage: the gateway's decoder (C, CRC prefix states) takes well
-    under a second (it took 13-15 s), the Python one stays linear; random garbage is cheap; valid
-    messages after either are still found."""
+    """Crafted resync garbage (a false header every 5 bytes, each claiming an 8 KiB message)
+    costs the decoders a bounded multiple of what random garbage of the same size costs: time
+    linear in the bytes received. The old decoders reread each held message after every bad
+    CRC, about 10^4 times the random-garbage cost (13-15 s per MiB against 0.001 s); now C is
+    about 10x, Python about 150x (its random path is a bytes.find). Measured as a ratio side by
+    side in one run, not against a wall-clock limit (the machines are shared); valid
+    messages after either garbage are still found."""
     good = [stream.encode(8, bytes([k]) * 300) for k in range(3)]
+    want = [bytes([k]) * 300 for k in range(3)]
     tail = b"".join(good)
     rng = random.Random(3)
-    for name, garbage in (
-        ("crafted", crafted_resync_garbage(1 << 20)),
-        ("random", rng.randbytes(1 << 20)),
-    ):
-        c = CDecoder(clib, stream.MAX_PAYLOAD, prefix=True)
-        t0 = time.perf_counter()
-        got = []
-        for i in range(0, len(garbage), 65536):
-            got += c.feed(garbage[i : i + 65536])
-        got += c.feed(tail) + c.flush()
-        took = time.perf_counter() - t0
-        assert took < 0.5, (name, took)
-        assert [m for _, m in got][-3:] == [bytes([k]) * 300 for k in range(3)], name
-    # Python (the bridge's and the medium's decoder): 256 KiB, linear (it was ~3 s)
-    p = stream.Decoder()
-    t0 = time.perf_counter()
-    garbage = crafted_resync_garbage(1 << 18)
-    got = []
-    for i in range(0, len(garbage), 4096):
-        got += p.feed(garbage[i : i + 4096])
-    got += p.feed(tail) + p.flush()
-    took = time.perf_counter() - t0
-    assert took < 1.5, took
-    assert [m for _, m in got][-3:] == [bytes([k]) * 300 for k in range(3)]
+    cases = (
+        ("C", 1 << 20, 65536, lambda: CDecoder(clib, stream.MAX_PAYLOAD, prefix=True)),
+        ("Python", 1 << 19, 4096, stream.Decoder),
+    )
+    for name, size, chunk, make in cases:
+        took = {}
+        for kind, garbage in (
+            ("crafted", crafted_resync_garbage(size)),
+            ("random", rng.randbytes(size)),
+        ):
+            best = float("inf")
+            for _ in range(2):  # the better of two runs: less noise from the shared machine
+                dec = make()
+                t, got = _decode_all(dec.feed, dec.flush, garbage + tail, chunk)
+                assert got[-3:] == want, (name, kind)
+                best = min(best, t)
+            took[kind] = best
+        ratio = took["crafted"] / max(took["random"], 1e-4)
+        assert ratio < 1000, (name, took)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,6 +555,16 @@ class Swarm:
                                        "--deadline-ms", str(deadline_ms),
                                        "--instr-per-mac", str(INSTR_PER_MAC), *key])  # fmt: skip
         self.port = int(line.split("port=")[1])
+        # as a careful client does: the first request only once the gateway knows every node
+        # (its StationEvents may still be in flight when it prints "ready")
+        probe = Client(self.port)
+        try:
+            end = time.monotonic() + 10
+            while not all(n.alive for n in probe.call(status_msg()).swarm_status.node_status):
+                assert time.monotonic() < end, "the gateway did not hear of every node"
+                time.sleep(0.01)
+        finally:
+            probe.close()
 
     def _start(self, name: str, argv: list[str]) -> str:
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (lives with the process)
@@ -855,7 +874,9 @@ def test_dead_node_gives_degraded_result(partition, tmp_path) -> None:
     """A killed node: the gateway hears of it (StationEvent), the hub's slots go on without
     it, the others' outputs are what qref computes with its columns lost."""
     path, loaded, inputs = partition
-    sw = Swarm(_build(), path, tmp_path / "logs", Hub(), deadline_ms=3000)
+    # a deadline far above a loaded machine's inference time: an answer before it shows the
+    # gateway knew of the death rather than waited for the node
+    sw = Swarm(_build(), path, tmp_path / "logs", Hub(), deadline_ms=8000)
     try:
         client = Client(sw.port)
         res = client.call(infer_msg(1, inputs[0])).infer_result
@@ -870,7 +891,7 @@ def test_dead_node_gives_degraded_result(partition, tmp_path) -> None:
         for i, inp in enumerate(inputs[:2]):
             t0 = time.monotonic()
             res = client.call(infer_msg(10 + i, inp)).infer_result
-            assert time.monotonic() - t0 < 3.0  # before the deadline: the gateway knows
+            assert time.monotonic() - t0 < 8.0  # before the deadline: the gateway knows
             assert res.status == 0 and res.degraded and list(res.missing_nodes) == [dead]
             assert np.array_equal(_output(res), _reference(loaded, inp, dead=dead)), i
             assert not res.nodes[dead].alive and not res.nodes[dead].responded

@@ -15,6 +15,8 @@ from cats.model.partition import Partition
 from cats.sim import latency, m4profile
 from cats.wire import phy as phys
 
+REPO = Path(__file__).resolve().parents[1]
+
 # ----------------------------------------------------------------------------------------------
 # MAC model: one frame and one turn, by hand
 # ----------------------------------------------------------------------------------------------
@@ -44,13 +46,52 @@ def test_ble_one_frame_and_one_turn() -> None:
     # AUX_ADV_IND (241 + 25) x 4 us, 3 ADV_EXT_IND 17 B x 8 us, T_MAFS 300, primaries 2 x 150
     one = (241 + 25) * 4 + 3 * 136 + 300
     assert p.airtime_us(241) == one
-    assert p.mac_us(241) == one + 300.0
-    # 2 advertising events per frame 20 ms + mean advDelay 5 ms apart: every frame of a turn
-    # but the last holds its sender for the repeat
-    assert p.mac.repeat_us == 25000.0
-    assert p.schedule_us({3: [241, 241, 241]}) == 3 * (one + 300.0) + 2 * 25000.0
+    # the set's start anchor (EVENT_OVERHEAD_START_US 428 us) + the primaries' spacing
+    assert dict(p.mac.parts) == {"adv_start": 428.0, "primary_spacing": 300.0}
+    assert p.mac_us(241) == one + 428.0 + 300.0
+    # one advertising event per frame (CONFIG_CATS_BLE_ADV_EVENTS 1): no repeats
+    assert p.mac.repeat_us == 0.0
+    assert p.schedule_us({3: [241, 241, 241]}) == 3 * (one + 728.0)
     assert phys.BLE2M_AUX.mac_us(241) == (241 + 25) * 4 + 300.0  # chained: T_MAFS each
     assert p.floor_us(100) == 400.0  # 2 Mbit/s
+
+
+def _kconfig_default(symbol: str) -> str:
+    """The (unconditional) default of a symbol in cats_zephyr_module/Kconfig."""
+    lines = (REPO / "cats_zephyr_module" / "Kconfig").read_text().splitlines()
+    i = lines.index(f"config {symbol}")
+    for line in lines[i + 1 :]:
+        if line.startswith(("config ", "choice", "endchoice", "if ", "endif")):
+            break
+        if line.strip().startswith("default "):
+            return line.strip().split()[1]
+    raise AssertionError(f"{symbol}: no default in the Kconfig")
+
+
+def test_ble_adv_events_follow_the_firmware() -> None:
+    # one source of truth: the model's events per frame are the Kconfig default
+    events = int(_kconfig_default("CATS_BLE_ADV_EVENTS"))
+    assert events == phys.BLE_ADV_EVENTS
+    assert phys.MAC_BLE_FIRMWARE.repeat_us == (events - 1) * 25000.0
+
+
+def test_802154_channel_access_choice() -> None:
+    # the firmware's choice (Kconfig CATS_802154_CHANNEL_ACCESS, csma by default) and the model's
+    kconfig = (REPO / "cats_zephyr_module" / "Kconfig").read_text()
+    choice = kconfig[kconfig.index("choice CATS_802154_CHANNEL_ACCESS") :]
+    choice = choice[: choice.index("endchoice")]
+    assert "default CATS_802154_ACCESS_CSMA" in choice
+    assert "config CATS_802154_ACCESS_DIRECT" in choice
+    conf = (REPO / "cats_zephyr_module" / "conf" / "link_ieee802154_direct.conf").read_text()
+    assert "CONFIG_NET_L2_IEEE802154_RADIO_ALOHA=y" in conf
+    assert "CONFIG_CATS_802154_ACCESS_DIRECT=y" in conf
+    assert phys.get("ieee802154") is phys.IEEE802154
+    assert phys.get("ieee802154", "csma").mac is phys.MAC_802154_NRF
+    direct = phys.get("ieee802154", "direct")
+    assert direct.mac is phys.MAC_802154_DIRECT and direct.mac.per_frame_us == 192.0
+    assert direct.mac_us(116) == 4256.0 + 192.0
+    with pytest.raises(ValueError):
+        phys.get("ble2m", "direct")
 
 
 def test_mac_none_is_the_payload_only_figure() -> None:

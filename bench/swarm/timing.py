@@ -7,8 +7,10 @@ frames per inference, the MIC's overhead, and a node's instruction breakdown on 
 
 Per (link, D) of the untrained ``verytiny`` export at p = 0:
 
-* the run (``cats sim``, loss-free, seed 0): frames per inference, the payload floor (int8
-  input, exchanged columns and output at the link's bit rate), the airtime back to back
+* the run (``cats sim``, loss-free, seed 0), once per channel access the firmware offers on the
+  link (``cats.wire.phy.FIRMWARE_MACS``: 802.15.4 ``csma``, the default, and ``direct``,
+  Kconfig CATS_802154_ACCESS_DIRECT; ``cats sim --mac``): frames per inference, the payload
+  floor (int8 input, exchanged columns and output at the link's bit rate), the airtime back to back
   (``airtime_payload_only_s``), the airtime with the MAC the firmware uses (``airtime_s``),
   their ratio to the floor (``airtime_floor_ratio``);
 * the exchanges' frames as the code plans them (``cats.artefacts.frames.plan``, the C engine's rule)
@@ -73,19 +75,22 @@ def planned(specs: list[Any], link: phys.Phy, mic: int) -> dict[str, Any]:
     }
 
 
-def run_row(part: Path, link: str, nodes: int, sim: bool) -> dict[str, Any]:
+def run_row(part: Path, link: str, nodes: int, sim: bool, mac: str | None = None) -> dict[str, Any]:
+    """One (link, D, channel access) row; the planned frames under every MAC model of the
+    link (the same for every `mac`)."""
     specs = [n.spec for n in export.load_partition(part)]
-    phy = phys.get(link)
+    phy = phys.get(link, mac)
     row: dict[str, Any] = {
         "link": link,
         "nodes": nodes,
+        "mac_mode": mac or next(iter(phys.FIRMWARE_MACS[link])),
         "mac": phy.mac.name,
-        "planned": [planned(specs, phy, mic) for mic in MICS],
+        "planned": [planned(specs, phy, m) for m in MICS],
     }
     if sim:
         from cats.sim.run import simulate
 
-        res = simulate(part, link=link, inferences=1, seed=0)
+        res = simulate(part, link=link, inferences=1, seed=0, mac=mac)
         per = res["per_inference"][0]
         row["sim"] = {
             "bit_exact": res["bit_exact"],
@@ -104,14 +109,16 @@ def run_row(part: Path, link: str, nodes: int, sim: bool) -> dict[str, Any]:
 
 def airtime_table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| link | D | frames/inf | floor s | back to back s | MAC airtime s | ratio | MAC |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| link | D | MAC mode | frames/inf | floor s | back to back s | MAC airtime s | ratio "
+        "| MAC |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         s = r.get("sim")
         if s:
             out.append(
-                f"| {r['link']} | {r['nodes']} | {s['frames']} | {s['floor_s']:.3f} "
+                f"| {r['link']} | {r['nodes']} | {r['mac_mode']} | {s['frames']} "
+                f"| {s['floor_s']:.3f} "
                 f"| {s['airtime_payload_only_s']:.3f} | {s['airtime_s']:.3f} "
                 f"| {s['airtime_floor_ratio']:.2f}x | {r['mac']} |"
             )
@@ -124,6 +131,8 @@ def mic_table(rows: list[dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
+        if r["mac_mode"] != next(iter(phys.FIRMWARE_MACS[r["link"]])):
+            continue  # the planned frames do not depend on the channel access
         for p in r["planned"]:
             for name, m in p["mac"].items():
                 out.append(
@@ -155,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
 
             export.export_partition(qm, Partition.full(qm.cfg, d), part)
             for link in args.links:
-                rows.append(run_row(part, link, d, not args.no_sim))
-                print(f"D={d} {link}: done", file=sys.stderr, flush=True)
+                for mac in phys.FIRMWARE_MACS[link]:
+                    rows.append(run_row(part, link, d, not args.no_sim, mac))
+                    print(f"D={d} {link} {mac}: done", file=sys.stderr, flush=True)
     if not args.no_sim:
         print("Airtime per inference (cats sim, verytiny, p = 0, loss-free, seed 0):\n")
         print(airtime_table(rows) + "\n")

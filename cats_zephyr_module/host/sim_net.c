@@ -195,20 +195,6 @@ uint8_t *sim_read_file(const char *path, size_t *len)
 	return buf;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9') {
-		return c - '0';
-	}
-	if (c >= 'a' && c <= 'f') {
-		return c - 'a' + 10;
-	}
-	if (c >= 'A' && c <= 'F') {
-		return c - 'A' + 10;
-	}
-	return -1;
-}
-
 int sim_token(uint8_t *out, size_t cap)
 {
 	const char *hex = getenv(SIM_TOKEN_ENV);
@@ -222,14 +208,9 @@ int sim_token(uint8_t *out, size_t cap)
 		fprintf(stderr, "sim: %s must be at most %zu bytes in hex\n", SIM_TOKEN_ENV, cap);
 		return -1;
 	}
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0) {
-			fprintf(stderr, "sim: %s is not hex\n", SIM_TOKEN_ENV);
-			return -1;
-		}
-		out[i] = (uint8_t)(hi << 4 | lo);
+	if (cats_hex_decode(hex, n, out) != 0) {
+		fprintf(stderr, "sim: %s is not hex\n", SIM_TOKEN_ENV);
+		return -1;
 	}
 	return (int)(n / 2);
 }

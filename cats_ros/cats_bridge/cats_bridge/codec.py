@@ -34,9 +34,11 @@ class RequestError(ValueError):
 def validate(values: Sequence[float], shape: Sequence[int], info: PartitionInfo) -> np.ndarray:
     """The request's input as a float32 (context,) vector, or RequestError.
 
-    ``shape`` must be [context] or [1, context]; an empty shape means [len(input)]."""
+    ``shape`` must be [context] or [1, context] (an image model also takes [height, width],
+    row major); an empty shape means [len(input)]."""
     shape = [int(s) for s in shape] or [len(values)]
-    if shape not in ([info.context], [1, info.context]):
+    image = [[info.context // info.image_width, info.image_width]] if info.image_width else []
+    if shape not in ([info.context], [1, info.context], *image):
         raise RequestError(
             f"input shape {shape} is not supported: this model takes [{info.context}] or "
             f"[1, {info.context}] ({info.tokens} patches of {info.patch} samples)"
@@ -64,7 +66,21 @@ def validate(values: Sequence[float], shape: Sequence[int], info: PartitionInfo)
 
 def output_shape(request_shape: Sequence[int], info: PartitionInfo) -> list[int]:
     """[outputs], or [1, outputs] for a [1, context] request."""
-    return [1, info.outputs] if len(request_shape) == 2 else [info.outputs]
+    batched = [int(s) for s in request_shape] == [1, info.context]
+    return [1, info.outputs] if batched else [info.outputs]
+
+
+def patch_layout(info: PartitionInfo) -> np.ndarray:
+    """Flat input index of every (token, patch element): consecutive runs of a series, or
+    the image's square patches in raster order (``ModelConfig.patch_order`` of cats)."""
+    if not info.image_width:
+        return np.arange(info.context)
+    side = int(round(info.patch**0.5))
+    rows, cols = info.context // info.image_width // side, info.image_width // side
+    return np.array([
+        (tr * side + r) * info.image_width + tc * side + c
+        for tr in range(rows) for tc in range(cols) for r in range(side) for c in range(side)
+    ])  # fmt: skip
 
 
 def encode_input(x: np.ndarray, info: PartitionInfo) -> tuple[bytes, float, float]:
@@ -80,8 +96,8 @@ def encode_input(x: np.ndarray, info: PartitionInfo) -> tuple[bytes, float, floa
     sd = np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float32) + REVIN_EPS)
     if not (np.isfinite(mu).all() and np.isfinite(sd).all()):  # cannot happen within MAX_ABS
         raise RequestError("input statistics overflow float32")
-    patches = ((x - mu) / sd).astype(np.float64)
-    q = np.floor(patches / info.input_scale + 0.5)
+    patches = ((x - mu) / sd)[:, patch_layout(info)]
+    q = np.floor(patches.astype(np.float64) / info.input_scale + 0.5)
     q = np.clip(q, -QMAX, QMAX).astype(np.int8)
     return q.tobytes(), float(mu[0, 0]), float(sd[0, 0])
 

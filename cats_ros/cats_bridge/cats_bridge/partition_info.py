@@ -20,6 +20,7 @@ class PartitionInfo:
     output_scale: float
     nodes: int
     exchanges: int  # SomeGather exchanges per inference: 4 x blocks + 1
+    image_width: int = 0  # > 0: the input is an image this wide, cut into square patches (ViT)
 
     @classmethod
     def from_dir(cls, partition_dir: str | Path) -> PartitionInfo:
@@ -40,4 +41,5 @@ class PartitionInfo:
             output_scale=float(summary["output_scale"]),
             nodes=int(summary["nodes"]),
             exchanges=4 * int(cfg["blocks"]) + 1,
+            image_width=int(cfg.get("image_width", 0)),
         )

@@ -145,6 +145,9 @@ int cats_auth_header(uint8_t type, const uint8_t *msg, size_t len, struct cats_a
 void cats_auth_nonce(uint8_t out[CATS_AUTH_NONCE_LEN], uint16_t src, uint32_t inference,
 		     uint8_t type, uint32_t exchange, uint32_t fragment);
 
+/* Decode exactly `digits` hex digits (an even count) into digits / 2 bytes. 0 or -1. */
+int cats_hex_decode(const char *hex, size_t digits, uint8_t *out);
+
 /* Parse a key given as 32 hex digits (whitespace around it ignored). 0 or -1. */
 int cats_auth_parse_key(const char *hex, uint8_t key[CATS_AUTH_KEY_LEN]);
 

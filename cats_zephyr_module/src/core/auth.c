@@ -281,6 +281,24 @@ static int hex_digit(char c)
 	return -1;
 }
 
+int cats_hex_decode(const char *hex, size_t digits, uint8_t *out)
+{
+	size_t i;
+
+	if (digits % 2 != 0) {
+		return -1;
+	}
+	for (i = 0; i < digits / 2; i++) {
+		int hi = hex_digit(hex[2 * i]), lo = hi < 0 ? -1 : hex_digit(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0) {
+			return -1;
+		}
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
 static int is_space(char c)
 {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -288,21 +306,14 @@ static int is_space(char c)
 
 int cats_auth_parse_key(const char *hex, uint8_t key[CATS_AUTH_KEY_LEN])
 {
-	size_t i;
-
 	if (hex == NULL) {
 		return -1;
 	}
 	while (is_space(*hex)) {
 		hex++;
 	}
-	for (i = 0; i < CATS_AUTH_KEY_LEN; i++) {
-		int hi = hex_digit(hex[2 * i]), lo = hi < 0 ? -1 : hex_digit(hex[2 * i + 1]);
-
-		if (hi < 0 || lo < 0) {
-			return -1;
-		}
-		key[i] = (uint8_t)(hi << 4 | lo);
+	if (cats_hex_decode(hex, 2 * CATS_AUTH_KEY_LEN, key) != 0) {
+		return -1;
 	}
 	hex += 2 * CATS_AUTH_KEY_LEN;
 	while (is_space(*hex)) {

@@ -41,6 +41,22 @@
 
 LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
+/* The channel access the MAC model assumes (CONFIG_CATS_802154_CHANNEL_ACCESS) is the one the
+ * L2 uses: Zephyr subsys/net/l2/ieee802154/ieee802154.c ieee802154_radio_send sends in
+ * IEEE802154_TX_MODE_CSMA_CA only with CONFIG_NET_L2_IEEE802154_RADIO_CSMA_CA (and a driver
+ * with IEEE802154_HW_CSMA), in IEEE802154_TX_MODE_DIRECT after the ALOHA "channel access"
+ * (ieee802154_radio_aloha.c: always clear) with CONFIG_NET_L2_IEEE802154_RADIO_ALOHA.
+ */
+BUILD_ASSERT(IS_ENABLED(CONFIG_CATS_802154_ACCESS_DIRECT) ==
+		     IS_ENABLED(CONFIG_NET_L2_IEEE802154_RADIO_ALOHA),
+	     "CONFIG_CATS_802154_ACCESS_DIRECT needs CONFIG_NET_L2_IEEE802154_RADIO_ALOHA=y and "
+	     "CONFIG_CATS_802154_ACCESS_CSMA the L2's CSMA-CA (conf/link_ieee802154_direct.conf)");
+#ifdef CONFIG_CATS_TURN_FRAME_US /* node images; a gateway image sends its inputs alone */
+BUILD_ASSERT(!IS_ENABLED(CONFIG_CATS_802154_ACCESS_DIRECT) || CONFIG_CATS_TURN_FRAME_US > 0,
+	     "CONFIG_CATS_802154_ACCESS_DIRECT without CSMA-CA needs ordered turns "
+	     "(CONFIG_CATS_TURN_FRAME_US > 0)");
+#endif
+
 /* MAC payload = PSDU - MHR - FCS; the ColumnFrame follows the AirType byte. */
 #define CATS_802154_PAYLOAD (127 - 9 - 2)
 #define CATS_802154_MTU (CATS_802154_PAYLOAD - 1)

@@ -24,6 +24,7 @@ measured ELF size and the linker map of the node image replace them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -671,12 +672,14 @@ def largest_fitting(
     link: Link = IEEE802154,
     features: Sequence[int] = FEATURE_GRID,
     max_blocks: int = MAX_BLOCKS,
+    fixed_blocks: int | None = None,
 ) -> Scaled | None:
     """Largest model (by stored parameters) that D nodes hold, over F in `features` (heads
     fixed at base.heads, FFN width = F, head_dim = F / heads) and L in 1..max_blocks; tokens,
     patch and head as in `base`. Closed form: RAM does not depend on L (blocks are alike), flash
     and parameters are linear in L, so one vectorised evaluation at L = 1 and L = 2 gives, per F,
-    the largest L that fits."""
+    the largest L that fits. With `fixed_blocks` the depth is that, not searched (the paper
+    scales the width at its fixed depth)."""
     one = base.replace(blocks=1)
     two = base.replace(blocks=2)
     lay1 = Layout.grid(one, nodes, p, features)
@@ -688,6 +691,8 @@ def largest_fitting(
     room = (limits.flash_bytes - fixed) // np.maximum(per_block, 1)
     lmax = np.minimum(room.min(1), max_blocks)
     lmax = np.where(ram <= limits.ram_bytes, lmax, 0)
+    if fixed_blocks is not None:
+        lmax = np.where(lmax >= fixed_blocks, fixed_blocks, 0)
     pr1, pr2 = stored_params(lay1), stored_params(lay2)
     params = pr1 + (lmax - 1) * (pr2 - pr1)
     params = np.where(lmax >= 1, params, -1)
@@ -713,6 +718,7 @@ def scale_ratios(
     base: ModelConfig = PRESETS["verytiny"],
     limits: Limits = Limits(),
     link: Link = IEEE802154,
+    fixed_blocks: int | None = None,
 ) -> tuple[dict[str, float], dict[str, dict], dict[str, dict[str, float]]]:
     """Scale ratio per D: stored parameters of the largest model that D nodes hold (best over
     the ratios `ps`, and over D' <= D nodes, since D nodes can always run a D'-node split)
@@ -722,14 +728,15 @@ def scale_ratios(
     ratio with weights nobody keeps. Returns (ratio, detail, ratio_by_p), keyed by str(D)."""
     want = sorted(set(int(d) for d in nodes))
     ps = sorted(set(float(p) for p in ps)) or [0.0]
-    single = largest_fitting(1, 0.0, base, limits, link)
+    kw = {"fixed_blocks": fixed_blocks}
+    single = largest_fitting(1, 0.0, base, limits, link, **kw)
     if single is None:
         raise ValueError("not even the smallest model fits one node under these limits")
     by_p: dict[str, dict[str, float]] = {}
     best: dict[int, Scaled] = {}
     for d in range(1, max(want) + 1):
         for p in ps if d > 1 else [0.0]:
-            s = largest_fitting(d, p, base, limits, link)
+            s = largest_fitting(d, p, base, limits, link, **kw)
             if s is None:
                 continue
             by_p.setdefault(f"{p:g}", {})[str(d)] = s.params / single.params
@@ -764,7 +771,63 @@ def single_node_capacity(
     return s
 
 
+# --- the paper's baselines: the reference code's closed forms (attention block only) -----------
+# Written after calculate_resources.py of the paper's public reference implementation
+# (Data-Science-in-Mechanical-Engineering/CATS). Scope: ONE multi-head attention block (X, Q, K,
+# V, head outputs H, output O and the Wq/Wk/Wv/Wo weights), N tokens, F features, H heads, D
+# devices, counted in elements (= bytes at int8). RAM is the peak of what a device holds, flash
+# the attention weights it stores (no biases), com the elements sent over the air per block.
+
+BASELINES = ("voltage", "astra", "bochem", "allgather", "cats")
+BASELINE_NAMES = {
+    "voltage": "Voltage (Hu 2024)",
+    "astra": "Astra (Liu 2025)",
+    "bochem": "Bochem 2025",
+    "allgather": "AllGather (CATS, p = 0)",
+    "cats": "CATS",
+}
+
+
+def baseline_resources(
+    method: str, nodes: int, tokens: int, features: int, heads: int, p: float = 0.0
+) -> dict[str, float]:
+    """RAM, flash and com (elements) of one attention block per device by the reference's
+    formulas; ``allgather`` is CATS at p = 0 (the same split without pruning)."""
+    d, n, f, h = nodes, tokens, features, heads
+    heads_local = math.ceil(h / d)
+    f_local = f * heads_local / h  # features of the heads a device owns
+    h_local = n * f / h * heads_local  # its head outputs
+    if method == "voltage":  # every device holds all of X and all weights; sends its N/D rows
+        ram = n * f + n / d * f / h + 2 * n * f / h + 2 * n / d * f
+        flash = 4 * f * f
+        com = n * f
+    elif method == "astra":  # like Voltage, remote rows compressed to 5/8
+        nx = n / d * f + (d - 1) / d * n * f * 5 / 8
+        ram = nx + n / d * f / h + 2 * nx / h + 2 * n / d * f
+        flash = 4 * f * f
+        com = n * f * 5 / 8
+    elif method == "bochem":  # heads split, every device receives every O
+        ram_att = n * f + 3 * n * f / h + h_local
+        ram_head = h_local + n * f + n * f * (d - 1)
+        ram = max(ram_att, ram_head)
+        flash = 4 * f_local * f
+        com = 2 * n * f * d
+    elif method in ("cats", "allgather"):
+        q = 0.0 if method == "allgather" else p
+        ram_att = n * f / d + n * f / d * (d - 1) * (1 - q) + 3 * n * f / h + h_local
+        ram_head = h_local + (n * f - h_local) * (1 - q) + n * f / d
+        ram = max(ram_att, ram_head)
+        flash = 4 * f_local * (f_local + (f - f_local) * (1 - q))
+        com = 4 * n * f * (1 - q)
+    else:
+        raise ValueError(f"unknown baseline {method!r}; choose from {BASELINES}")
+    return {"ram": float(ram), "flash": float(flash), "com": float(com)}
+
+
 __all__ = [
+    "BASELINES",
+    "BASELINE_NAMES",
+    "baseline_resources",
     "BLE2M",
     "BLE2M_AUX",
     "IEEE802154",

@@ -52,6 +52,7 @@ def shape_to_proto(cfg: ModelConfig):
         features=cfg.features, heads=cfg.heads, blocks=cfg.blocks, ffn=cfg.ffn,
         patch=cfg.patch, context=cfg.context, horizon=cfg.horizon, n_classes=cfg.n_classes,
         activation=_enum("Activation", f"ACTIVATION_{cfg.activation.upper()}"), ln_eps=cfg.ln_eps,
+        image_width=cfg.image_width,
     )  # fmt: skip
 
 
@@ -64,6 +65,7 @@ def shape_from_proto(shape) -> ModelConfig:
         n_classes=shape.n_classes,
         activation=p.Activation.Name(shape.activation).removeprefix("ACTIVATION_").lower(),
         ln_eps=float(str(np.float32(shape.ln_eps))),  # shortest float32 repr
+        image_width=shape.image_width,
     )  # fmt: skip
 
 

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cats.model.dropout import LOSS_MODELS
 from cats.quant.int8 import int8_gap, quantized
 from cats.training.checkpoint import load_checkpoint
-from cats.training.evaluate import DEFAULT_LOSSES, robustness
-from cats.training.train import data_arg_of, prepare_data
+from cats.training.evaluate import DEFAULT_LOSSES, METRICS, robustness
+from cats.training.train import data_arg_of, data_kwargs_of, prepare_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=list(DEFAULT_LOSSES),
         help="message-loss rates (fractions, e.g. 0 0.05 0.1)",
+    )
+    p.add_argument(
+        "--loss-model",
+        choices=LOSS_MODELS,
+        default="paper",
+        help="paper: the reference's sampler, all three modes at x (a message = one sender's "
+        "whole exchange); link: each sender->receiver message lost with x; frame: each "
+        "SomeGather frame lost with x per receiver (the C swarm's iid:x)",
+    )
+    p.add_argument(
+        "--metric",
+        choices=METRICS,
+        default=None,
+        help="forecast metric: last token or all tokens (default: what the checkpoint was "
+        "trained with)",
     )
     p.add_argument("--seeds", type=int, default=5, help="loss patterns averaged per rate")
     p.add_argument("--split", choices=("test", "val"), default="test")
@@ -46,15 +62,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--loss rates are fractions in [0, 1]")
     if args.seeds < 1:
         raise ValueError("--seeds must be >= 1")
-    data = prepare_data(data_arg_of(ck, args.data), ck.cfg, normaliser=ck.normaliser)
+    data = prepare_data(
+        data_arg_of(ck, args.data), ck.cfg, normaliser=ck.normaliser, **data_kwargs_of(ck)
+    )
     model, part = ck.model(), ck.partition()
     windows = getattr(data, args.split)
-    rows = robustness(model, part, windows, args.loss, args.seeds, args.batch, args.max_windows)
+    metric = args.metric or ck.extra.get("options", {}).get("metric", "last")
+    rows = robustness(
+        model,
+        part,
+        windows,
+        args.loss,
+        args.seeds,
+        args.batch,
+        args.max_windows,
+        loss_model=args.loss_model,
+        metric=metric,
+    )
     if not args.json:
         key = "mse" if ck.cfg.task == "forecast" else "ce"
         print(
             f"{args.checkpoint}: {data.name} {args.split}, D={part.nodes}, "
-            f"pruning {part.pruning_ratio():.2f}, {rows[0]['windows']} windows"
+            f"pruning {part.pruning_ratio():.2f}, {rows[0]['windows']} windows, "
+            f"loss model {args.loss_model}"
         )
         for r in rows:
             extra = f"  mae {r['mae']:.4f}" if "mae" in r else f"  acc {r['accuracy']:.3f}"
@@ -74,6 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": str(args.checkpoint),
         "dataset": data.name,
         "split": args.split,
+        "loss_model": args.loss_model,
         "nodes": part.nodes,
         "pruning_ratio": part.pruning_ratio(),
         "results": rows,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from cats.model.prune import IMPORTANCES
 from cats.training.train import prune_checkpoint
 
 
@@ -28,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-eval-windows", type=int, default=2000, help="validation subset")
     p.add_argument("--max-test-windows", type=int, default=None, help="test subset")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--importance",
+        choices=IMPORTANCES,
+        default="remote",
+        help="column importance: L1 of the remote consuming rows, or of the whole row (paper)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=_cmd_prune)
 
@@ -49,4 +56,5 @@ def _cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
         max_test_windows=args.max_test_windows,
         seed=args.seed,
         progress=not args.json,
+        importance=args.importance,
     )

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from cats.analysis import resource
-from cats.model.config import PRESETS, preset
+from cats.model.config import PRESETS, ModelConfig, preset
 
 DEFAULT_P = (0.0, 0.3, 0.5, 0.7, 0.9)
 
@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=resource.RUNTIME_RAM_BYTES / resource.KIB,
         help="RTOS, stacks and driver RAM (estimate)",
     )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also Voltage (Hu 2024), Astra (Liu 2025), Bochem 2025, AllGather and CATS by the "
+        "paper's reference formulas (calculate_resources.py; one attention block), with this "
+        "project's whole-model figures beside them",
+    )
     p.set_defaults(func=handle)
 
 
@@ -98,6 +105,9 @@ def handle(args: argparse.Namespace) -> dict[str, Any]:
         for p in ps:
             rows.append(resource.node_resources(cfg, d, p, "cats", link, limits))
     ratio, detail, by_p = resource.scale_ratios(nodes, ps, cfg, limits, link)
+    fixed, fixed_detail, _ = resource.scale_ratios(
+        nodes, ps, cfg, limits, link, fixed_blocks=cfg.blocks
+    )
     single = resource.single_node_capacity(cfg, limits, link)
     result = {
         "config": {"preset": args.preset, **cfg.to_dict(), "params": resource.param_count(cfg)},
@@ -108,6 +118,8 @@ def handle(args: argparse.Namespace) -> dict[str, Any]:
         "scale_detail": detail,
         "scale_ratio_by_p": by_p,
         "scale_single_node": single.to_dict(),
+        "scale_ratio_fixed_depth": fixed,
+        "scale_fixed_depth_detail": fixed_detail,
         "notes": [
             "methods: single = one device (D = 1); allgather = same split, p = 0, full rows and "
             "receive buffers; cats = SomeGather, every node keeps ceil((1-p) w) of its w "
@@ -117,14 +129,84 @@ def handle(args: argparse.Namespace) -> dict[str, Any]:
             "gateway) is separate",
             "scale_ratio[D] = stored params of the largest (F, L) model D nodes hold (heads 16, "
             "FFN = F, best configured p, any D' <= D nodes) / largest model one node holds",
+            f"scale_ratio_fixed_depth[D]: the same at the preset's fixed depth L = {cfg.blocks} "
+            "(only the width F is searched), as the paper scales its model",
             "code_bytes and runtime_ram_bytes: "
             + resource.FIXED_COSTS_SOURCE
             + " (Zephyr node images without weights, manifest and arena)",
         ],
     }
+    if args.baselines:
+        result["baselines"] = baselines(cfg, nodes, ps, rows)
     if not getattr(args, "json", False):
         print(format_table(result))
+        if args.baselines:
+            print(format_baselines(result["baselines"]))
     return result
+
+
+def baselines(
+    cfg: ModelConfig, nodes: list[int], ps: list[float], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The reference's per-block formulas for every method at each D (CATS at each p), and this
+    project's whole-model per-node maxima for the methods it runs (allgather, cats)."""
+    whole = {(r["nodes"], r["method"], r["p"]): r["max"] for r in rows}
+    out = []
+    for d in nodes:
+        if d < 2:
+            continue
+        for method in resource.BASELINES:
+            for p in ps if method == "cats" else [0.0]:
+                ref = resource.baseline_resources(method, d, cfg.tokens, cfg.features, cfg.heads, p)
+                w = whole.get((d, method, p))
+                out.append(
+                    {
+                        "nodes": d,
+                        "method": method,
+                        "name": resource.BASELINE_NAMES[method],
+                        "p": p,
+                        "attention_block": ref,
+                        "whole_model": None
+                        if w is None
+                        else {
+                            "ram_bytes": w["ram_bytes"],
+                            "flash_bytes": w["flash_bytes"],
+                            "air_bytes": w["air_bytes_on_air"],
+                        },
+                    }
+                )
+    return {
+        "shape": {"tokens": cfg.tokens, "features": cfg.features, "heads": cfg.heads},
+        "scope": "attention_block: one multi-head attention block by the paper's reference "
+        "formulas (calculate_resources.py), elements = int8 bytes, per device; whole_model: "
+        "this project's resource model of the whole int8 model, max over nodes (RAM incl. "
+        "runtime, flash incl. code, air bytes per inference)",
+        "rows": out,
+    }
+
+
+def format_baselines(b: dict[str, Any]) -> str:
+    kib = resource.KIB
+    sh = b["shape"]
+    lines = [
+        f"baselines (N={sh['tokens']}, F={sh['features']}, H={sh['heads']}): attention block by "
+        "the reference formulas | this project's whole model (KiB, per device)",
+        f"{'D':>3} {'method':<24} {'p':>4} {'RAM':>8} {'flash':>8} {'com':>8} | "
+        f"{'RAM':>8} {'flash':>8} {'air':>8}",
+    ]
+    for r in b["rows"]:
+        a, w = r["attention_block"], r["whole_model"]
+        right = (
+            f"{w['ram_bytes'] / kib:>8.1f} {w['flash_bytes'] / kib:>8.1f} "
+            f"{w['air_bytes'] / kib:>8.2f}"
+            if w
+            else f"{'-':>8} {'-':>8} {'-':>8}"
+        )
+        lines.append(
+            f"{r['nodes']:>3} {r['name']:<24} {r['p']:>4g} {a['ram'] / kib:>8.2f} "
+            f"{a['flash'] / kib:>8.2f} {a['com'] / kib:>8.2f} | {right}"
+        )
+    return "\n".join(lines)
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -144,6 +226,12 @@ def format_table(result: dict[str, Any]) -> str:
             f"{m['flash_bytes'] / kib:>9.1f} {m['air_bytes_on_air'] / kib:>8.2f} "
             f"{m['air_frames']:>6} {'yes' if r['fits'] else 'NO':>4}"
         )
-    lines.append("scale ratio (largest model D nodes hold / one node):")
+    lines.append("scale ratio (largest model D nodes hold / one node), free (F, L) search:")
     lines.append("  " + "  ".join(f"{d}:{v:.2f}x" for d, v in result["scale_ratio"].items()))
+    fixed = result.get("scale_ratio_fixed_depth")
+    if fixed:
+        lines.append(
+            f"scale ratio at the fixed depth L = {result['config']['blocks']} (the paper's way):"
+        )
+        lines.append("  " + "  ".join(f"{d}:{v:.2f}x" for d, v in fixed.items()))
     return "\n".join(lines)

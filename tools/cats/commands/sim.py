@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--loss",
         action="append",
         default=[],
-        help="medium loss model, e.g. iid:0.1, ge:0.05,0.3,0,0.8, cut:0-3/4-7, "
+        help="medium loss model, e.g. paper:0.1 (the paper's: 3 modes, whole messages), "
+        "iid:0.1 (per frame), ge:0.05,0.3,0,0.8, cut:0-3/4-7, "
         "die:2@inference=1,exchange=3 (combine with '+'; see cats.sim.loss)",
     )
     p.add_argument("--seed", type=int, default=0, help="loss model seed")
@@ -86,6 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="swarm key (32 hex digits or 16 raw bytes, chmod 600; default: a fresh one)",
     )
     p.add_argument("--mic", type=int, default=8, choices=(4, 8), help="MIC bytes per frame")
+    p.add_argument(
+        "--mac",
+        default=None,
+        choices=phys.MAC_CHOICES,
+        help="the link's channel access as the firmware chooses it (ieee802154: csma, the "
+        "default, or direct = Kconfig CATS_802154_ACCESS_DIRECT; cats.wire.phy.FIRMWARE_MACS)",
+    )
     p.add_argument(
         "--attack",
         default=None,
@@ -171,6 +179,7 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
             progress=not args.json,
             key_file=getattr(args, "key_file", None),
             mic=getattr(args, "mic", 8),
+            mac=getattr(args, "mac", None),
         )
     return simulate(args.partition_dir, sim_options(args))
 
@@ -193,6 +202,7 @@ def sim_options(args: argparse.Namespace) -> SimOptions:
         key_file=getattr(args, "key_file", None),
         mic=getattr(args, "mic", 8),
         attack=getattr(args, "attack", None),
+        mac=getattr(args, "mac", None),
     )
 
 

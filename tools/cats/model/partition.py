@@ -24,6 +24,22 @@ BLOCK_EXCHANGES: tuple[tuple[str, str], ...] = (
 )
 HEAD_EXCHANGE = ("head_in", "model")  # final residual stream, feeds final LN -> output head
 
+# The reference implementation's input and output blocks (ModelConfig.io == "paper"). The input
+# block's 2P inputs (patch values and padding flags) are owned by the nodes like any other
+# columns ("input" space, split evenly); node d computes its own slice of the MLP's hidden units
+# ("in_hidden") and of the residual stream. The output block's hidden units ("head_hidden") and
+# outputs ("output") are split the same way. Exchange indices: the two input exchanges come
+# first (block = -2), the blocks' four each next, the two output exchanges last (block = -1).
+INPUT_EXCHANGES: tuple[tuple[str, str], ...] = (
+    ("in_x", "input"),  # (patch, flags) columns, feed the input MLP's layer 1 and its residual
+    ("in_hidden", "in_hidden"),  # input MLP hidden units, feed its layer 2
+)
+PAPER_HEAD_EXCHANGES: tuple[tuple[str, str], ...] = (
+    ("head_in", "model"),  # final residual stream, feeds LN -> head layer 1 and the residual
+    ("head_hidden", "head_hidden"),  # head hidden units, feed head layer 2
+)
+INPUT_BLOCK = -2  # Exchange.block of the input exchanges
+
 
 def split_ranges(total: int, parts: int) -> list[tuple[int, int]]:
     """Contiguous split of `total` items into `parts` slices whose sizes differ by at most one
@@ -51,13 +67,29 @@ class Exchange:
         return self.kind if self.block < 0 else f"b{self.block}.{self.kind}"
 
 
+def block_exchange(cfg: ModelConfig, block: int, k: int) -> int:
+    """Index of exchange k (0..3, BLOCK_EXCHANGES order) of block `block`."""
+    return cfg.input_exchanges + 4 * block + k
+
+
+def head_exchange(cfg: ModelConfig) -> int:
+    """Index of the (first) exchange feeding the output head."""
+    return cfg.input_exchanges + 4 * cfg.blocks
+
+
 def exchange_schedule(cfg: ModelConfig) -> list[Exchange]:
-    sched = [
-        Exchange(4 * b + k, b, kind, space)
+    sched = []
+    if cfg.io == "paper":
+        sched += [
+            Exchange(k, INPUT_BLOCK, kind, sp) for k, (kind, sp) in enumerate(INPUT_EXCHANGES)
+        ]
+    sched += [
+        Exchange(block_exchange(cfg, b, k), b, kind, space)
         for b in range(cfg.blocks)
         for k, (kind, space) in enumerate(BLOCK_EXCHANGES)
     ]
-    sched.append(Exchange(4 * cfg.blocks, -1, *HEAD_EXCHANGE))
+    head = PAPER_HEAD_EXCHANGES if cfg.io == "paper" else (HEAD_EXCHANGE,)
+    sched += [Exchange(head_exchange(cfg) + k, -1, kind, sp) for k, (kind, sp) in enumerate(head)]
     return sched
 
 
@@ -82,6 +114,10 @@ class Plan:
             "hidden": tuple(split_ranges(cfg.ffn, nodes)),
             "output": tuple(split_ranges(cfg.outputs, nodes)),
         }
+        if cfg.io == "paper":
+            ranges["input"] = tuple(split_ranges(cfg.input_width, nodes))
+            ranges["in_hidden"] = tuple(split_ranges(cfg.io_hidden, nodes))
+            ranges["head_hidden"] = tuple(split_ranges(cfg.io_hidden, nodes))
         return cls(cfg, nodes, heads, ranges)
 
     def width(self, space: str) -> int:

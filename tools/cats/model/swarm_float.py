@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from cats.model.partition import Partition
+from cats.model.partition import Partition, block_exchange, head_exchange
 from cats.model.transformer import CatsModel
 
 
@@ -67,8 +67,8 @@ def simulate(
     patches: np.ndarray,
     delivery: dict[int, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Run the D-node swarm on normalised patches (B, N, P); same output as ``model.core``.
-    delivery[e][s, r] False drops sender s's frame at receiver r in exchange e."""
+    """Run the D-node swarm on normalised patches (B, N, input_width); same output as
+    ``model.core``. delivery[e][s, r] False drops sender s's frame at receiver r in exchange e."""
     cfg = model.cfg
     plan = part.plan
     nodes = range(part.nodes)
@@ -87,15 +87,29 @@ def simulate(
     def ln(held: np.ndarray, v: np.ndarray, norm) -> np.ndarray:
         return _partial_ln(v, _np(norm.weight)[held], _np(norm.bias)[held], eps)
 
-    emb_w, emb_b, pos = _np(model.embed.weight), _np(model.embed.bias), _np(model.pos)
-    x = [
-        x_in @ emb_w[:, cols("model", d)] + emb_b[cols("model", d)] + pos[:, cols("model", d)]
-        for d in nodes
-    ]
+    pos = _np(model.pos)
+    if cfg.io == "paper":
+        # input block: node d owns input columns cols("input", d) of every token
+        recv_in = air.exchange(0, [x_in[..., cols("input", d)] for d in nodes])
+        hid = [act(lin(*recv_in[d], model.in1, cols("in_hidden", d))) for d in nodes]
+        recv = air.exchange(1, hid)
+        x = [
+            lin(*recv[d], model.in2, cols("model", d))
+            + lin(*recv_in[d], model.inr, cols("model", d))
+            + pos[:, cols("model", d)]
+            for d in nodes
+        ]
+    else:
+        emb_w, emb_b = _np(model.embed.weight), _np(model.embed.bias)
+        x = [
+            x_in @ emb_w[:, cols("model", d)] + emb_b[cols("model", d)] + pos[:, cols("model", d)]
+            for d in nodes
+        ]
     n_tok = x_in.shape[1]
     causal = np.tril(np.ones((n_tok, n_tok), dtype=bool))
     for b, blk in enumerate(model.blocks):
-        recv = air.exchange(4 * b, x)
+        e0 = block_exchange(cfg, b, 0)
+        recv = air.exchange(e0, x)
         att = []
         for d in nodes:
             held, v = recv[d]
@@ -107,21 +121,40 @@ def simulate(
                     q, k, val, cfg.head_dim, causal if cfg.task == "forecast" else None
                 )
             )
-        recv = air.exchange(4 * b + 1, att)
+        recv = air.exchange(e0 + 1, att)
         x = [x[d] + lin(*recv[d], blk.wo, cols("model", d)) for d in nodes]
-        recv = air.exchange(4 * b + 2, x)
+        recv = air.exchange(e0 + 2, x)
         hid = [
             act(lin(recv[d][0], ln(*recv[d], blk.ln2), blk.w1, cols("hidden", d))) for d in nodes
         ]
-        recv = air.exchange(4 * b + 3, hid)
+        recv = air.exchange(e0 + 3, hid)
         x = [x[d] + lin(*recv[d], blk.w2, cols("model", d)) for d in nodes]
     if cfg.task == "classify":
         x = [xd.mean(axis=1, keepdims=True) for xd in x]
-    recv = air.exchange(4 * cfg.blocks, x)
-    y = np.concatenate(
-        [lin(recv[d][0], ln(*recv[d], model.lnf), model.head, cols("output", d)) for d in nodes],
-        axis=-1,
-    )
+    recv = air.exchange(head_exchange(cfg), x)
+    if cfg.io == "paper":
+        # output block: LN -> MLP on the held columns, plus a linear residual on them un-normalised
+        hid = [
+            act(lin(recv[d][0], ln(*recv[d], model.lnf), model.head1, cols("head_hidden", d)))
+            for d in nodes
+        ]
+        recv_h = air.exchange(head_exchange(cfg) + 1, hid)
+        y = np.concatenate(
+            [
+                lin(*recv_h[d], model.head, cols("output", d))
+                + lin(*recv[d], model.headr, cols("output", d))
+                for d in nodes
+            ],
+            axis=-1,
+        )
+    else:
+        y = np.concatenate(
+            [
+                lin(recv[d][0], ln(*recv[d], model.lnf), model.head, cols("output", d))
+                for d in nodes
+            ],
+            axis=-1,
+        )
     return y[:, 0] if cfg.task == "classify" else y
 
 

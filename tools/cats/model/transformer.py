@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cats.model.config import ModelConfig
-from cats.model.partition import Partition
+from cats.model.partition import Partition, block_exchange, head_exchange
 
 QMAX = 127
 LOGIT_STEP = 1.0 / 16.0  # attention logits are fixed point in 1/16 nat (see qref.softmax)
@@ -137,8 +137,10 @@ class Exchanges:
         kept = torch.as_tensor(part.kept[e], device=self.device)  # (C,)
         recv = kept[None, None, :].expand(1, part.nodes, -1)  # (1, D, C)
         dm = self.delivery.get(e)
-        if dm is not None:  # dm[b, s, r]: sender s reached receiver r
-            recv = recv & dm[:, owner, :].transpose(1, 2).bool()
+        if dm is not None and hasattr(dm, "mask"):  # ColumnDelivery: mask[b, c, r]
+            recv = recv & dm.mask.to(self.device).transpose(1, 2).bool()
+        elif dm is not None:  # dm[b, s, r]: sender s reached receiver r
+            recv = recv & dm.to(self.device)[:, owner, :].transpose(1, 2).bool()
         avail = (own[None] | recv).to(x.dtype).unsqueeze(2)  # (B|1, D, 1, C)
         return x.unsqueeze(1) * avail, avail
 
@@ -182,12 +184,27 @@ class CatsModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         f = cfg.features
-        self.embed = Lin(cfg.patch, f)
+        if cfg.io == "paper":
+            # input block: x0 = W_in2(act(W_in1 u)) + W_inr u on u = (patch, padding flags)
+            self.in1 = Lin(cfg.input_width, cfg.io_hidden)
+            self.in2 = Lin(cfg.io_hidden, f)
+            self.inr = Lin(cfg.input_width, f)
+        else:
+            self.embed = Lin(cfg.patch, f)
         self.pos = nn.Parameter(torch.randn(cfg.tokens, f) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
         self.lnf = LayerNorm(f, cfg.ln_eps)
-        self.head = Lin(f, cfg.outputs)
-        self.aq = nn.ModuleDict({n: ActQuant() for n in ("inp", "x0", "pool", "lnf", "y")})
+        if cfg.io == "paper":
+            # output block: y = W_h2(act(W_h1 LN(x))) + W_hr x
+            self.head1 = Lin(f, cfg.io_hidden)
+            self.head = Lin(cfg.io_hidden, cfg.outputs)
+            self.headr = Lin(f, cfg.outputs)
+        else:
+            self.head = Lin(f, cfg.outputs)
+        names = ("inp", "x0", "pool", "lnf", "y")
+        if cfg.io == "paper":
+            names += ("in_h", "head_h")
+        self.aq = nn.ModuleDict({n: ActQuant() for n in names})
         causal = torch.ones(cfg.tokens, cfg.tokens, dtype=torch.bool).tril()
         self.register_buffer("causal", causal, persistent=False)
 
@@ -210,16 +227,33 @@ class CatsModel(nn.Module):
 
     @property
     def quant(self) -> bool:
-        return self.embed.quant
+        return self.head.quant
 
     # -- input / output normalisation (done by the gateway, in float) ---------------------------
-    def normalise(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Reversible instance normalisation: (B, context) -> patches (B, N, P), mean, std."""
-        if x.ndim != 2 or x.shape[1] != self.cfg.context:
-            raise ValueError(f"input must be (batch, {self.cfg.context}), got {tuple(x.shape)}")
+    def normalise(self, x: Tensor, pad: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Reversible instance normalisation: (B, context) -> patches (B, N, input_width), mean,
+        std. An image (``cfg.image_width``) is standardised per image and cut into square
+        patches (``ModelConfig.patch_order``). With paper blocks each token is (patch, padding
+        flags): ``pad`` (B, context), 1 where a sample is padding (TimesFM-style: zeroed after
+        normalisation, flagged), default none padded."""
+        cfg = self.cfg
+        if x.ndim != 2 or x.shape[1] != cfg.context:
+            raise ValueError(f"input must be (batch, {cfg.context}), got {tuple(x.shape)}")
         mu = x.mean(dim=1, keepdim=True)
         sd = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-5)
-        return ((x - mu) / sd).reshape(x.shape[0], self.cfg.tokens, self.cfg.patch), mu, sd
+        z = (x - mu) / sd
+        if cfg.image_width:
+            if pad is not None or cfg.io == "paper":
+                raise ValueError("images take the lean input block, without padding flags")
+            return z[:, torch.from_numpy(cfg.patch_order())], mu, sd
+        if cfg.io != "paper":
+            if pad is not None:
+                raise ValueError("padding flags need the paper input block (io='paper')")
+            return z.reshape(x.shape[0], cfg.tokens, cfg.patch), mu, sd
+        flags = torch.zeros_like(z) if pad is None else pad.to(z.dtype)
+        z = z * (1 - flags)
+        split = (x.shape[0], cfg.tokens, cfg.patch)
+        return torch.cat([z.reshape(split), flags.reshape(split)], dim=-1), mu, sd
 
     # -- the network ----------------------------------------------------------------------------
     def core(
@@ -228,38 +262,60 @@ class CatsModel(nn.Module):
         part: Partition | None = None,
         delivery: dict[int, Tensor] | None = None,
     ) -> Tensor:
-        """Normalised patches (B, N, P) -> head output, (B, N, outputs) for forecasting (every
-        token predicts the horizon after its patch) or (B, outputs) for classification."""
+        """Normalised patches (B, N, input_width) -> head output, (B, N, outputs) for
+        forecasting (every token predicts the horizon after its patch) or (B, outputs) for
+        classification."""
         cfg = self.cfg
         if part is not None and part.cfg != cfg:
             raise ValueError("partition was made for a different model configuration")
         ex = Exchanges(part, delivery, patches.device)
         aq = self.aq
-        x = aq["x0"](ex_linear_local(aq["inp"](patches), self.embed) + self.pos)
+        if cfg.io == "paper":
+            # input block: exchange in_x (the nodes' input columns), in_hidden (MLP hidden units)
+            v, _ = ex.view(0, aq["inp"](patches))
+            h = aq["in_h"](self._act(ex.linear(v, self.in1, "in_hidden")))
+            vh, _ = ex.view(1, h)
+            x0 = self._drop(ex.linear(vh, self.in2, "model")) + ex.linear(v, self.inr, "model")
+            x = aq["x0"](x0 + self.pos)
+        else:
+            x = aq["x0"](ex_linear_local(aq["inp"](patches), self.embed) + self.pos)
         for b, blk in enumerate(self.blocks):
             q_ = blk.aq
+            e = block_exchange(cfg, b, 0)
             # exchange 1: block input -> LN1 -> Q, K, V of the node's own heads
-            v, avail = ex.view(4 * b, x)
+            v, avail = ex.view(e, x)
             h = q_["ln1"](ex.layer_norm(v, avail, blk.ln1))
             q = q_["q"](ex.linear(h, blk.wq, "model"))
             k = q_["k"](ex.linear(h, blk.wk, "model"))
             val = q_["v"](ex.linear(h, blk.wv, "model"))
             att = q_["att"](self._attention(q, k, val))
             # exchange 2: head outputs -> output projection of the node's own columns
-            v, _ = ex.view(4 * b + 1, att)
-            x = q_["x1"](x + q_["o"](ex.linear(v, blk.wo, "model")))
+            v, _ = ex.view(e + 1, att)
+            x = q_["x1"](x + self._drop(q_["o"](ex.linear(v, blk.wo, "model"))))
             # exchange 3: residual -> LN2 -> FFN layer 1 (node's own hidden units)
-            v, avail = ex.view(4 * b + 2, x)
+            v, avail = ex.view(e + 2, x)
             h = q_["ln2"](ex.layer_norm(v, avail, blk.ln2))
             h = q_["h"](self._act(q_["hpre"](ex.linear(h, blk.w1, "hidden"))))
             # exchange 4: hidden units -> FFN layer 2 (node's own output columns)
-            v, _ = ex.view(4 * b + 3, h)
-            x = q_["x2"](x + q_["f"](ex.linear(v, blk.w2, "model")))
+            v, _ = ex.view(e + 3, h)
+            x = q_["x2"](x + self._drop(q_["f"](ex.linear(v, blk.w2, "model"))))
         if cfg.task == "classify":
             x = aq["pool"](x.mean(dim=1, keepdim=True))  # local: each node pools its own columns
-        v, avail = ex.view(4 * cfg.blocks, x)
-        y = aq["y"](ex.linear(aq["lnf"](ex.layer_norm(v, avail, self.lnf)), self.head, "output"))
+        e = head_exchange(cfg)
+        v, avail = ex.view(e, x)
+        hn = aq["lnf"](ex.layer_norm(v, avail, self.lnf))
+        if cfg.io == "paper":
+            # output block: exchange head_in (residual stream), head_hidden (MLP hidden units)
+            h = aq["head_h"](self._act(ex.linear(hn, self.head1, "head_hidden")))
+            vh, _ = ex.view(e + 1, h)
+            y = aq["y"](ex.linear(vh, self.head, "output") + ex.linear(v, self.headr, "output"))
+        else:
+            y = aq["y"](ex.linear(hn, self.head, "output"))
         return y[:, 0] if cfg.task == "classify" else y
+
+    def _drop(self, x: Tensor) -> Tensor:
+        """Standard dropout (training only; identity at cfg.dropout == 0 and in eval mode)."""
+        return F.dropout(x, self.cfg.dropout, self.training) if self.cfg.dropout > 0 else x
 
     def _act(self, x: Tensor) -> Tensor:
         return F.gelu(x) if self.cfg.activation == "gelu" else F.relu(x)
@@ -275,16 +331,21 @@ class CatsModel(nn.Module):
             logits = _ste_round(logits / LOGIT_STEP) * LOGIT_STEP
         if cfg.task == "forecast":
             logits = logits.masked_fill(~self.causal[:n, :n], float("-inf"))
-        p = torch.softmax(logits, dim=-1)
+        p = self._drop(torch.softmax(logits, dim=-1))
         if self.quant:
             p = torch.clamp(_ste_round(p / PROB_SCALE), 0, QMAX) * PROB_SCALE
         return (p @ v).transpose(1, 2).reshape(b, n, f)
 
     def forward(
-        self, x: Tensor, part: Partition | None = None, delivery: dict[int, Tensor] | None = None
+        self,
+        x: Tensor,
+        part: Partition | None = None,
+        delivery: dict[int, Tensor] | None = None,
+        pad: Tensor | None = None,
     ) -> Tensor:
-        """Raw series (B, context) -> forecast (B, N, horizon) in data units, or logits (B, C)."""
-        patches, mu, sd = self.normalise(x)
+        """Raw series (B, context) -> forecast (B, N, horizon) in data units, or logits (B, C).
+        ``pad`` (B, context): padding flags (paper input block only)."""
+        patches, mu, sd = self.normalise(x, pad)
         y = self.core(patches, part, delivery)
         if self.cfg.task == "classify":
             return y

@@ -13,7 +13,7 @@ from cats.model.transformer import CatsModel
 from cats.quant import qref
 from cats.training.checkpoint import load_checkpoint
 from cats.training.evaluate import eval_indices, evaluate
-from cats.training.train import prepare_data
+from cats.training.train import data_kwargs_of, prepare_data
 
 
 def quantized(model: CatsModel, calib_windows: Any, n: int = 512, seed: int = 0) -> qref.QModel:
@@ -37,7 +37,9 @@ def load_for_export(checkpoint: Path, nodes: int | None) -> tuple[qref.QModel, P
             )
         part = Partition.full(ck.cfg, nodes)
     model = ck.model()
-    bundle = prepare_data(ck.extra.get("data"), ck.cfg, normaliser=ck.normaliser)
+    bundle = prepare_data(
+        ck.extra.get("data"), ck.cfg, normaliser=ck.normaliser, **data_kwargs_of(ck)
+    )
     return quantized(model, bundle.train), part
 
 

@@ -204,6 +204,10 @@ def calibrate(model: CatsModel, patches: torch.Tensor) -> None:
 def quantize(model: CatsModel) -> QModel:
     """Integer tensors from a (QAT-trained or calibrated) float model."""
     cfg = model.cfg
+    if cfg.io != "lean":
+        raise ValueError(
+            f"the integer reference implements the lean input/output blocks only, not io={cfg.io!r}"
+        )
     aqs = {
         name.replace("blocks.", "b").replace(".aq.", ".").replace("aq.", ""): a
         for name, a in model.act_quants().items()

@@ -37,6 +37,7 @@ import numpy as np
 
 from cats.base.paths import REPO_ROOT
 from cats.sim.run import load_run, simulate
+from cats.wire import phy as phys
 from cats.wire import stream
 
 MODULE = REPO_ROOT / "cats_zephyr_module"
@@ -120,6 +121,7 @@ def build_images(
     progress: bool = False,
     key_file: Path | None = None,
     mic: int = 8,
+    mac: str | None = None,
 ) -> dict[str, Any]:
     """Build (or bring up to date) the node images and the gateway image of a partition for
     nrf52_bsim: ``out_dir/node-<d>`` and ``out_dir/gateway``, provisioned with the swarm key
@@ -135,6 +137,8 @@ def build_images(
     common = [f"-DCATS_PARTITION_DIR={part}", f"-DCATS_LINK={link}"]
     common.append(f'-DCONFIG_CATS_SWARM_KEY="{key.hex()}"')  # a Kconfig string
     common.append(f"-DCONFIG_CATS_MIC_LEN={mic}")
+    if link == "ieee802154" and mac is not None:  # Kconfig CATS_802154_CHANNEL_ACCESS
+        common.append(f"-DCATS_802154_ACCESS={mac}")  # cmake/cats_link.cmake: csma | direct
     images: dict[str, Any] = {"nodes": []}
     for d in range(nodes):
         if progress:
@@ -282,6 +286,7 @@ def simulate_bsim(
     progress: bool = False,
     key_file: Path | None = None,
     mic: int = 8,
+    mac: str | None = None,
 ) -> dict[str, Any]:
     """`cats sim --backend bsim`: build the images, run K windows on BabbleSim, check every
     result against qref, and put the simulated latency beside the medium's model."""
@@ -301,10 +306,11 @@ def simulate_bsim(
     if link not in LINKS:
         raise ValueError(f"--link {link}: the bsim backend runs {', '.join(LINKS)}")
     fw_link = LINKS[link]
-    build_dir = build_dir or partition_dir / f"bsim-{fw_link}"
+    phys.get(link, mac)  # refuse a MAC the link does not have
+    build_dir = build_dir or partition_dir / f"bsim-{fw_link}{'-' + mac if mac else ''}"
     images = build_images(
         partition_dir, fw_link, build_dir, len(specs), progress=progress, key_file=key_file,
-        mic=mic,
+        mic=mic, mac=mac,
     )  # fmt: skip
     if progress:
         print(f"  bsim: running {len(specs)} nodes + gateway, {len(inputs)} inferences",
@@ -375,7 +381,7 @@ def simulate_bsim(
         "per_inference": per,
     }
     if compare_medium:
-        med = simulate(partition_dir, link=link, inputs=inputs, mic=mic)
+        med = simulate(partition_dir, link=link, inputs=inputs, mic=mic, mac=mac)
         out["medium"] = {
             "bit_exact": med["bit_exact"],
             "modelled_latency_s": med["modelled_latency_s"],

@@ -12,6 +12,13 @@ transfers; their airtime is counted).
 ``none``                          nothing lost (also the empty string)
 ``iid:P``                         every (frame, receiver) delivery lost independently with
                                   probability P
+``paper:X``                        the paper's loss model (its reference code's message-dropout
+                                  sampler with all three modes at X): per exchange, a whole
+                                  sender -> receiver message (every fragment of that sender's
+                                  exchange) is lost with X on its own, every message to a
+                                  receiver with X (it heard nothing), every message of a sender
+                                  with X (nobody heard it); a message survives with (1 - X)^3.
+                                  Same draws as ``cats evaluate --loss-model paper`` in law
 ``ge:P_GB,P_BG,LOSS_G,LOSS_B``    Gilbert-Elliott bursts: a two-state Markov chain per link
                                   (sender -> receiver) advanced once per frame of that sender
                                   in (inference, exchange, fragment) order; good -> bad with
@@ -40,7 +47,7 @@ import struct
 from dataclasses import dataclass, field
 
 # Causes reported in the drop log.
-CAUSES = ("iid", "ge", "cut")
+CAUSES = ("iid", "ge", "cut", "paper")
 
 
 def uniform(seed: int, tag: bytes, *key: int) -> float:
@@ -113,6 +120,26 @@ class Iid:
 
 
 @dataclass(frozen=True)
+class PaperLoss:
+    """Message-level loss with the three modes of message-dropout, all at probability x."""
+
+    p: float
+
+    def __str__(self) -> str:
+        return f"paper:{self.p:g}"
+
+    def lost(self, seed: int, k: int, inference: int, exchange: int, sender: int, receiver: int):
+        """Whether the message sender -> receiver of (inference, exchange) is lost. The fragment
+        is not part of any key, so every frame of the message shares the decision."""
+        tag = b"paper%d" % k
+        return (
+            uniform(seed, tag + b"l", inference, exchange, sender, receiver) < self.p
+            or uniform(seed, tag + b"r", inference, exchange, receiver) < self.p
+            or uniform(seed, tag + b"s", inference, exchange, sender) < self.p
+        )
+
+
+@dataclass(frozen=True)
 class GilbertElliott:
     p_gb: float
     p_bg: float
@@ -153,7 +180,7 @@ class Die:
         return f"die:{','.join(str(n) for n in sorted(self.nodes))}@{self.when}"
 
 
-Model = Iid | GilbertElliott | Cut | Die
+Model = Iid | PaperLoss | GilbertElliott | Cut | Die
 
 
 def _prob(text: str, what: str) -> float:
@@ -169,9 +196,11 @@ def parse_one(text: str) -> Model | None:
         return None
     kind, sep, args = text.partition(":")
     if not sep:
-        raise ValueError(f"loss model {text!r} needs kind:args (iid:, ge:, cut:, die:)")
+        raise ValueError(f"loss model {text!r} needs kind:args (iid:, paper:, ge:, cut:, die:)")
     if kind == "iid":
         return Iid(_prob(args, "iid loss"))
+    if kind == "paper":
+        return PaperLoss(_prob(args, "paper loss"))
     if kind == "ge":
         vals = args.split(",")
         if len(vals) != 4:
@@ -192,7 +221,7 @@ def parse_one(text: str) -> Model | None:
         if not sep2:
             raise ValueError(f"die needs N@WHEN, got {args!r}")
         return Die(parse_nodes(nodes), When.parse(when))
-    raise ValueError(f"unknown loss model {kind!r} (iid, ge, cut, die)")
+    raise ValueError(f"unknown loss model {kind!r} (iid, paper, ge, cut, die)")
 
 
 @dataclass
@@ -247,6 +276,9 @@ class LossModel:
             if isinstance(m, Iid):
                 if m.p > 0 and uniform(self.seed, b"iid%d" % k, *key) < m.p:
                     cause = cause or "iid"
+            elif isinstance(m, PaperLoss):
+                if m.p > 0 and m.lost(self.seed, k, inference, exchange, sender, receiver):
+                    cause = cause or "paper"
             elif isinstance(m, GilbertElliott):
                 link = (k, sender, receiver)
                 bad = self._ge_state.get(link, False)

@@ -863,13 +863,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the swarm's export (node-<d>/manifest.pb): the ColumnFrames' frame plan",
     )
+    p.add_argument(
+        "--mac",
+        default=None,
+        choices=phys.MAC_CHOICES,
+        help="the firmware's channel access of the link (cats.wire.phy.FIRMWARE_MACS; "
+        "default: the link's default)",
+    )
     args = p.parse_args(argv)
     try:
         loss = LossModel.parse(args.loss, args.seed)
     except ValueError as exc:
         p.error(str(exc))
     medium = Medium(
-        phys.get(args.link),
+        phys.get(args.link, args.mac),
         loss,
         nodes=args.nodes,
         tag=args.tag,

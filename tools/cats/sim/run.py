@@ -80,6 +80,12 @@ def test_windows(cfg: ModelConfig, data: str | None, k: int) -> tuple[str, np.nd
     )
     from cats.training.evaluate import eval_indices
 
+    if cfg.image_shape is not None:
+        from cats.training.data import image_dataset
+
+        images = image_dataset(data, cfg.image_shape)[2]
+        x, y = images.batch(eval_indices(len(images), k))
+        return data if data not in (None, "default") else "digits", x, y
     name, values, scheme = dataset_from_arg(data, context=cfg.context, horizon=cfg.horizon)
     split = split_series(values, scheme, cfg.context, cfg.horizon, normalise=False)
     test = split.normaliser.apply(split.test)
@@ -99,7 +105,7 @@ def revin_int8(cfg: ModelConfig, x: np.ndarray, input_scale: float):
     x = np.asarray(x, dtype=np.float32)
     mu = x.mean(axis=1, keepdims=True, dtype=np.float32)
     sd = np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float32) + np.float32(1e-5))
-    patches = ((x - mu) / sd).reshape(len(x), cfg.tokens, cfg.patch)
+    patches = ((x - mu) / sd)[:, cfg.patch_order()]  # (K, N, P); an image cut into patches
     return quantize_input(patches, input_scale), mu.astype(np.float64), sd.astype(np.float64)
 
 
@@ -160,6 +166,7 @@ class SimOptions:
     key_file: Path | None = None  # the swarm key (default: a fresh one in the work directory)
     mic: int = 8  # MIC bytes per air frame (cats.wire.auth)
     attack: str | None = None  # an unkeyed attacker station (cats.sim.attack.MODES)
+    mac: str | None = None  # the link's channel access (cats.wire.phy.FIRMWARE_MACS; None: default)
 
     @property
     def lossy(self) -> bool:
@@ -234,6 +241,7 @@ def _make_swarm(partition_dir: Path, opts: SimOptions, compute: dict[str, Any]):
         external=opts.external,
         key_file=opts.key_file,
         mic=opts.mic,
+        mac=opts.mac,
     )
 
 
@@ -460,7 +468,7 @@ def _summary(
             if per and all(r["airtime_floor_s"] for r in per)
             else None
         ),
-        "mac": phys.get(opts.link).mac.to_dict(),
+        "mac": phys.get(opts.link, opts.mac).mac.to_dict(),
         "compute_s": compute["compute_s"],
         "compute": compute,
         "wall_s": timing.done - timing.start,

@@ -250,9 +250,11 @@ class Swarm:
         external: dict[int, str] | None = None,
         key_file: Path | None = None,
         mic: int = auth.MIC_DEFAULT,
+        mac: str | None = None,
     ) -> None:
         self.export_dir = Path(export_dir).resolve()
-        self.phy = phys.get(link)
+        self.phy = phys.get(link, mac)  # `mac`: a key of phys.FIRMWARE_MACS[link]
+        self.mac = mac
         self.loss = [loss] if isinstance(loss, str) else list(loss or [])
         self.seed = seed
         self.slot_timeout = slot_timeout
@@ -363,6 +365,8 @@ class Swarm:
             "--export",
             str(self.export_dir),
         ]
+        if self.mac is not None:
+            argv += ["--mac", self.mac]
         for spec in self.loss:
             argv += ["--loss", spec]
         if self.pcap:

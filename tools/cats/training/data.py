@@ -1,11 +1,13 @@
-"""Real time-series data for training and evaluating the swarm's models (numpy only).
+"""Real data for training and evaluating the swarm's models (numpy only).
 
-Two sources:
+Three sources:
 
 * ETT (Electricity Transformer Temperature, e.g. ETTh2.csv laid in shared/data) with the
   standard Informer/PatchTST train/val/test borders, so results compare with the literature;
 * the demo's default: hourly 2010 air temperatures for Seattle and San Francisco that ship
-  inside the pinned PyPI package ``vega-datasets``, so ``make demo`` needs no download.
+  inside the pinned PyPI package ``vega-datasets``, so ``make demo`` needs no download;
+* images for the ViT: the 8 x 8 handwritten digits that ship inside the pinned scikit-learn
+  wheel (``--data digits``, ``ImageSet``).
 
 Windows are channel-independent (every channel of every window is its own univariate
 sample, as in PatchTST): the model on the swarm sees one sensor stream at a time.
@@ -14,6 +16,7 @@ sample, as in PatchTST): the model on the swarm sees one sensor stream at a time
 from __future__ import annotations
 
 import csv
+import gzip
 import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ HOURS_PER_MONTH = 30 * 24
 ETT_TRAIN = 12 * HOURS_PER_MONTH
 ETT_VAL = 4 * HOURS_PER_MONTH
 ETT_TEST = 4 * HOURS_PER_MONTH
-SCHEMES = ("ett-hourly", "ratio")
+SCHEMES = ("ett-hourly", "ratio", "paper")
 DEFAULT_NAME = "seattle-sf-temps"
 DEFAULT_COLUMNS = ["seattle_temp", "sf_temp"]
 TREND_CLASS_NAMES = ("down", "flat", "up")
@@ -180,7 +183,15 @@ class Split:
 def split_borders(
     n_rows: int, scheme: str, context: int
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Row ranges of train/val/test (the Informer/PatchTST ``border1s``/``border2s``)."""
+    """Row ranges of train/val/test: "ett-hourly" and "ratio" are the Informer/PatchTST
+    ``border1s``/``border2s`` (val and test start `context` rows early); "paper" is the CATS
+    reference loader's (dataset_loaders/ETT.py): 60/20/20 % of the rows, each part standing
+    alone (its windows lie wholly inside it)."""
+    if scheme == "paper":
+        a, b = int(0.6 * n_rows), int(0.8 * n_rows)
+        if a < context:
+            raise ValueError(f"series too short: {n_rows} rows leave {a} training rows")
+        return (0, a), (a, b), (b, n_rows)
     if scheme == "ett-hourly":
         need = ETT_TRAIN + ETT_VAL + ETT_TEST
         if n_rows < need:
@@ -359,21 +370,126 @@ class ClassificationWindows(_Windows):
         return np.bincount(self.labels.ravel(), minlength=self.n_classes)
 
 
+# --------------------------------------------------------------------------- images
+
+DIGITS_NAME = "digits"
+DIGITS_SHAPE = (8, 8)
+IMAGE_SPLIT_SEED = 0  # the fixed train/val/test split of an image set
+IMAGE_SPLIT = (0.6, 0.2, 0.2)
+
+
+def sklearn_data_dir() -> Path:
+    """The bundled-data directory of the installed scikit-learn (not imported: that would
+    pull in scipy just to read one file)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the digits images ship in the PyPI package scikit-learn, which is not installed; "
+            "run `make setup`"
+        )
+    return Path(spec.origin).parent / "datasets" / "data"
+
+
+def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """The UCI optical-recognition handwritten digits as scikit-learn ships them
+    (``sklearn/datasets/data/digits.csv.gz``, what ``sklearn.datasets.load_digits`` reads):
+    1797 images of 8 x 8 pixels, grey levels 0..16, labels 0..9. scikit-learn is
+    BSD-3-Clause; the data set (Alpaydin & Kaynak, UCI ML repository) is CC BY 4.0.
+    Returns ``(images float32 [n, 64] row major, labels int64 [n])``."""
+    path = sklearn_data_dir() / "digits.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: scikit-learn's bundled digits are missing")
+    with gzip.open(path, "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    npix = DIGITS_SHAPE[0] * DIGITS_SHAPE[1]
+    if table.ndim != 2 or table.shape[1] != npix + 1:
+        raise ValueError(f"{path}: expected {npix + 1} columns, got {table.shape}")
+    return np.ascontiguousarray(table[:, :npix]), table[:, npix].astype(np.int64)
+
+
+class ImageSet:
+    """Labelled images, each a row-major float32 vector of ``context`` pixels (the model cuts
+    it into patches); the same ``batch`` / ``sample_indices`` interface as the windows."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, n_classes: int) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = np.ascontiguousarray(images, dtype=np.float32)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.n_classes = n_classes
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(x [B, pixels] float32, label [B] int64)``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return self.images[idx], self.labels[idx]
+
+    def sample_indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(len(self), size=n, replace=n > len(self))
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.n_classes)
+
+
+def split_images(
+    images: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = IMAGE_SPLIT_SEED
+) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """A fixed stratified train/val/test split (60/20/20 % of every class, shuffled with
+    `seed`), the same on every machine and run."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for c in range(n_classes):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        a = round(IMAGE_SPLIT[0] * len(idx))
+        b = a + round(IMAGE_SPLIT[1] * len(idx))
+        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:]), strict=True):
+            part.append(chunk)
+    out = []
+    for part in parts:
+        idx = np.sort(np.concatenate(part))
+        out.append(ImageSet(images[idx], labels[idx], n_classes))
+    return out[0], out[1], out[2]
+
+
+def image_dataset(arg: str | Path | None, shape: tuple[int, int]) -> tuple[ImageSet, ...]:
+    """Train/val/test ImageSets of the image data set `arg` (``digits``, the default for an
+    image model) for a model whose input is `shape` (height, width) pixels."""
+    name = DIGITS_NAME if arg is None or str(arg) in ("default", DIGITS_NAME) else str(arg)
+    if name != DIGITS_NAME:
+        raise ValueError(f"unknown image data set {name!r}; an image model takes 'digits'")
+    if tuple(shape) != DIGITS_SHAPE:
+        raise ValueError(f"the digits are {DIGITS_SHAPE} pixels, the model wants {shape}")
+    images, labels = load_digits_images()
+    return split_images(images, labels, 10)
+
+
 # --------------------------------------------------------------------------- selection
 
 
 def dataset_from_arg(
-    arg: str | Path | None, *, context: int | None = None, horizon: int | None = None
+    arg: str | Path | None,
+    *,
+    context: int | None = None,
+    horizon: int | None = None,
+    columns: list[str] | None = None,
+    scheme: str | None = None,
 ) -> tuple[str, np.ndarray, str]:
     """Resolve the CLI's data argument to ``(name, values [T, C], split scheme)``.
 
     ``None``/``"default"`` is the bundled Seattle/SF temperatures ("ratio" split); a CSV
     whose file name starts with ``ETT`` gets the standard "ett-hourly" split, any other CSV
-    "ratio". Given ``context`` and ``horizon``, also checks now that every split part holds
-    at least one window, so a too-short file fails before any training starts.
+    "ratio"; ``scheme`` overrides that. ``columns`` keeps only the named channels (e.g.
+    ``["OT"]``, the paper's setting). Given ``context`` and ``horizon``, also checks now that
+    every split part holds at least one window, so a too-short file fails before any training
+    starts.
     """
+    if scheme is not None and scheme not in SCHEMES:
+        raise ValueError(f"unknown split scheme {scheme!r}; choose one of {SCHEMES}")
+    forced = scheme
     if arg is None or str(arg) == "default":
-        _, values, _ = load_default_series()
+        _, values, names = load_default_series()
         name, scheme = DEFAULT_NAME, "ratio"
     else:
         path = Path(arg)
@@ -381,9 +497,16 @@ def dataset_from_arg(
             raise FileNotFoundError(f"data file not found: {path} (give a CSV path or 'default')")
         if path.suffix.lower() != ".csv":
             raise ValueError(f"{path}: expected a .csv file")
-        _, values, _ = load_csv_series(path)
+        _, values, names = load_csv_series(path)
         name = path.stem
         scheme = "ett-hourly" if path.name.startswith("ETT") else "ratio"
+    if columns:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ValueError(f"{name}: no column(s) {missing}; it has {names}")
+        values = values[:, [names.index(c) for c in columns]]
+        name = f"{name}[{','.join(columns)}]"
+    scheme = forced or scheme
     if context is not None:
         split_series(values, scheme, context, horizon or 1, normalise=False)
     return name, values, scheme

@@ -1,9 +1,12 @@
 """Test-set quality of a (partitioned) model, clean or under message loss.
 
-Forecasting is scored like the ETT literature: MSE/MAE of the last token's forecast (the
-``horizon`` steps after the context) in the train-normalised data space. Classification is
-scored by accuracy and cross-entropy. Under loss, each seed draws fresh per-link, per-exchange,
-per-window delivery masks (``cats.model.dropout.loss_delivery``), and the results are averaged.
+Forecasting is scored in the train-normalised data space with one of two metrics (``METRICS``):
+``last`` (the ETT literature: MSE/MAE of the last token's forecast, the ``horizon`` steps after
+the context) or ``all`` (the paper's reference code, TimeseriesPatchedDecoder.loss: the mean
+over all tokens of each token's horizon-step MSE, token t forecasting the steps after its patch).
+Classification is scored by accuracy and cross-entropy. Under loss, each seed draws fresh
+per-exchange, per-window delivery masks from a loss model (``cats.model.dropout.loss_delivery``:
+``paper`` by default, ``link`` or ``frame``), and the results are averaged.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import torch.nn.functional as F
 
 from cats.model.dropout import loss_delivery
 from cats.model.partition import Partition
-from cats.model.transformer import CatsModel
+from cats.model.transformer import CatsModel, token_targets
 
 DEFAULT_LOSSES = (0.0, 0.01, 0.05, 0.1, 0.2)
+METRICS = ("last", "all")
 
 
 def is_pruned(part: Partition | None) -> bool:
@@ -53,11 +57,16 @@ def evaluate(
     seeds: int | Sequence[int] = 5,
     batch: int = 256,
     max_windows: int | None = None,
+    loss_model: str = "paper",
+    metric: str = "last",
 ) -> dict[str, Any]:
-    """Score `model` on `windows` (ForecastWindows or ClassificationWindows) at `loss_rate`.
+    """Score `model` on `windows` (ForecastWindows or ClassificationWindows) at `loss_rate`
+    under `loss_model` (cats.model.dropout.LOSS_MODELS), forecasts by `metric` (METRICS).
 
     `seeds` (a count or explicit seeds) matters only when loss_rate > 0; the clean result is
     deterministic and computed once. Returns mean metrics plus per-seed values."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
     lossy = loss_rate > 0 and part is not None and part.nodes > 1
     use_part = part if needs_partition(part, lossy) else None
     idx = eval_indices(len(windows), max_windows)
@@ -65,6 +74,7 @@ def evaluate(
     if not seed_list:
         raise ValueError("need at least one seed")
     classify = model.cfg.task == "classify"
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     per_seed = []
@@ -74,9 +84,16 @@ def evaluate(
             sums = np.zeros(2)
             for lo in range(0, len(idx), batch):
                 xb, yb = windows.batch(idx[lo : lo + batch])
-                x, y = torch.from_numpy(xb), torch.from_numpy(np.asarray(yb))
-                dl = loss_delivery(part, None, len(x), loss_rate, gen) if lossy else None
-                out = model.predict(x, use_part, dl)
+                x = torch.from_numpy(xb).to(device)
+                y = torch.from_numpy(np.asarray(yb)).to(device)
+                dl = (
+                    loss_delivery(part, None, len(x), loss_rate, gen, loss_model) if lossy else None
+                )
+                if not classify and metric == "all":
+                    out = model(x, use_part, dl).flatten(1)
+                    y = token_targets(model.cfg, x, y).flatten(1)
+                else:
+                    out = model.predict(x, use_part, dl)
                 if classify:
                     sums += [
                         F.cross_entropy(out, y, reduction="sum").item(),
@@ -94,6 +111,10 @@ def evaluate(
     res[f"{names[0]}_std"] = float(arr[:, 0].std())
     res["per_seed"] = {n: arr[:, i].tolist() for i, n in enumerate(names)}
     res.update(loss_rate=float(loss_rate), seeds=seed_list, windows=len(idx))
+    if lossy:
+        res["loss_model"] = loss_model
+    if not classify:
+        res["metric"] = metric
     return res
 
 
@@ -111,16 +132,19 @@ def robustness(
     batch: int = 256,
     max_windows: int | None = None,
     reference: float | None = None,
+    loss_model: str = "paper",
+    metric: str = "last",
 ) -> list[dict[str, Any]]:
     """`evaluate` at each loss rate, with ``ratio`` = metric / `reference` (default: this
     model's clean metric)."""
-    rows = [evaluate(model, part, windows, r, seeds, batch, max_windows) for r in losses]
+    kw = {"loss_model": loss_model, "metric": metric}
+    rows = [evaluate(model, part, windows, r, seeds, batch, max_windows, **kw) for r in losses]
     if reference is None:
         clean = [val_loss(r) for r in rows if r["loss_rate"] == 0]
         reference = (
             clean[0]
             if clean
-            else val_loss(evaluate(model, part, windows, 0.0, seeds, batch, max_windows))
+            else val_loss(evaluate(model, part, windows, 0.0, seeds, batch, max_windows, **kw))
         )
     for r in rows:
         r["ratio"] = val_loss(r) / reference

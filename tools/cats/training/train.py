@@ -35,19 +35,29 @@ from tqdm import tqdm
 from cats.model.config import ModelConfig
 from cats.model.dropout import DropoutConfig, sample_delivery
 from cats.model.partition import Partition
-from cats.model.prune import prune
+from cats.model.prune import IMPORTANCES, prune
 from cats.model.transformer import CatsModel, token_targets
 from cats.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cats.training.data import (
+    DIGITS_NAME,
     ClassificationWindows,
     ForecastWindows,
+    ImageSet,
     Normaliser,
     dataset_from_arg,
+    image_dataset,
     split_series,
 )
-from cats.training.evaluate import eval_indices, evaluate, is_pruned, needs_partition, val_loss
+from cats.training.evaluate import (
+    METRICS,
+    eval_indices,
+    evaluate,
+    is_pruned,
+    needs_partition,
+    val_loss,
+)
 
-Windows = ForecastWindows | ClassificationWindows
+Windows = ForecastWindows | ClassificationWindows | ImageSet
 
 
 # --------------------------------------------------------------------------- data
@@ -64,6 +74,7 @@ class DataBundle:
     train: Windows
     val: Windows
     test: Windows
+    columns: list[str] | None = None  # the channels kept (None: all)
 
     def normaliser_dict(self) -> dict[str, list[float]]:
         return {
@@ -78,13 +89,27 @@ def prepare_data(
     *,
     normaliser: Normaliser | dict[str, list[float]] | None = None,
     stride: int = 1,
+    columns: list[str] | None = None,
+    scheme: str | None = None,
 ) -> DataBundle:
-    """Load `data` (CSV path, or None/"default"), split it and cut windows for `cfg`.
+    """Load `data` (CSV path, or None/"default"; for an image model "digits"), split it and
+    cut windows for `cfg`; keep only `columns` when given, split by `scheme` when given (see
+    ``dataset_from_arg``).
 
     A given `normaliser` (e.g. a checkpoint's) replaces the one fitted on the train part, so
     evaluation sees exactly the scaling the model was trained with."""
+    shape = cfg.image_shape
+    if shape is not None:  # a ViT: labelled images with a fixed split, no normaliser to fit
+        source = DIGITS_NAME if data is None or str(data) == "default" else str(data)
+        train, val, test = image_dataset(source, shape)
+        if cfg.n_classes != train.n_classes:
+            raise ValueError(f"{source} has {train.n_classes} classes, not {cfg.n_classes}")
+        ident = Normaliser(np.zeros(1, np.float32), np.ones(1, np.float32))
+        return DataBundle(source, source, "fixed", ident, train, val, test)
     source = "default" if data is None else str(data)
-    name, values, scheme = dataset_from_arg(data, context=cfg.context, horizon=cfg.horizon)
+    name, values, scheme = dataset_from_arg(
+        data, context=cfg.context, horizon=cfg.horizon, columns=columns, scheme=scheme
+    )
     split = split_series(values, scheme, cfg.context, cfg.horizon, normalise=False)
     norm = split.normaliser
     if isinstance(normaliser, dict):
@@ -107,7 +132,12 @@ def prepare_data(
             ClassificationWindows(s, cfg.context, cfg.horizon, stride, n_classes=cfg.n_classes)
             for s in parts
         ]
-    return DataBundle(name, source, scheme, norm, *wins)
+    return DataBundle(name, source, scheme, norm, *wins, columns=list(columns) if columns else None)
+
+
+def data_kwargs_of(ck: Checkpoint) -> dict[str, Any]:
+    """The column selection and split scheme a checkpoint was trained with (for prepare_data)."""
+    return {"columns": ck.extra.get("columns"), "scheme": ck.extra.get("scheme")}
 
 
 def data_arg_of(ck: Checkpoint, override: str | None) -> str:
@@ -148,6 +178,15 @@ class TrainOptions:
     max_test_windows: int | None = None  # None: the whole test split, as in the literature
     eval_every: int | None = None  # steps; default: per epoch, at least 5 times a phase
     progress: bool = True
+    # the paper recipe's regime (cats.training.recipe); the defaults keep the earlier behaviour
+    metric: str = "last"  # validation/test forecast metric: "last" token or "all" tokens
+    random_padding: bool = False  # TimesFM-style: pad the first r ~ U{0..P-1} samples, flagged
+    warmup_epochs: float | None = None  # warm-up length in epochs (overrides `warmup`)
+    warmup_start: float = 0.0  # warm-up starts at warmup_start * lr
+    lr_floor: float = 0.1  # cosine decays to lr_floor * lr
+    prune_importance: str = "remote"  # "remote" rows only, or the whole consuming "row"
+    prune_at_init: bool = False  # prune the initialised model, then train the masked one
+    device: str = "cpu"  # torch device of training and evaluation ("cuda" on a GPU machine)
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.epochs < 1 or (self.steps is not None and self.steps < 1):
@@ -158,6 +197,10 @@ class TrainOptions:
             raise ValueError(f"prune target must be in [0, 1), not {self.prune}")
         if self.finetune_steps < 0:
             raise ValueError("finetune_steps must be >= 0")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, not {self.metric!r}")
+        if self.prune_importance not in IMPORTANCES:
+            raise ValueError(f"prune_importance must be one of {IMPORTANCES}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -186,7 +229,12 @@ class TrainResult:
             metrics=self.metrics,
             normaliser=self.data.normaliser_dict(),
             dataset=self.data.name,
-            extra={"data": self.data.source, "options": self.options.to_dict()},
+            extra={
+                "data": self.data.source,
+                "columns": self.data.columns,
+                "scheme": self.data.scheme,
+                "options": self.options.to_dict(),
+            },
         )
         (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2, sort_keys=True))
         if self.model.cfg.task == "forecast":
@@ -209,6 +257,8 @@ class Trainer:
 
     def __init__(self, model: CatsModel, part: Partition, data: DataBundle, opts: TrainOptions):
         self.model, self.part, self.data, self.opts = model, part, data, opts
+        self.device = torch.device(opts.device)
+        model.to(self.device)
         self.cfg = model.cfg
         self.rng = np.random.default_rng(opts.seed)
         self.gen = torch.Generator().manual_seed(opts.seed + 1)
@@ -230,22 +280,37 @@ class Trainer:
                 perm[i : i + self.opts.batch] for i in range(0, len(perm), self.opts.batch)
             ][::-1]
         xb, yb = self.data.train.batch(self._order.pop())
-        return torch.from_numpy(xb), torch.from_numpy(np.asarray(yb))
+        dev = self.device
+        return torch.from_numpy(xb).to(dev), torch.from_numpy(np.asarray(yb)).to(dev)
+
+    def padding(self, batch: int) -> torch.Tensor | None:
+        """Random padding flags (B, context): the first r ~ U{0, .., P-1} samples of each window
+        (the reference trainer's TimesFM-style padding; none at evaluation)."""
+        if not self.opts.random_padding:
+            return None
+        r = torch.randint(0, self.cfg.patch, (batch, 1), generator=self.gen)
+        return (torch.arange(self.cfg.context)[None, :] < r).float().to(self.device)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         drop = self.opts.dropout if self.part.nodes > 1 else DropoutConfig()
+        pad = self.padding(len(x))
         if needs_partition(self.part, drop.active):
             delivery = sample_delivery(self.part, None, len(x), drop, self.gen)
-            out = self.model(x, self.part, delivery)
+            out = self.model(x, self.part, delivery, pad=pad)
         else:
-            out = self.model(x)
+            out = self.model(x, pad=pad)
         if self.cfg.task == "classify":
             return F.cross_entropy(out, y)
         return F.mse_loss(out, token_targets(self.cfg, x, y))
 
     def validate(self) -> float:
         res = evaluate(
-            self.model, self.part, self.data.val, 0.0, max_windows=self.opts.max_eval_windows
+            self.model,
+            self.part,
+            self.data.val,
+            0.0,
+            max_windows=self.opts.max_eval_windows,
+            metric=self.opts.metric,
         )
         return val_loss(res)
 
@@ -302,11 +367,16 @@ class Trainer:
         return {"phase": phase, "steps": steps, "initial_val_loss": initial, "best_val_loss": best}
 
 
-def cosine_lr(base: float, total: int, warmup: int, floor: float = 0.1) -> Callable[[int], float]:
-    """Linear warm-up, then cosine decay to floor * base, over `total` steps."""
+def cosine_lr(
+    base: float, total: int, warmup: int, floor: float = 0.1, start: float = 0.0
+) -> Callable[[int], float]:
+    """Linear warm-up (from start * base, or from base / warmup when start is 0), then cosine
+    decay to floor * base, over `total` steps."""
 
     def at(step: int) -> float:
         if step < warmup:
+            if start > 0:
+                return base * (start + (1 - start) * step / warmup)
             return base * (step + 1) / warmup
         t = (step - warmup) / max(1, total - warmup)
         return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
@@ -334,20 +404,30 @@ def train_model(
     part = Partition.full(cfg, opts.nodes)
     tr = Trainer(model, part, data, opts)
 
+    notes = []
+    prune_hist: list[dict[str, Any]] = []
+    if opts.prune_at_init and opts.prune > 0 and part.nodes > 1:
+        # the reference's default regime: prune the initialised model, train the masked one
+        prune_hist = prune(model, part, opts.prune, opts.prune_step, None, opts.prune_importance)
+        notes.append(f"pruned to {part.pruning_ratio():.2f} at initialisation")
+
     total = opts.steps or opts.epochs * tr.steps_per_epoch
     qat_steps = min(total, max(1, round(opts.qat_fraction * total))) if opts.qat else 0
-    lr = cosine_lr(opts.lr, total, max(1, round(opts.warmup * total)))
+    warm = (
+        round(opts.warmup_epochs * tr.steps_per_epoch)
+        if opts.warmup_epochs is not None
+        else round(opts.warmup * total)
+    )
+    lr = cosine_lr(opts.lr, total, max(1, warm), opts.lr_floor, opts.warmup_start)
     phases = [tr.run(total - qat_steps, lr, "float")] if total > qat_steps else []
     if opts.qat:
         model.set_quant(True)
         offset = total - qat_steps
         phases.append(tr.run(qat_steps, lambda s: lr(s + offset), "qat"))
 
-    notes = []
     if part.nodes == 1 and (opts.prune > 0 or opts.dropout.active):
         notes.append("D = 1: nothing crosses the air, so pruning and message-dropout are off")
-    prune_hist: list[dict[str, Any]] = []
-    if opts.prune > 0 and part.nodes > 1:
+    if opts.prune > 0 and part.nodes > 1 and not opts.prune_at_init:
         ft_lr = opts.finetune_lr if opts.finetune_lr is not None else opts.lr / 3
 
         def finetune(m: CatsModel, p: Partition) -> dict[str, Any]:
@@ -355,10 +435,14 @@ def train_model(
                 return {"steps": 0, "val_loss": tr.validate()}
             return tr.run(opts.finetune_steps, lambda s: ft_lr, f"prune{p.pruning_ratio():.2f}")
 
-        prune_hist = prune(model, part, opts.prune, opts.prune_step, finetune)
+        prune_hist = prune(
+            model, part, opts.prune, opts.prune_step, finetune, opts.prune_importance
+        )
 
     model.eval()
-    test = evaluate(model, part, data.test, 0.0, max_windows=opts.max_test_windows)
+    test = evaluate(
+        model, part, data.test, 0.0, max_windows=opts.max_test_windows, metric=opts.metric
+    )
     metrics: dict[str, Any] = {
         "dataset": data.name,
         "data": data.source,
@@ -406,11 +490,14 @@ def prune_checkpoint(
     max_test_windows: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    importance: str = "remote",
 ) -> dict[str, Any]:
     """`cats prune`: prune a trained checkpoint with fine-tuning and save the result."""
     t0 = time.perf_counter()
     ck = load_checkpoint(checkpoint)
-    bundle = prepare_data(data_arg_of(ck, data), ck.cfg, normaliser=ck.normaliser)
+    bundle = prepare_data(
+        data_arg_of(ck, data), ck.cfg, normaliser=ck.normaliser, **data_kwargs_of(ck)
+    )
     model = ck.model()
     part = ck.partition() if nodes is None else Partition.full(ck.cfg, nodes)
     if part.nodes == 1:
@@ -424,6 +511,8 @@ def prune_checkpoint(
         prune_step=step,
         finetune_steps=finetune_steps,
         finetune_lr=lr,
+        prune_importance=importance,
+        metric=ck.extra.get("options", {}).get("metric", "last"),
         seed=seed,
         max_train_windows=max_train_windows,
         max_eval_windows=max_eval_windows,
@@ -442,8 +531,9 @@ def prune_checkpoint(
             if finetune_steps
             else {"val_loss": tr.validate()}
         ),
+        importance,
     )
-    test = evaluate(model, part, bundle.test, 0.0, max_windows=max_test_windows)
+    test = evaluate(model, part, bundle.test, 0.0, max_windows=max_test_windows, metric=opts.metric)
     metrics = {**ck.metrics}
     metrics.update(
         pruning_ratio=part.pruning_ratio(),
@@ -490,7 +580,8 @@ def plot_forecasts(
     xb, yb = windows.batch(idx)
     with torch.no_grad():
         use = part if is_pruned(part) else None
-        pred = model.predict(torch.from_numpy(xb), use).numpy()
+        dev = next(model.parameters()).device
+        pred = model.predict(torch.from_numpy(xb).to(dev), use).cpu().numpy()
     cfg = model.cfg
     tail = min(cfg.context, 2 * cfg.horizon)
     fig, axes = plt.subplots(len(idx), 1, figsize=(8, 2.2 * len(idx)), squeeze=False)

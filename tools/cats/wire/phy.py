@@ -54,14 +54,22 @@ reported as ``airtime_payload_only``) next to it:
   (192 us): 1440 us per frame. The driver inserts no inter-frame spacing
   (NRF_802154_IFS_ENABLED 0), so no LIFS; ``MAC_802154_STANDARD`` adds macLIFSPeriod (40
   symbols, 640 us, frames > aMaxSIFSFrameSize 18 bytes) for a strictly conforming sender.
+  ``MAC_802154_DIRECT`` is the firmware's other choice, Kconfig CATS_802154_ACCESS_DIRECT
+  (CONFIG_NET_L2_IEEE802154_RADIO_ALOHA: the L2 sends in IEEE802154_TX_MODE_DIRECT, no backoff,
+  no CCA): the turnaround only. ``FIRMWARE_MACS`` names the firmware's choices per link
+  (``cats sim --mac``, ``get(link, mac)``).
 * BLE (``MAC_BLE_FIRMWARE``): link_ble.c advertises each frame as its own extended
-  advertising set start with CONFIG_CATS_BLE_ADV_EVENTS = 2 events at a 20 ms interval
-  (0x20 x 0.625 ms) on the LE 1M primary / LE 2M secondary PHY; the next frame waits for the
-  set's `sent` callback. An event: 3 ADV_EXT_IND (in ``airtime_us``) spaced by the radio's
-  T_IFS-like 150 us switch, T_MAFS >= 300 us (in ``airtime_us``), the AUX_ADV_IND. The second
-  event follows advInterval + advDelay (uniform 0..10 ms, mean 5 ms: Core spec Vol 6 Part B
-  4.4.2.2.1) later: 25 ms that hold the sender but not the receivers, who have the frame after
-  the first event, so the last frame of a turn does not cost it (``repeat_us``).
+  advertising set start with CONFIG_CATS_BLE_ADV_EVENTS events (``BLE_ADV_EVENTS``, default 1)
+  at a 20 ms interval (0x20 x 0.625 ms) on the LE 1M primary / LE 2M secondary PHY, its
+  scanner paused while the frame is on the air; the next frame waits for the set's `sent`
+  callback. Each frame pays the controller's start anchor (EVENT_OVERHEAD_START_US 428 us,
+  ``BLE_ADV_START_US``), then an event: 3 ADV_EXT_IND (in ``airtime_us``) spaced by the
+  radio's T_IFS-like 150 us switch, T_MAFS >= 300 us (in ``airtime_us``), the AUX_ADV_IND.
+  Further events (CONFIG_CATS_BLE_ADV_EVENTS > 1) follow advInterval + advDelay (uniform
+  0..10 ms, mean 5 ms: Core spec Vol 6 Part B 4.4.2.2.1) later: 25 ms each that hold the
+  sender but not the receivers, who have the frame after the first event, so the last frame
+  of a turn does not cost them (``repeat_us``). Not modelled: the host's HCI round trips per
+  frame (set data, enable, scan stop / start) and the slot time-outs of output turns.
   ``ble2m-aux`` (one advertising event chaining every frame as AUX_CHAIN_IND, each T_MAFS
   after the previous) costs T_MAFS per frame.
 
@@ -77,7 +85,7 @@ resource model uses the same numbers per frame (``on_air_bytes``, ``airtime_us``
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 AIR_TYPE_BYTES = 1  # the AirType dispatch byte in front of every message in a radio frame
 
@@ -163,7 +171,14 @@ MAC_MIN_BE = 3  # macMinBe default (table 8-94); nRF driver NRF_802154_CSMA_CA_M
 BLE_T_IFS_US = 150.0
 BLE_ADV_DELAY_MEAN_US = 5000.0
 BLE_ADV_INTERVAL_US = 20000.0  # link_ble.c BT_LE_ADV_PARAM_INIT(..., 0x20, 0x20): 32 x 625 us
-BLE_ADV_EVENTS = 2  # Kconfig CATS_BLE_ADV_EVENTS default
+# Kconfig CATS_BLE_ADV_EVENTS default (cats_zephyr_module/Kconfig; tests/test_timing.py checks
+# that the two agree): advertising events per frame.
+BLE_ADV_EVENTS = 1
+# Zephyr 4.3 controller, subsys/bluetooth/controller/ll_sw/ull_adv.c ull_adv_enable(): the
+# first advertising event of a set is anchored EVENT_OVERHEAD_START_US after the enable
+# (nordic/lll/lll_vendor.h: 428 us with CONFIG_BT_CTLR_ADV_EXT and CONFIG_BT_OBSERVER, 14 RTC
+# ticks); link_ble.c starts a set per frame, so every frame pays it.
+BLE_ADV_START_US = 428.0
 
 
 def csma_backoff_mean_us(min_be: int = MAC_MIN_BE) -> float:
@@ -222,15 +237,17 @@ MAC_802154_STANDARD = _mac(
 MAC_802154_DIRECT = _mac(
     "direct (no CSMA-CA)",
     [("turnaround", _TURNAROUND)],
-    "IEEE802154_TX_MODE_DIRECT (e.g. CONFIG_NET_L2_IEEE802154_RADIO_ALOHA): the ordered turns "
-    "already keep one sender on the channel; RX-to-TX turnaround 192 us only",
+    "IEEE802154_TX_MODE_DIRECT (Kconfig CATS_802154_ACCESS_DIRECT: "
+    "CONFIG_NET_L2_IEEE802154_RADIO_ALOHA): the ordered turns already keep one sender on the "
+    "channel; RX-to-TX turnaround 192 us only",
 )
 MAC_NONE = _mac("none", [], "back to back: no gaps (the payload-only figure)")
 MAC_BLE_FIRMWARE = _mac(
-    f"extended advertising, {BLE_ADV_EVENTS} events",
-    [("primary_spacing", 2 * BLE_T_IFS_US)],
-    "per frame: one advertising event (3 ADV_EXT_IND + T_MAFS + AUX_ADV_IND, the first two in "
-    "the frame's airtime) and, for every frame of a turn but the last, the repeated events "
+    f"extended advertising, {BLE_ADV_EVENTS} event{'s' if BLE_ADV_EVENTS > 1 else ''}",
+    [("adv_start", BLE_ADV_START_US), ("primary_spacing", 2 * BLE_T_IFS_US)],
+    "per frame: the set's start anchor (EVENT_OVERHEAD_START_US 428 us), one advertising event "
+    "(3 ADV_EXT_IND + T_MAFS + AUX_ADV_IND, the first two in the frame's airtime) and, for every "
+    "frame of a turn but the last, the repeated events "
     f"{BLE_ADV_EVENTS - 1} x (advInterval 20 ms + mean advDelay 5 ms)",
     repeat_us=(BLE_ADV_EVENTS - 1) * (BLE_ADV_INTERVAL_US + BLE_ADV_DELAY_MEAN_US),
 )
@@ -420,11 +437,31 @@ MAC_VARIANTS: dict[str, tuple[Mac, ...]] = {
     "ble2m-aux": (MAC_NONE, MAC_BLE_CHAIN),
 }
 
+# The firmware's channel-access choices per link (the first is the default): ``cats sim --mac``.
+# ieee802154: Kconfig CATS_802154_CHANNEL_ACCESS (csma: CATS_802154_ACCESS_CSMA, direct:
+# CATS_802154_ACCESS_DIRECT).
+FIRMWARE_MACS: dict[str, dict[str, Mac]] = {
+    "ieee802154": {"csma": MAC_802154_NRF, "direct": MAC_802154_DIRECT},
+    "ble2m": {"adv": MAC_BLE_FIRMWARE},
+    "ble2m-aux": {"chain": MAC_BLE_CHAIN},
+}
+MAC_CHOICES = tuple(sorted({k for m in FIRMWARE_MACS.values() for k in m}))
+
 PHYS: dict[str, Phy] = {p.name: p for p in (IEEE802154, BLE2M, BLE2M_AUX)}
 
 
-def get(name: str) -> Phy:
+def get(name: str, mac: str | None = None) -> Phy:
+    """The link `name` with the firmware's MAC `mac` (a key of ``FIRMWARE_MACS[name]``; None:
+    the default)."""
     try:
-        return PHYS[name]
+        phy = PHYS[name]
     except KeyError:
         raise ValueError(f"unknown link {name!r}; choose from {sorted(PHYS)}") from None
+    if mac is None:
+        return phy
+    try:
+        return replace(phy, mac=FIRMWARE_MACS[name][mac])
+    except KeyError:
+        raise ValueError(
+            f"link {name!r} has no MAC {mac!r}; choose from {sorted(FIRMWARE_MACS[name])}"
+        ) from None
