@@ -18,8 +18,8 @@
 #include "cats/cats_service.h"
 
 /* Received radio frames other than AIR_COLUMN (frame[0] is the AirType; message + MIC follow)
- * from link source station `src` (node d: d, the gateway: nodes; CATS_AUTH_SRC_CLAIMED when
- * the link cannot tell). Called from the link's receive context (a link RX thread or the BT
+ * from link source station `src` (node d: d, the gateway: nodes; 0xFFFF for a source outside
+ * the swarm: the 802.15.4 MAC source address, the BLE advertiser address). Called from the link's receive context (a link RX thread or the BT
  * RX thread): copy, do not block long. */
 typedef void (*cats_air_handler_t)(uint16_t src, const uint8_t *frame, size_t len);
 

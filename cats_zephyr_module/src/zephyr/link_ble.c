@@ -29,7 +29,9 @@
  * our company id and a radio frame: an AIR_COLUMN frame's ColumnFrame (without the AirType
  * byte) is queued for the service thread (k_msgq), other air types (the gateway's InputFrames,
  * the nodes' OutputFrames) go to the role's air handler; the partition tag inside every frame
- * filters other swarms.
+ * filters other swarms. The link source station is the advertiser's address: every station
+ * advertises from its own static random identity C0:CA:75:00:hi:lo (set by bt_id_create()
+ * before bt_enable()), as 802.15.4 stations from their MAC short address.
  */
 #include <errno.h>
 #include <string.h>
@@ -55,6 +57,7 @@ LOG_MODULE_DECLARE(cats, CONFIG_CATS_LOG_LEVEL);
 
 struct ble_frame {
 	uint16_t len;
+	uint16_t src;			/* link source station: from the advertiser's address */
 	uint8_t data[CATS_BLE_PAYLOAD]; /* AirType byte + message */
 };
 
@@ -66,6 +69,40 @@ static K_MUTEX_DEFINE(tx_lock);
 static uint8_t adv_buf[CATS_BLE_AD_PREFIX + CATS_BLE_MTU]; /* tx_lock */
 static struct ble_frame rx_tmp;
 static cats_air_handler_t air_handler;
+static uint16_t station_count; /* nodes: the gateway's station id */
+
+/* Every station advertises from its own static random identity address C0:CA:75:00:hi:lo
+ * (station 0xFFFF: the gateway), the AdvA of cats.wire.phy.Ble2M.psdu, so a receiver knows
+ * the link source the way 802.15.4 knows it from the MAC source address: ColumnFrames name
+ * no sender, and the MIC's nonce binds this station. */
+static void station_address(bt_addr_le_t *addr, uint16_t station)
+{
+	static const uint8_t swarm_prefix[4] = {0x00, 0x75, 0xCA, 0xC0}; /* val[2..5] */
+
+	addr->type = BT_ADDR_LE_RANDOM;
+	addr->a.val[0] = (uint8_t)(station & 0xFFu);
+	addr->a.val[1] = (uint8_t)(station >> 8);
+	memcpy(&addr->a.val[2], swarm_prefix, sizeof(swarm_prefix));
+}
+
+/* The link source station of an advertisement: node d (0 .. nodes-1), the gateway (nodes),
+ * or 0xFFFF (no station of this swarm's address range; authentication rejects it). */
+static uint16_t source_station(const bt_addr_le_t *addr)
+{
+	bt_addr_le_t ref;
+	uint16_t sid;
+
+	station_address(&ref, 0);
+	if (addr == NULL || addr->type != BT_ADDR_LE_RANDOM ||
+	    memcmp(&addr->a.val[2], &ref.a.val[2], 4) != 0) {
+		return 0xFFFFu;
+	}
+	sid = sys_get_le16(addr->a.val);
+	if (sid == CATS_STATION_GATEWAY) {
+		return station_count;
+	}
+	return sid < station_count ? sid : 0xFFFFu;
+}
 
 /* The scanner is paused while this node's own frame is on the air (the controller's
  * continuous scan otherwise preempts the set's advertising events) and resumed from the system
@@ -172,10 +209,10 @@ static int link_recv(void *ctx, uint8_t *buf, size_t cap, uint16_t *src)
 	struct ble_frame f;
 
 	ARG_UNUSED(ctx);
-	*src = CATS_AUTH_SRC_CLAIMED; /* advertisers have no per-station identity yet */
 	if (k_msgq_get(&cats_ble_rx_q, &f, K_NO_WAIT) != 0) {
 		return 0;
 	}
+	*src = f.src;
 	if (f.len - 1u > cap) {
 		return -EMSGSIZE;
 	}
@@ -219,10 +256,12 @@ static void scan_recv(const struct bt_le_scan_recv_info *info, struct net_buf_si
 	if (!found) {
 		return;
 	}
-	LOG_DBG("ble: air type %u, %u bytes", rx_tmp.data[0], rx_tmp.len);
+	rx_tmp.src = source_station(info->addr);
+	LOG_DBG("ble: air type %u, %u bytes from station %u", rx_tmp.data[0], rx_tmp.len,
+		rx_tmp.src);
 	if (rx_tmp.data[0] != CATS_AIR_COLUMN) {
 		if (air_handler != NULL) {
-			air_handler(CATS_AUTH_SRC_CLAIMED, rx_tmp.data, rx_tmp.len);
+			air_handler(rx_tmp.src, rx_tmp.data, rx_tmp.len);
 		}
 		return;
 	}
@@ -263,12 +302,19 @@ int cats_link_start(struct cats_zlink *zl, uint16_t station, uint16_t nodes,
 	 * fresh private address before every start, i.e. every frame. */
 	const struct bt_le_adv_param adv_param = BT_LE_ADV_PARAM_INIT(
 		BT_LE_ADV_OPT_EXT_ADV | BT_LE_ADV_OPT_USE_IDENTITY, 0x20, 0x20, NULL);
+	bt_addr_le_t identity;
 	int rc;
 
-	ARG_UNUSED(station);
-	ARG_UNUSED(nodes);
 	ARG_UNUSED(partition_tag);
 	air_handler = on_air;
+	station_count = nodes;
+	/* Before bt_enable(): the one identity of this device becomes the station's address. */
+	station_address(&identity, station);
+	rc = bt_id_create(&identity, NULL);
+	if (rc < 0) {
+		LOG_ERR("ble: bt_id_create (station address): %d", rc);
+		return rc;
+	}
 	rc = bt_enable(NULL);
 	if (rc != 0 && rc != -EALREADY) {
 		LOG_ERR("ble: bt_enable: %d", rc);
