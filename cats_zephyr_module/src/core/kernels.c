@@ -632,6 +632,32 @@ void cats_matmul_s8(const int8_t *x, int rows, int in, const int8_t *w, int out,
 #endif
 }
 
+/*
+ * One LayerNorm row in 32-bit operands, equal to the 64-bit loop below for every input it
+ * takes: with n <= 128 present columns, |n x - s| = n |x - mean| <= 255 n < 2^15; with
+ * root > 1, inv = floor(2^31 / root) <= 2^30, so (n x - s) * inv is one 32 x 32 -> 64-bit
+ * multiply (SMULL on the M4) and d = that >> 15 has |d| < 2^30; the requantisation d * m is
+ * again 32 x 32 -> 64. The 64 x 64 products of the general loop cost the M4 a library call each.
+ */
+#define CATS_LN_NARROW_MAX 128
+
+static void ln_row_narrow(const int8_t *xr, int cols, const uint8_t *present, int32_t n,
+			  int32_t s, int32_t inv, const int32_t *m, const int32_t *sh,
+			  const int32_t *beta, int8_t *yr)
+{
+	for (int c = 0; c < cols; c++) {
+		if (present != NULL && present[c] == 0) {
+			yr[c] = 0;
+			continue;
+		}
+		const int32_t e = n * xr[c] - s;
+		const int32_t d = (int32_t)cats_asr64((int64_t)e * inv,
+						      CATS_LN_INV_BITS - CATS_LN_NORM_BITS);
+
+		yr[c] = cats_sat8(cats_requant((int64_t)d, m[c], sh[c]) + beta[c]);
+	}
+}
+
 void cats_layer_norm_s8(const int8_t *x, int rows, int cols, const uint8_t *present,
 			const int32_t *m, const int32_t *sh, const int32_t *beta, int32_t eps_q8,
 			int8_t *y)
@@ -661,6 +687,11 @@ void cats_layer_norm_s8(const int8_t *x, int rows, int cols, const uint8_t *pres
 		const int64_t inv = ((int64_t)1 << CATS_LN_INV_BITS) / (root < 1 ? 1 : root);
 
 		/* Stats first, then outputs: y may alias x. */
+		if (n <= CATS_LN_NARROW_MAX && root > 1) {
+			ln_row_narrow(xr, cols, present, (int32_t)n, (int32_t)s, (int32_t)inv, m, sh,
+				      beta, yr);
+			continue;
+		}
 		for (int c = 0; c < cols; c++) {
 			if (present != NULL && present[c] == 0) {
 				yr[c] = 0;
