@@ -292,5 +292,5 @@ def test_key_files(tmp_path):
     with pytest.raises(ValueError, match="hex digits"):
         auth.load_key(bad)
     # the gateway's inference ids never restart under one key
-    a, b = auth.next_inference_base(p), auth.next_inference_base(p)
-    assert a >= 1 and b > a
+    (a, a_end), (b, b_end) = auth.reserve_inference_ids(p), auth.reserve_inference_ids(p)
+    assert 1 <= a < a_end <= b < b_end

@@ -58,3 +58,13 @@ def test_bsim_swarm_is_bit_exact_without_loss(partition: Path, link: str) -> Non
     if link == "ieee802154":
         assert 0.9 < res["latency_ratio_vs_medium_airtime"] < 1.1
     assert res["run"]["exit_codes"]["phy"] == 0
+
+
+def test_rebooted_gateway_never_reuses_an_inference_id(partition: Path) -> None:
+    """Inference ids are the nonces' counter: each run boots the gateway again on the same
+    simulated flash (its settings, CONFIG_CATS_GATEWAY_ID_STORE), so the second run's ids lie
+    above the first's instead of restarting at 1."""
+    first, second = (_sim(partition, "--link", "ieee802154") for _ in range(2))
+    a, b = (r["per_inference"][0] for r in (first, second))
+    assert a["status"] == 0 and b["status"] == 0 and b["bit_exact"], (a, b)
+    assert b["inference_id"] > a["inference_id"] >= 1

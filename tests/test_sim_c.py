@@ -535,7 +535,7 @@ def _wait_ready(proc: subprocess.Popen, timeout: float = 20.0) -> str:
 
 class Swarm:
     def __init__(self, build: Path, part_dir: Path, logs: Path, hub: Hub,
-                 deadline_ms: int = 3000) -> None:  # fmt: skip
+                 deadline_ms: int = 3000, gateway_args: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.hub = hub
         hub.plan = frames.load_swarm_plan(part_dir, 115 - MIC)  # cats_node_sim's --mtu 115
         self.procs: dict[str, subprocess.Popen] = {}
@@ -553,7 +553,8 @@ class Swarm:
         line = self._start("gateway", [str(build / "cats_gateway_sim"), "--partition",
                                        str(part_dir), "--medium", hub.address, "--listen", "0",
                                        "--deadline-ms", str(deadline_ms),
-                                       "--instr-per-mac", str(INSTR_PER_MAC), *key])  # fmt: skip
+                                       "--instr-per-mac", str(INSTR_PER_MAC), *key,
+                                       *gateway_args])  # fmt: skip
         self.port = int(line.split("port=")[1])
         # as a careful client does: the first request only once the gateway knows every node
         # (its StationEvents may still be in flight when it prints "ready")
@@ -836,6 +837,30 @@ def test_missing_output_is_degraded_at_the_deadline(partition, tmp_path) -> None
     assert all(p.returncode == 0 for p in sw.procs.values())
     assert all("exiting (done)" in sw.log(f"node-{d}") for d in range(NODES))
     assert "exiting after 1 inferences" in sw.log("gateway")
+
+
+def test_inference_ids_end_at_the_reserved_limit(partition, tmp_path) -> None:
+    """Inference ids are the nonces' counter: the gateway uses those reserved for it, [7, 9)
+    here, and then refuses requests (-110) rather than reuse or wrap an id; it keeps serving
+    status requests."""
+    path, loaded, inputs = partition
+    args = ("--first-inference", "7", "--inference-limit", "9")
+    sw = Swarm(_build(), path, tmp_path / "logs", Hub(), gateway_args=args)
+    try:
+        client = Client(sw.port)
+        for i in range(2):
+            res = client.call(infer_msg(i + 1, inputs[0])).infer_result
+            assert res.status == 0 and res.inference_id == 7 + i
+            assert np.array_equal(_output(res), _reference(loaded, inputs[0]))
+        for i in range(2):
+            res = client.call(infer_msg(10 + i, inputs[0])).infer_result
+            assert res.status == -110 and "inference id" in res.message, res.message
+            assert res.request_id == 10 + i
+        assert client.call(status_msg()).swarm_status.nodes == NODES
+        client.close()
+    finally:
+        sw.close()
+    assert "inference ids from 9 not reserved" in sw.log("gateway")
 
 
 def test_lost_frames_close_by_slot_end(partition, tmp_path) -> None:

@@ -2,7 +2,8 @@
  * cats_gateway_sim: the gateway of the simulated swarm (src/gateway/cats_gateway.c on the host).
  *
  *   cats_gateway_sim --partition DIR --medium HOST:PORT --listen PORT --key-file FILE
- *                    [--mic 4|8] [--first-inference N] [--instr-per-mac X]
+ *                    [--mic 4|8] [--first-inference N] [--inference-limit N]
+ *                    [--instr-per-mac X]
  *                    [--deadline-ms N] [--liveness-ms N] [--phy ieee802154|ble2m|ble2m-aux]
  *                    [--mtu N]
  *
@@ -28,9 +29,10 @@
  * AUX_ADV_IND only). Logs to stderr.
  *
  * Air frames are authenticated (cats_auth.h) with the key of --key-file (never logged) and a
- * MIC of --mic bytes; --first-inference is the first inference id (the nonces' counter: the
- * caller gives a restarted gateway ids it never used, tools/cats/wire/auth.py
- * next_inference_base). The medium stamps each delivered frame with its link source station.
+ * MIC of --mic bytes; --first-inference is the first inference id and --inference-limit the end
+ * of the ids reserved for this run (the nonces' counter: the caller gives a restarted gateway
+ * ids it never used, tools/cats/wire/auth.py reserve_inference_ids; beyond the limit requests
+ * are refused with CATS_GW_ERR_IDS). The medium stamps each delivered frame with its link source station.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -366,7 +368,8 @@ static void accept_client(int lfd)
 static void usage(void)
 {
 	fprintf(stderr, "usage: cats_gateway_sim --partition DIR --medium HOST:PORT --listen PORT "
-			"--key-file FILE [--mic 4|8] [--first-inference N] [--instr-per-mac X] "
+			"--key-file FILE [--mic 4|8] [--first-inference N] [--inference-limit N] "
+			"[--instr-per-mac X] "
 			"[--deadline-ms N] [--liveness-ms N] "
 			"[--phy ieee802154|ble2m|ble2m-aux] [--mtu N] [--mac-gap-us US]\n");
 	exit(2);
@@ -376,7 +379,8 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL, *medium_addr = NULL, *phy = "ieee802154";
 	struct cats_gateway_config cfg;
-	struct cats_gateway_io io = {NULL, io_now, io_air_send, io_reply, cats_port_host_log};
+	/* No reserve_ids: the caller reserved [--first-inference, --inference-limit). */
+	struct cats_gateway_io io = {NULL, io_now, io_air_send, io_reply, cats_port_host_log, NULL};
 	cats_SimHello hello = cats_SimHello_init_zero;
 	uint8_t hb[cats_SimHello_size], *man;
 	size_t man_len = 0, mtu = 0;
@@ -416,6 +420,8 @@ int main(int argc, char **argv)
 			mic = strtoul(argv[++i], NULL, 0);
 		} else if (!strcmp(argv[i], "--first-inference")) {
 			cfg.first_inference = (uint32_t)strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--inference-limit")) {
+			cfg.inference_limit = (uint32_t)strtoul(argv[++i], NULL, 0);
 		} else {
 			usage();
 		}

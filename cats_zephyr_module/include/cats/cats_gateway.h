@@ -60,6 +60,7 @@ extern "C" {
 #endif
 #define CATS_GW_AIR_MAX 256       /* AirType byte + one frame of the largest link */
 #define CATS_GW_NEVER 0xFFFFFFFFu /* NodeStatus.last_seen_ms of a node never heard */
+#define CATS_GW_ID_END 0xFFFFFFFFu /* inference ids are 1 .. CATS_GW_ID_END - 1 */
 
 enum cats_gw_status {
 	CATS_GW_OK = 0,
@@ -72,6 +73,7 @@ enum cats_gw_status {
 	CATS_GW_ERR_LINK = -107,       /* broadcasting the input failed */
 	CATS_GW_ERR_DEADLINE = -108,   /* InferRequest.deadline_ms above CATS_GW_DEADLINE_MAX_MS */
 	CATS_GW_ERR_AUTH = -109,       /* no ClientHello with this run's token yet (simulation) */
+	CATS_GW_ERR_IDS = -110,        /* no inference id left that is known unused under the key */
 };
 
 #define CATS_GW_DEADLINE_MAX_MS 600000u /* 10 min: deadlines stay far from uint32 wrap */
@@ -81,11 +83,16 @@ struct cats_gateway_config {
 	/* Authentication of the air frames (cats_auth.h): the swarm key, the MIC length (4 or 8)
 	 * and the first inference id. Ids are the nonces' counter: under one key a gateway must
 	 * never reuse one, so a restarted gateway starts above every id it used before (the
-	 * simulator reserves blocks in a counter file next to the key file; a product keeps the
-	 * counter in the settings subsystem). 0 means 1. */
+	 * simulator reserves blocks in a counter file next to the key file, the Zephyr gateway
+	 * service in the settings subsystem: CONFIG_CATS_GATEWAY_ID_STORE). 0 means 1. */
 	uint8_t key[CATS_AUTH_KEY_LEN];
 	uint8_t mic_len;
 	uint32_t first_inference;
+	/* Ids below inference_limit may be used (the end of the block the application reserved;
+	 * 0: up to 0xFFFFFFFE). At the limit the gateway asks io.reserve_ids for more and refuses
+	 * requests (CATS_GW_ERR_IDS) while it gets none: an id is never used twice, not even
+	 * after 2^32 inferences. */
+	uint32_t inference_limit;
 	uint32_t deadline_ms;     /* an inference's deadline when the request gives none */
 	uint32_t liveness_ms;     /* heard within this window: alive (without StationEvents) */
 	float instr_per_mac;      /* compute model: instructions per multiply-accumulate */
@@ -111,6 +118,10 @@ struct cats_gateway_io {
 	/* Send one encoded GatewayMessage to bridge client `client`; 0 or < 0. */
 	int (*reply)(void *ctx, uint32_t client, const uint8_t *msg, size_t len);
 	void (*log)(void *ctx, enum cats_log_level level, const char *msg); /* may be NULL */
+	/* May be NULL: persist the reservation of the ids from `next` on (e.g. a new block in
+	 * non-volatile storage, so a rebooted gateway starts above them) and set *limit to the
+	 * new end; 0, or < 0 when nothing could be reserved. */
+	int (*reserve_ids)(void *ctx, uint32_t next, uint32_t *limit);
 };
 
 enum cats_gw_node_link { CATS_GW_LINK_UNKNOWN = 0, CATS_GW_LINK_UP = 1, CATS_GW_LINK_DOWN = 2 };
@@ -166,6 +177,7 @@ struct cats_gateway {
 	uint32_t q_seq, q_vt;
 	int running;
 	uint32_t next_inference; /* ids 1, 2, ... */
+	uint32_t inference_limit; /* ids below it are reserved (cats_gateway_config) */
 	uint32_t inference_id;   /* running (or last) inference */
 	uint32_t deadline;       /* now_ms() at which the running one ends */
 	uint64_t inferences;     /* finished */

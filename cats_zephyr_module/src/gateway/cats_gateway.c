@@ -125,6 +125,7 @@ int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config 
 		start += size;
 	}
 	gw->next_inference = cfg->first_inference ? cfg->first_inference : 1u;
+	gw->inference_limit = cfg->inference_limit ? cfg->inference_limit : CATS_GW_ID_END;
 	if (cats_auth_init(&gw->auth, cfg->key, cfg->mic_len, gw->tag, gw->nodes, gw->nodes) !=
 		    CATS_OK ||
 	    gw->cfg.mtu <= cfg->mic_len) {
@@ -452,6 +453,24 @@ static int next_waiting(const struct cats_gateway *gw)
 	return best;
 }
 
+/* An id may be used: below the reserved limit, after asking the application for more. */
+static int ids_left(struct cats_gateway *gw)
+{
+	uint32_t limit = gw->inference_limit;
+
+	if (gw->next_inference < limit) {
+		return 1;
+	}
+	if (gw->io.reserve_ids == NULL || gw->next_inference >= CATS_GW_ID_END ||
+	    gw->io.reserve_ids(gw->io.ctx, gw->next_inference, &limit) != 0) {
+		GW_LOGF(gw, CATS_LOG_ERR, "gateway: inference ids from %u not reserved",
+			(unsigned)gw->next_inference);
+		return 0;
+	}
+	gw->inference_limit = limit < CATS_GW_ID_END ? limit : CATS_GW_ID_END;
+	return gw->next_inference < gw->inference_limit;
+}
+
 static void start_next(struct cats_gateway *gw)
 {
 	while (!gw->running && gw->q_count > 0) {
@@ -468,10 +487,15 @@ static void start_next(struct cats_gateway *gw)
 			gw->q_vt = rq->tag;
 		}
 
-		gw->inference_id = gw->next_inference++;
-		if (gw->next_inference == 0) {
-			gw->next_inference = 1;
+		if (!ids_left(gw)) {
+			rq->used = 0;
+			gw->q_count--;
+			reply_error(gw, rq->client, rq->request_id, CATS_GW_ERR_IDS,
+				    "no unused inference id left under this key: re-key the swarm, "
+				    "or the id store failed");
+			continue;
 		}
+		gw->inference_id = gw->next_inference++;
 		gw->running = 1;
 		gw->deadline = now(gw) + rq->deadline_ms;
 		gw->slot_frames_lost = gw->slot_frames_sent = gw->slot_deliveries = gw->slots = 0;

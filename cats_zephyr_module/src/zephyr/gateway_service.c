@@ -10,6 +10,10 @@
 #include <zephyr/logging/log.h>
 #include <zephyr/sys/util.h>
 
+#if defined(CONFIG_CATS_GATEWAY_ID_STORE)
+#include <zephyr/settings/settings.h>
+#endif
+
 #include "cats/cats_gateway.h"
 #include "cats/cats_gateway_service.h"
 #include "cats/cats_stream.h"
@@ -61,6 +65,72 @@ static int io_reply(void *ctx, uint32_t client, const uint8_t *msg, size_t len)
 	return bridge_reply(client, msg, len);
 }
 
+#if defined(CONFIG_CATS_GATEWAY_ID_STORE)
+/* "cats/gw_ids": the end of the last reserved block of inference ids (cats_gateway_config
+ * inference_limit). A rebooted gateway starts there: every id below it may have been used. */
+static uint32_t ids_end;
+
+static int ids_set(const char *name, size_t len, settings_read_cb read_cb, void *cb_arg)
+{
+	uint32_t v;
+
+	if (!settings_name_steq(name, "gw_ids", NULL)) {
+		return -ENOENT;
+	}
+	if (len != sizeof(v) || read_cb(cb_arg, &v, sizeof(v)) != (ssize_t)sizeof(v)) {
+		return -EINVAL;
+	}
+	ids_end = v;
+	return 0;
+}
+
+SETTINGS_STATIC_HANDLER_DEFINE(cats_gw, "cats", NULL, ids_set, NULL, NULL);
+
+/* struct cats_gateway_io reserve_ids: store the end of a new block before any id of it is
+ * used. */
+static int io_reserve_ids(void *ctx, uint32_t next, uint32_t *limit)
+{
+	uint32_t end;
+	int rc;
+
+	ARG_UNUSED(ctx);
+	if (next >= CATS_GW_ID_END - CONFIG_CATS_GATEWAY_ID_BLOCK) {
+		LOG_ERR("inference ids of this swarm key are used up: re-key the swarm");
+		return -ENOSPC;
+	}
+	end = next + CONFIG_CATS_GATEWAY_ID_BLOCK;
+	rc = settings_save_one("cats/gw_ids", &end, sizeof(end));
+	if (rc != 0) {
+		LOG_ERR("storing the inference id counter failed: %d", rc);
+		return rc;
+	}
+	ids_end = end;
+	*limit = end;
+	return 0;
+}
+
+/* The first id of this boot and its reserved block, from the settings. */
+static int ids_load(struct cats_gateway_config *cfg)
+{
+	int rc = settings_subsys_init();
+
+	if (rc == 0) {
+		rc = settings_load_subtree("cats");
+	}
+	if (rc != 0) {
+		LOG_ERR("settings (inference id counter) unavailable: %d", rc);
+		return rc;
+	}
+	cfg->first_inference = ids_end > 0 ? ids_end : 1u;
+	rc = io_reserve_ids(NULL, cfg->first_inference, &cfg->inference_limit);
+	if (rc == 0) {
+		LOG_INF("inference ids from %u (reserved below %u)", cfg->first_inference,
+			cfg->inference_limit);
+	}
+	return rc;
+}
+#endif /* CONFIG_CATS_GATEWAY_ID_STORE */
+
 /* The PHY model of the input / output frames (their air bytes and airtime in the results),
  * as tools/cats/wire/phy.py models this link. */
 static void phy_model(struct cats_gateway_config *cfg)
@@ -87,6 +157,9 @@ int cats_gw_service_start(cats_gw_reply_t reply)
 		.air_send = io_air_send,
 		.reply = io_reply,
 		.log = cats_port_zephyr_log,
+#if defined(CONFIG_CATS_GATEWAY_ID_STORE)
+		.reserve_ids = io_reserve_ids,
+#endif
 	};
 	size_t len;
 	const uint8_t *manifest = cats_partition_get_manifest(&len);
@@ -101,9 +174,17 @@ int cats_gw_service_start(cats_gw_reply_t reply)
 	phy_model(&cfg);
 	cfg.deadline_ms = CONFIG_CATS_GATEWAY_DEADLINE_MS;
 	cfg.mic_len = CONFIG_CATS_MIC_LEN;
-	/* Inference ids are the nonces' counter: this gateway numbers from 1 after every boot,
-	 * so a product must persist the counter (settings subsystem) or re-key on reboot. */
+	/* Inference ids are the nonces' counter: never reused under one key. */
+#if defined(CONFIG_CATS_GATEWAY_ID_STORE)
+	rc = ids_load(&cfg);
+	if (rc != 0) {
+		return rc;
+	}
+#else
 	cfg.first_inference = 1;
+	LOG_WRN("inference ids restart at 1 on every boot (CONFIG_CATS_GATEWAY_ID_STORE=n): "
+		"re-key the swarm or reboot its nodes too");
+#endif
 	rc = cats_zephyr_key(cfg.key);
 	if (rc != 0) {
 		return rc;

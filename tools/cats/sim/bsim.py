@@ -193,8 +193,11 @@ def run_swarm(
     attenuation_db: float | None = None,
     deadline_ms: int = 60000,
     timeout_s: float = 1800.0,
+    gateway_flash: Path | None = None,
 ) -> tuple[list[Any], list[tuple[int, int]], dict[str, Any]]:
     """Run the D + 1 devices and the phy until the gateway has answered every input.
+    gateway_flash: a file holding the gateway's simulated flash across runs (its settings:
+    the inference id counter), as a real gateway's flash survives a reboot; None: erased.
     Returns (InferResults, (request taken, answer sent) in simulated µs, run info)."""
     from cats.wire.proto import pb
 
@@ -221,6 +224,8 @@ def run_swarm(
     cmds.append([images["gateway"], f"-s={sim_id}", f"-d={len(nodes)}",
                  f"-rs={seed * 131 + 1000}", f"-cats_requests={req}", f"-cats_results={res}",
                  f"-cats_times={times}", f"-cats_start_ms={GATEWAY_START_MS}"])  # fmt: skip
+    if gateway_flash is not None:
+        cmds[-1].append(f"-flash={gateway_flash}")  # nrf_hw_models' NVMC backing file
     names = ["phy", *[f"node-{d}" for d in range(len(nodes))], "gateway"]
     run_env = dict(os.environ, BSIM_OUT_PATH=str(env.bsim_out),
                    BSIM_COMPONENTS_PATH=str(env.bsim_components))  # fmt: skip
@@ -323,6 +328,8 @@ def simulate_bsim(
         seed=seed,
         attenuation_db=attenuation_db,
         deadline_ms=deadline_ms,
+        # one gateway device per build directory: each run is a reboot of it
+        gateway_flash=build_dir / "gateway-flash.bin",
     )
     nodes = [n.runtime() for n in loaded]
     lossy = attenuation_db is not None
@@ -335,6 +342,7 @@ def simulate_bsim(
         per.append(
             {
                 "request_id": int(res.request_id),
+                "inference_id": int(res.inference_id),
                 "status": int(res.status),
                 "message": res.message,
                 "degraded": bool(res.degraded),

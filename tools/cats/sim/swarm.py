@@ -410,7 +410,8 @@ class Swarm:
         argv += ["--mtu", str(self.phy.column_mtu), "--deadline-ms", str(self.deadline_ms)]
         # a (re)started gateway never reuses an inference id (a nonce) under this key
         argv += ["--key-file", str(self.key_file), "--mic", str(self.mic)]
-        argv += ["--first-inference", str(auth.next_inference_base(self.key_file))]
+        first, end = auth.reserve_inference_ids(self.key_file)
+        argv += ["--first-inference", str(first), "--inference-limit", str(end)]
         if self.instr_per_mac is not None:
             argv += ["--instr-per-mac", f"{self.instr_per_mac:.4f}"]
         return argv

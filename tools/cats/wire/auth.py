@@ -99,10 +99,11 @@ def key_file(path: Path | None, default_dir: Path) -> Path:
     return p
 
 
-def next_inference_base(key_path: Path, block: int = 1 << 20) -> int:
-    """The first inference id a (re)started gateway may use under this key: a counter file
-    next to the key (``<key>.counter``) reserves blocks of ids, so a restarted gateway never
-    reuses a nonce. Returns the start of a fresh block (>= 1)."""
+def reserve_inference_ids(key_path: Path, block: int = 1 << 20) -> tuple[int, int]:
+    """The inference ids a (re)started gateway may use under this key, [first, end): a counter
+    file next to the key (``<key>.counter``) reserves blocks of ids, so a restarted gateway
+    never reuses a nonce. The gateway refuses requests once it reaches ``end``
+    (``--inference-limit``, CATS_GW_ERR_IDS); a restart reserves the next block."""
     counter = Path(str(key_path) + ".counter")
     try:
         used = int(counter.read_text().strip() or "0")
@@ -116,7 +117,7 @@ def next_inference_base(key_path: Path, block: int = 1 << 20) -> int:
     tmp = counter.with_suffix(".tmp")
     tmp.write_text(f"{nxt}\n")
     os.replace(tmp, counter)
-    return max(1, used)
+    return max(1, used), nxt
 
 
 # ----------------------------------------------------------------------------------------------
