@@ -366,7 +366,14 @@ def models():
         ("test", "forecast"): export.untrained("test", seed=11),
         ("test", "classify"): export.untrained("test", seed=12, task="classify"),
         ("verytiny", "forecast"): export.untrained("verytiny", seed=13),
+        ("paper", "forecast"): export.untrained("test", seed=15, **PAPER),
+        ("paper", "classify"): export.untrained("test", seed=16, task="classify", **PAPER),
     }
+
+
+# The paper recipe's input/output blocks (io = paper, ReLU) on the test shape; io_hidden 20
+# splits unevenly over 3 and 8 nodes.
+PAPER = {"io": "paper", "activation": "relu", "io_hidden": 20}
 
 
 def _exported(qm, part: Partition, path: Path) -> list[CNode]:
@@ -390,6 +397,38 @@ def test_swarm_bit_exact_test_preset(models, tmp_path: Path, task: str, nodes: i
             y = lockstep(cnodes, qref.build_nodes(qm, part), part, inp, delivery, frag, i)
             assert np.array_equal(y, qref.run_swarm(qref.build_nodes(qm, part), inp, delivery))
             assert np.array_equal(y, cnode.run_swarm(cnodes, inp, delivery, inference_id=i))
+
+
+@pytest.mark.parametrize("task", ["forecast", "classify"])
+@pytest.mark.parametrize("nodes", [1, 3, 4, 8])
+def test_swarm_bit_exact_paper_blocks(models, tmp_path: Path, task: str, nodes: int) -> None:
+    """io = paper: the input block (own input columns exchanged in in_x, MLP hidden units in
+    in_hidden) and the output block (head_in, head_hidden) in C, frame by frame against qref,
+    pruned and with lost frames; and the float model's padding flags reach the nodes."""
+    model, qm = models[("paper", task)]
+    part = _pruned(model.cfg, nodes, seed=30 + nodes)
+    cnodes = _exported(qm, part, tmp_path)
+    assert cnodes[0].shape["patch"] == 2 * model.cfg.patch and cnodes[0].shape["io"] == 1
+    assert [ex.kind for ex in cnodes[0].exchanges][:2] == ["in_x", "in_hidden"]
+    rng = np.random.default_rng(200 + nodes)
+    import torch
+
+    series = export.synthetic_calibration(model.cfg, seed=nodes, batch=2)
+    pad = (torch.arange(model.cfg.context)[None] < torch.tensor([[0], [5]])).float()
+    inputs = list(qref.quantize_input(model.normalise(series, pad)[0].numpy(), qm.input_scale))
+    assert (inputs[1][0, model.cfg.patch :] > 0).any()  # a padding flag is set
+    inputs.append(rng.integers(-128, 128, inputs[0].shape, dtype=np.int8))  # full int8 range
+    outs = []
+    for i, inp in enumerate(inputs):
+        for loss in (0.0, 0.3):
+            delivery = _delivery(rng, nodes, model.cfg.exchanges, loss) if loss else None
+            y = lockstep(
+                cnodes, qref.build_nodes(qm, part), part, inp, delivery, [None, 3][i % 2], i
+            )
+            assert np.array_equal(y, qref.run_swarm(qref.build_nodes(qm, part), inp, delivery))
+            outs.append(y)
+    # every input matters, and so does every loss pattern where there is anyone to lose
+    assert len({y.tobytes() for y in outs}) == (len(outs) if nodes > 1 else len(inputs))
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 4, 8, 16])
@@ -447,8 +486,9 @@ def test_trained_qat_export_bit_exact(tmp_path: Path) -> None:
         lockstep(cnodes, qref.build_nodes(qm, part), part, row, delivery, frag_rows=3)
 
 
-def test_exchange_tables_and_owners(models, tmp_path: Path) -> None:
-    model, qm = models[("test", "forecast")]
+@pytest.mark.parametrize("io", ["test", "paper"])
+def test_exchange_tables_and_owners(models, tmp_path: Path, io: str) -> None:
+    model, qm = models[(io, "forecast")]
     cfg = model.cfg
     for nodes in (3, 5, 16):
         part = _pruned(cfg, nodes, seed=nodes)
@@ -463,7 +503,7 @@ def test_exchange_tables_and_owners(models, tmp_path: Path) -> None:
                 assert np.array_equal(got.kept, part.kept_cols(e, d))
                 assert np.array_equal(got.held, part.held_cols(e, d))
                 assert got.own == plan.ranges[ex.space][d]
-            for space in ("model", "hidden", "output"):
+            for space in plan.ranges:  # with paper blocks also input, in/head_hidden
                 owner = plan.owner(space)
                 assert [c.owner(space, i) for i in range(owner.size + 2)] == [
                     *owner.tolist(),

@@ -255,7 +255,8 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 	/* tools/cats/model/partition.py split_ranges: the larger slices first */
 	own_out = (uint64_t)(s->outputs / nodes) + (d < s->outputs % nodes ? 1u : 0u);
 	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
-	macs = tokens * s->patch * own_model; /* input embedding */
+	/* input embedding (lean blocks; the paper input block's layers are exchanges below) */
+	macs = s->io == CATS_IO_PAPER ? 0u : tokens * s->patch * own_model;
 	for (uint16_t e = 0; e < exchanges; e++) {
 		const struct cats_exchange *ex = cats_node_exchange(n, e);
 
@@ -263,6 +264,10 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 			own_hidden = (uint64_t)(ex->own_end - ex->own_start);
 		}
 	}
+	/* The paper blocks' hidden units: the own columns of the exchange they are sent in. */
+	const struct cats_exchange *in_h = s->io == CATS_IO_PAPER ? cats_node_exchange(n, 1) : NULL;
+	const struct cats_exchange *head_h = in_h != NULL ? cats_node_exchange(n, exchanges - 1)
+							   : NULL;
 	for (uint16_t e = 0; e < exchanges; e++) {
 		const struct cats_exchange *ex = cats_node_exchange(n, e);
 		uint64_t held = ex->n_held;
@@ -278,7 +283,18 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 		case CATS_FFN_IN: /* FFN layer 1 */
 			macs += tokens * held * own_hidden;
 			break;
-		default: /* the head: one row */
+		case CATS_IN_X: /* input MLP layer 1 and the input residual */
+			macs += tokens * held * (uint64_t)(in_h->own_end - in_h->own_start + own_model);
+			break;
+		case CATS_IN_HIDDEN: /* input MLP layer 2 */
+			macs += tokens * held * own_model;
+			break;
+		case CATS_HEAD_IN: /* lean: the head; paper: head MLP layer 1 and the residual */
+			macs += held * (head_h != NULL ? (uint64_t)(head_h->own_end - head_h->own_start) +
+								  own_out
+							: own_out);
+			break;
+		default: /* the paper head's MLP layer 2: one row */
 			macs += held * own_out;
 			break;
 		}
