@@ -464,12 +464,14 @@ def test_unpruned_swarm_gives_the_same_bits_for_every_node_count(models, tmp_pat
         model.cfg, 1)), inp))  # fmt: skip
 
 
-def test_trained_qat_export_bit_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io", ["lean", "paper"])
+def test_trained_qat_export_bit_exact(tmp_path: Path, io: str) -> None:
     pytest.importorskip("vega_datasets", reason="the default dataset ships in vega-datasets")
     from cats.quant.int8 import quantized
     from cats.training.train import train_model
 
-    res = train_model(preset("test"), "default", nodes=4, steps=10, batch=32, qat=True,
+    cfg = preset("test", **(PAPER if io == "paper" else {}))
+    res = train_model(cfg, "default", nodes=4, steps=10, batch=32, qat=True,
                       qat_fraction=0.5, max_eval_windows=64, max_test_windows=64,
                       progress=False)  # fmt: skip
     assert res.model.quant
@@ -479,11 +481,18 @@ def test_trained_qat_export_bit_exact(tmp_path: Path) -> None:
     x, _ = res.data.test.batch(np.arange(0, 300, 100))
     import torch
 
-    inp = qref.quantize_input(res.model.normalise(torch.from_numpy(x))[0].numpy(), qm.input_scale)
+    patches = res.model.normalise(torch.from_numpy(x))[0]
+    inp = qref.quantize_input(patches.numpy(), qm.input_scale)
     rng = np.random.default_rng(0)
     for i, row in enumerate(inp):
         delivery = _delivery(rng, 4, res.model.cfg.exchanges, 0.2) if i else None
         lockstep(cnodes, qref.build_nodes(qm, part), part, row, delivery, frag_rows=3)
+    # and the integer swarm tracks the QAT float model it came from (nothing pruned or lost)
+    with torch.no_grad():
+        ref = res.model.eval().core(patches)[:, -1].numpy()
+    full = qref.build_nodes(qm, Partition.full(res.model.cfg, 4))
+    got = np.stack([qref.run_swarm(full, row) for row in inp]) * qm.output_scale
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 2 * qm.output_scale
 
 
 @pytest.mark.parametrize("io", ["test", "paper"])
