@@ -248,26 +248,22 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 	const struct cats_model_shape *s = cats_node_shape(n);
 	const uint16_t exchanges = cats_node_exchanges(n), d = cats_node_id(n);
 	const uint16_t nodes = cats_node_count(n);
-	const struct cats_exchange *ex0 = cats_node_exchange(n, 0);
-	uint64_t tokens = s->tokens, macs, own_model, own_hidden = 0, own_out, pairs;
+	/* Own columns of the space each kind of exchange sends (the model columns: attn_in's, the
+	 * hidden units of the FFN and of the paper io MLPs: the exchange that sends them). */
+	uint64_t own_of[CATS_HEAD_HIDDEN + 1] = {0};
+	uint64_t tokens = s->tokens, macs, own_model, own_out, pairs;
 
-	own_model = (uint64_t)(ex0->own_end - ex0->own_start);
+	for (uint16_t e = 0; e < exchanges; e++) {
+		const struct cats_exchange *ex = cats_node_exchange(n, e);
+
+		own_of[ex->kind] = (uint64_t)(ex->own_end - ex->own_start);
+	}
+	own_model = own_of[CATS_ATTN_IN];
 	/* tools/cats/model/partition.py split_ranges: the larger slices first */
 	own_out = (uint64_t)(s->outputs / nodes) + (d < s->outputs % nodes ? 1u : 0u);
 	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
 	/* input embedding (lean blocks; the paper input block's layers are exchanges below) */
 	macs = s->io == CATS_IO_PAPER ? 0u : tokens * s->patch * own_model;
-	for (uint16_t e = 0; e < exchanges; e++) {
-		const struct cats_exchange *ex = cats_node_exchange(n, e);
-
-		if (ex->kind == CATS_FFN_HIDDEN) {
-			own_hidden = (uint64_t)(ex->own_end - ex->own_start);
-		}
-	}
-	/* The paper blocks' hidden units: the own columns of the exchange they are sent in. */
-	const struct cats_exchange *in_h = s->io == CATS_IO_PAPER ? cats_node_exchange(n, 1) : NULL;
-	const struct cats_exchange *head_h = in_h != NULL ? cats_node_exchange(n, exchanges - 1)
-							   : NULL;
 	for (uint16_t e = 0; e < exchanges; e++) {
 		const struct cats_exchange *ex = cats_node_exchange(n, e);
 		uint64_t held = ex->n_held;
@@ -278,21 +274,17 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 			break;
 		case CATS_ATTN_OUT:   /* output projection */
 		case CATS_FFN_HIDDEN: /* FFN layer 2 */
+		case CATS_IN_HIDDEN:  /* input MLP layer 2 */
 			macs += tokens * held * own_model;
 			break;
 		case CATS_FFN_IN: /* FFN layer 1 */
-			macs += tokens * held * own_hidden;
+			macs += tokens * held * own_of[CATS_FFN_HIDDEN];
 			break;
 		case CATS_IN_X: /* input MLP layer 1 and the input residual */
-			macs += tokens * held * (uint64_t)(in_h->own_end - in_h->own_start + own_model);
+			macs += tokens * held * (own_of[CATS_IN_HIDDEN] + own_model);
 			break;
-		case CATS_IN_HIDDEN: /* input MLP layer 2 */
-			macs += tokens * held * own_model;
-			break;
-		case CATS_HEAD_IN: /* lean: the head; paper: head MLP layer 1 and the residual */
-			macs += held * (head_h != NULL ? (uint64_t)(head_h->own_end - head_h->own_start) +
-								  own_out
-							: own_out);
+		case CATS_HEAD_IN: /* the head (lean); head MLP layer 1 + the residual (paper) */
+			macs += held * (own_of[CATS_HEAD_HIDDEN] + own_out);
 			break;
 		default: /* the paper head's MLP layer 2: one row */
 			macs += held * own_out;
