@@ -368,7 +368,14 @@ def models():
         ("test", "forecast"): export.untrained("test", seed=11),
         ("test", "classify"): export.untrained("test", seed=12, task="classify"),
         ("verytiny", "forecast"): export.untrained("verytiny", seed=13),
+        ("paper", "forecast"): export.untrained("test", seed=15, **PAPER),
+        ("paper", "classify"): export.untrained("test", seed=16, task="classify", **PAPER),
     }
+
+
+# The paper recipe's input/output blocks (io = paper, ReLU) on the test shape; io_hidden 20
+# splits unevenly over 3 and 8 nodes.
+PAPER = {"io": "paper", "activation": "relu", "io_hidden": 20}
 
 
 def _exported(qm, part: Partition, path: Path) -> list[CNode]:
@@ -392,6 +399,38 @@ def test_swarm_bit_exact_test_preset(models, tmp_path: Path, task: str, nodes: i
             y = lockstep(cnodes, qref.build_nodes(qm, part), part, inp, delivery, frag, i)
             assert np.array_equal(y, qref.run_swarm(qref.build_nodes(qm, part), inp, delivery))
             assert np.array_equal(y, cnode.run_swarm(cnodes, inp, delivery, inference_id=i))
+
+
+@pytest.mark.parametrize("task", ["forecast", "classify"])
+@pytest.mark.parametrize("nodes", [1, 3, 4, 8])
+def test_swarm_bit_exact_paper_blocks(models, tmp_path: Path, task: str, nodes: int) -> None:
+    """io = paper: the input block (own input columns exchanged in in_x, MLP hidden units in
+    in_hidden) and the output block (head_in, head_hidden) in C, frame by frame against qref,
+    pruned and with lost frames; and the float model's padding flags reach the nodes."""
+    model, qm = models[("paper", task)]
+    part = _pruned(model.cfg, nodes, seed=30 + nodes)
+    cnodes = _exported(qm, part, tmp_path)
+    assert cnodes[0].shape["patch"] == 2 * model.cfg.patch and cnodes[0].shape["io"] == 1
+    assert [ex.kind for ex in cnodes[0].exchanges][:2] == ["in_x", "in_hidden"]
+    rng = np.random.default_rng(200 + nodes)
+    import torch
+
+    series = export.synthetic_calibration(model.cfg, seed=nodes, batch=2)
+    pad = (torch.arange(model.cfg.context)[None] < torch.tensor([[0], [5]])).float()
+    inputs = list(qref.quantize_input(model.normalise(series, pad)[0].numpy(), qm.input_scale))
+    assert (inputs[1][0, model.cfg.patch :] > 0).any()  # a padding flag is set
+    inputs.append(rng.integers(-128, 128, inputs[0].shape, dtype=np.int8))  # full int8 range
+    outs = []
+    for i, inp in enumerate(inputs):
+        for loss in (0.0, 0.3):
+            delivery = _delivery(rng, nodes, model.cfg.exchanges, loss) if loss else None
+            y = lockstep(
+                cnodes, qref.build_nodes(qm, part), part, inp, delivery, [None, 3][i % 2], i
+            )
+            assert np.array_equal(y, qref.run_swarm(qref.build_nodes(qm, part), inp, delivery))
+            outs.append(y)
+    # every input matters, and so does every loss pattern where there is anyone to lose
+    assert len({y.tobytes() for y in outs}) == (len(outs) if nodes > 1 else len(inputs))
 
 
 @pytest.mark.parametrize("nodes", [1, 2, 4, 8, 16])
@@ -427,12 +466,14 @@ def test_unpruned_swarm_gives_the_same_bits_for_every_node_count(models, tmp_pat
         model.cfg, 1)), inp))  # fmt: skip
 
 
-def test_trained_qat_export_bit_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("io", ["lean", "paper"])
+def test_trained_qat_export_bit_exact(tmp_path: Path, io: str) -> None:
     pytest.importorskip("vega_datasets", reason="the default dataset ships in vega-datasets")
     from cats.quant.int8 import quantized
     from cats.training.train import train_model
 
-    res = train_model(preset("test"), "default", nodes=4, steps=10, batch=32, qat=True,
+    cfg = preset("test", **(PAPER if io == "paper" else {}))
+    res = train_model(cfg, "default", nodes=4, steps=10, batch=32, qat=True,
                       qat_fraction=0.5, max_eval_windows=64, max_test_windows=64,
                       progress=False)  # fmt: skip
     assert res.model.quant
@@ -442,15 +483,23 @@ def test_trained_qat_export_bit_exact(tmp_path: Path) -> None:
     x, _ = res.data.test.batch(np.arange(0, 300, 100))
     import torch
 
-    inp = qref.quantize_input(res.model.normalise(torch.from_numpy(x))[0].numpy(), qm.input_scale)
+    patches = res.model.normalise(torch.from_numpy(x))[0]
+    inp = qref.quantize_input(patches.numpy(), qm.input_scale)
     rng = np.random.default_rng(0)
     for i, row in enumerate(inp):
         delivery = _delivery(rng, 4, res.model.cfg.exchanges, 0.2) if i else None
         lockstep(cnodes, qref.build_nodes(qm, part), part, row, delivery, frag_rows=3)
+    # and the integer swarm tracks the QAT float model it came from (nothing pruned or lost)
+    with torch.no_grad():
+        ref = res.model.eval().core(patches)[:, -1].numpy()
+    full = qref.build_nodes(qm, Partition.full(res.model.cfg, 4))
+    got = np.stack([qref.run_swarm(full, row) for row in inp]) * qm.output_scale
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 2 * qm.output_scale
 
 
-def test_exchange_tables_and_owners(models, tmp_path: Path) -> None:
-    model, qm = models[("test", "forecast")]
+@pytest.mark.parametrize("io", ["test", "paper"])
+def test_exchange_tables_and_owners(models, tmp_path: Path, io: str) -> None:
+    model, qm = models[(io, "forecast")]
     cfg = model.cfg
     for nodes in (3, 5, 16):
         part = _pruned(cfg, nodes, seed=nodes)
@@ -465,7 +514,7 @@ def test_exchange_tables_and_owners(models, tmp_path: Path) -> None:
                 assert np.array_equal(got.kept, part.kept_cols(e, d))
                 assert np.array_equal(got.held, part.held_cols(e, d))
                 assert got.own == plan.ranges[ex.space][d]
-            for space in ("model", "hidden", "output"):
+            for space in plan.ranges:  # with paper blocks also input, in/head_hidden
                 owner = plan.owner(space)
                 assert [c.owner(space, i) for i in range(owner.size + 2)] == [
                     *owner.tolist(),

@@ -19,6 +19,11 @@ def untrained():
     return export.untrained("test", seed=3)
 
 
+@pytest.fixture(scope="module")
+def untrained_paper():
+    return export.untrained("test", seed=3, io="paper", activation="relu", io_hidden=20)
+
+
 def _pruned(cfg, nodes: int) -> Partition:
     part = Partition.full(cfg, nodes)
     rng = np.random.default_rng(0)
@@ -36,9 +41,12 @@ def _inputs(model, qm, n: int = 2) -> np.ndarray:
     return qref.quantize_input(model.normalise(series)[0].numpy(), qm.input_scale)
 
 
+@pytest.mark.parametrize("io", ["lean", "paper"])
 @pytest.mark.parametrize("nodes", [1, 4, 16])
-def test_roundtrip_reproduces_in_memory_outputs(untrained, tmp_path: Path, nodes: int) -> None:
-    model, qm = untrained
+def test_roundtrip_reproduces_in_memory_outputs(
+    untrained, untrained_paper, tmp_path: Path, nodes: int, io: str
+) -> None:
+    model, qm = untrained_paper if io == "paper" else untrained
     part = _pruned(model.cfg, nodes) if nodes > 1 else Partition.full(model.cfg, 1)
     export.export_partition(qm, part, tmp_path)
     loaded = export.load_partition(tmp_path)
@@ -67,6 +75,34 @@ def test_blob_holds_only_needed_rows(untrained, tmp_path: Path) -> None:
     assert np.array_equal(wq, qm.t["b0.wq.w"][np.ix_(held, np.arange(f // 4, f // 2))].T)
     for ref in node.manifest.tensors:
         assert ref.offset % export.ALIGNMENT == 0
+
+
+def test_paper_blocks_store_held_rows_and_own_outputs(untrained_paper, tmp_path: Path) -> None:
+    """io = paper: the manifest says so, and each io layer keeps only the rows of the columns
+    the node holds in the exchange that feeds it, for its own output columns."""
+    model, qm = untrained_paper
+    cfg = model.cfg
+    part = _pruned(cfg, 4)
+    export.export_partition(qm, part, tmp_path)
+    node = export.load_node(tmp_path / "node-2")
+    assert node.spec.cfg == cfg.replace(dropout=0.0)
+    assert "embed.w" not in node.params
+    own = {sp: np.arange(*part.plan.ranges[sp][2]) for sp in part.plan.ranges}
+    head_in, head_hidden = cfg.exchanges - 2, cfg.exchanges - 1
+    for name, e, out in [
+        ("in1", 0, "in_hidden"), ("inr", 0, "model"), ("in2", 1, "model"),
+        ("head1", head_in, "head_hidden"), ("headr", head_in, "output"),
+        ("head", head_hidden, "output"),
+    ]:  # fmt: skip
+        held = part.held_cols(e, 2)
+        assert held.size < part.plan.width(part.schedule[e].space)  # pruned: fewer rows
+        want = qm.t[f"{name}.w"][np.ix_(held, own[out])].T
+        assert np.array_equal(node.params[f"{name}.w"], want), name
+    assert node.params["inr.bias"].shape == (cfg.tokens, own["model"].size)  # + position
+    man = node.manifest
+    assert man.model.io == export.pb().IO_PAPER and man.model.io_hidden == 20
+    assert [ex.kind for ex in man.exchanges][:2] == ["in_x", "in_hidden"]
+    assert [ex.rows for ex in man.exchanges][-2:] == [1, 1]
 
 
 def test_export_is_byte_identical_on_rerun(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _m4 import ROOT, build, run_qemu
+from _m4 import BUILDS, ROOT, build, run_qemu
 
 from cats.artefacts.export import load_node
 
@@ -29,16 +29,19 @@ def _node_main_input(n: int) -> np.ndarray:
 
 
 @pytest.mark.bitexact
-@pytest.mark.parametrize("nodes", [8, 16])
-def test_m4_node_matches_qref_with_silent_neighbours(nodes: int) -> None:
+@pytest.mark.parametrize(("nodes", "io"), [(8, "lean"), (16, "lean"), (8, "paper")])
+def test_m4_node_matches_qref_with_silent_neighbours(nodes: int, io: str) -> None:
     """One inference on the emulated M4 over the loopback link (every other node silent)
-    equals qref's node 0 with every other node's columns lost."""
-    b = build(nodes)
+    equals qref's node 0 with every other node's columns lost; with the paper blocks too (the
+    node's own input columns and io MLP hidden units, the DSP matmul on their shapes)."""
+    b = build(nodes, io)
     got = _parse(run_qemu(b / "cats_m4_node_qemu.elf"))
-    ln = load_node(ROOT / f"build/parts/verytiny-d{nodes}" / "node-0")
+    ln = load_node(ROOT / BUILDS[nodes, io][0] / "node-0")
     node = ln.runtime()
     cfg = node.cfg
-    node.begin(_node_main_input(cfg.tokens * cfg.patch).reshape(cfg.tokens, cfg.patch))
+    assert cfg.io == io
+    width = cfg.input_width  # 2 x patch with the paper blocks: patch values and padding flags
+    node.begin(_node_main_input(cfg.tokens * width).reshape(cfg.tokens, width))
     for _ in range(cfg.exchanges):
         node.compute()  # nothing received: all other nodes' columns are absent
     assert got["values"] == node.y.tolist()

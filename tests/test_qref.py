@@ -10,6 +10,7 @@ import torch
 
 from cats.model.config import preset
 from cats.model.partition import Partition
+from cats.model.swarm_float import simulate
 from cats.model.transformer import CatsModel
 from cats.quant import qref
 
@@ -22,15 +23,29 @@ def _series(batch: int, length: int, seed: int) -> torch.Tensor:
     return torch.sin(t / 7 + phase) + noise
 
 
-def _qmodel(task: str = "forecast", seed: int = 0):
+# The paper recipe's blocks (ReLU) on the test shape; the io MLPs narrow to keep it fast.
+PAPER = {"io": "paper", "activation": "relu", "io_hidden": 20}
+
+
+def _qmodel(task: str = "forecast", seed: int = 0, **cfg):
     torch.manual_seed(seed)
-    m = CatsModel(preset("test", task=task))
+    m = CatsModel(preset("test", task=task, **cfg))
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
     patches = m.normalise(_series(64, m.cfg.context, seed + 1))[0]
     qref.calibrate(m, patches)
     return m, qref.quantize(m)
+
+
+def _delivery(exchanges: int, rng: np.random.Generator, loss: float) -> dict[int, np.ndarray]:
+    """A random 4-node delivery mask per exchange (each link lost with `loss`, diagonal on)."""
+    delivery = {}
+    for e in range(exchanges):
+        dm = rng.random((4, 4)) > loss
+        np.fill_diagonal(dm, True)
+        delivery[e] = dm
+    return delivery
 
 
 def _inputs(
@@ -87,10 +102,11 @@ def test_layer_norm_matches_float_and_ignores_absent() -> None:
     assert np.all(out[:, ~present] == 0)
 
 
+@pytest.mark.parametrize("io", ["lean", "paper"])
 @pytest.mark.parametrize("task", ["forecast", "classify"])
-def test_swarm_is_bit_exact_for_every_node_count(task: str) -> None:
+def test_swarm_is_bit_exact_for_every_node_count(task: str, io: str) -> None:
     """p = 0, no loss: integer sums do not depend on the split, so every D gives the same bits."""
-    m, qm = _qmodel(task)
+    m, qm = _qmodel(task, **(PAPER if io == "paper" else {}))
     _, inp = _inputs(m, qm, 3, seed=5)
     outs = {}
     for nodes in (1, 2, 4, 8, 16):
@@ -101,8 +117,9 @@ def test_swarm_is_bit_exact_for_every_node_count(task: str) -> None:
         assert np.array_equal(y, outs[1]), f"D={nodes} differs from D=1"
 
 
-def test_int8_tracks_the_qat_float_model() -> None:
-    m, qm = _qmodel()
+@pytest.mark.parametrize("cfg", [{}, PAPER, {**PAPER, "activation": "gelu"}])
+def test_int8_tracks_the_qat_float_model(cfg: dict) -> None:
+    m, qm = _qmodel(**cfg)
     patches, inp = _inputs(m, qm, 8, seed=9)
     m.set_quant(True)
     m.eval()
@@ -114,16 +131,12 @@ def test_int8_tracks_the_qat_float_model() -> None:
     assert err < 0.1 * np.abs(ref).max(), err
 
 
-def test_losses_change_output_like_the_float_masked_model() -> None:
-    m, qm = _qmodel()
+@pytest.mark.parametrize("io", ["lean", "paper"])
+def test_losses_change_output_like_the_float_masked_model(io: str) -> None:
+    m, qm = _qmodel(**(PAPER if io == "paper" else {}))
     patches, inp = _inputs(m, qm, 1, seed=11)
     part = Partition.full(m.cfg, 4)
-    rng = np.random.default_rng(3)
-    delivery = {}
-    for e in range(m.cfg.exchanges):
-        dm = rng.random((4, 4)) > 0.4
-        np.fill_diagonal(dm, True)
-        delivery[e] = dm
+    delivery = _delivery(m.cfg.exchanges, np.random.default_rng(3), 0.4)
     swarm = qref.build_nodes(qm, part)
     clean = qref.run_swarm(swarm, inp[0]) * qm.output_scale
     lossy = qref.run_swarm(swarm, inp[0], delivery) * qm.output_scale
@@ -162,3 +175,25 @@ def test_batched_inputs_give_the_same_bits_as_one_at_a_time() -> None:
     swarm = qref.build_nodes(qm, part)
     one = np.stack([qref.run_swarm(swarm, x, dm) for x in inp])
     assert np.array_equal(qref.run_swarm(swarm, inp, dm), one)
+
+
+def test_paper_blocks_track_the_float_swarm_node_by_node() -> None:
+    """io = paper: the integer swarm (input block: in_x and in_hidden exchanged; output block:
+    LN -> MLP + residual, head_hidden exchanged) against cats.model.swarm_float with the same
+    lost messages, pruned columns included, within int8 tolerance."""
+    m, qm = _qmodel(**PAPER)
+    assert "embed.w" not in qm.t and {"in1.w", "inr.bias", "head1.w", "headr.w"} <= set(qm.t)
+    patches, inp = _inputs(m, qm, 2, seed=13)
+    part = Partition.full(m.cfg, 4)
+    rng = np.random.default_rng(5)
+    for k in part.kept[:2] + part.kept[-2:]:  # prune the io exchanges' columns too
+        k[:] = rng.random(k.size) > 0.3
+        k[::3] = True
+    part.validate()
+    delivery = _delivery(m.cfg.exchanges, rng, 0.3)
+    swarm = qref.build_nodes(qm, part)
+    got = np.stack([qref.run_swarm(swarm, x, delivery) for x in inp]) * qm.output_scale
+    clean = np.stack([qref.run_swarm(swarm, x) for x in inp]) * qm.output_scale
+    ref = simulate(m, part, patches.numpy(), delivery)[:, -1]
+    assert np.abs(got - clean).max() > 3 * qm.output_scale  # the losses matter
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 4 * qm.output_scale

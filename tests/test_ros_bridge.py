@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 try:
     import rclpy
@@ -215,6 +216,22 @@ def test_codec_is_cats_sim_quantisation(exports) -> None:
         data, m, s = codec.encode_input(x[i], info)
         assert np.frombuffer(data, np.int8).tobytes() == want[i].tobytes()
         assert (m, s) == (mu[i, 0], sd[i, 0])
+
+
+def test_codec_paper_blocks_send_padding_flags(tmp_path) -> None:
+    """io = paper: the bridge sends each token's patch and its (zero) padding flags, as the
+    float model's RevIN and `cats sim` lay them out, and counts the io blocks' exchanges."""
+    model, qm = export.untrained("test", 2, io="paper", io_hidden=20)
+    export.export_partition(qm, Partition.full(qm.cfg, 2), tmp_path)
+    info = PartitionInfo.from_dir(tmp_path)
+    assert info.io == "paper" and info.exchanges == qm.cfg.exchanges
+    x = windows(info.context, 4, seed=5)
+    want, _, _ = revin_int8(qm.cfg, x, info.input_scale)
+    patches = model.normalise(torch.from_numpy(x))[0].numpy()  # (K, N, 2P), flags 0
+    assert np.array_equal(want, qref.quantize_input(patches, info.input_scale))
+    for i in range(len(x)):
+        data, _, _ = codec.encode_input(x[i], info)
+        assert data == want[i].tobytes() and len(data) == info.tokens * 2 * info.patch
 
 
 def test_service_status_and_diagnostics(exports, domain, tmp_path) -> None:

@@ -645,9 +645,10 @@ def _output(res) -> np.ndarray:
 def _expected_macs(spec: qref.NodeSpec) -> int:
     """Multiply-accumulates of one inference on one node (what cats_node_sim reports)."""
     cfg, n = spec.cfg, spec.cfg.tokens
-    own = {sp: spec.ranges[sp][1] - spec.ranges[sp][0] for sp in ("model", "hidden", "output")}
+    own = {sp: b - a for sp, (a, b) in spec.ranges.items()}
     pairs = n * (n + 1) // 2 if cfg.task == "forecast" else n * n
-    macs = n * cfg.patch * own["model"]
+    paper = cfg.io == "paper"  # the input block's layers instead of the local embedding
+    macs = 0 if paper else n * cfg.patch * own["model"]
     for ex in spec.exchanges:
         held = ex.held_cols.size
         macs += {
@@ -655,7 +656,10 @@ def _expected_macs(spec: qref.NodeSpec) -> int:
             "attn_out": n * held * own["model"],
             "ffn_in": n * held * own["hidden"],
             "ffn_hidden": n * held * own["model"],
-            "head_in": held * own["output"],
+            "in_x": n * held * (own.get("in_hidden", 0) + own["model"]),
+            "in_hidden": n * held * own["model"],
+            "head_in": held * (own.get("head_hidden", 0) + own["output"]),
+            "head_hidden": held * own["output"],
         }[ex.kind]
     return macs
 
@@ -665,20 +669,23 @@ def _expected_macs(spec: qref.NodeSpec) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def partition(tmp_path_factory) -> tuple[Path, list, np.ndarray]:
+def _export(out: Path, seed: int, **cfg) -> tuple[Path, list, np.ndarray]:
     """An exported untrained `test` partition for D = 4, its qref nodes and a few inputs."""
-    model, qm = export.untrained("test", seed=21)
+    model, qm = export.untrained("test", seed=seed, **cfg)
     part = Partition.full(qm.cfg, NODES)
-    out = tmp_path_factory.mktemp("sim-part")
     export.export_partition(qm, part, out)
     loaded = export.load_partition(out)
     rng = np.random.default_rng(3)
     patches = model.normalise(export.synthetic_calibration(qm.cfg, 5, batch=3))[0]
-    inputs = [qref.quantize_input(p.reshape(qm.cfg.tokens, qm.cfg.patch).numpy(), qm.input_scale)
-              for p in patches]  # fmt: skip
-    inputs.append(rng.integers(-128, 128, (qm.cfg.tokens, qm.cfg.patch), dtype=np.int8))
+    shape = (qm.cfg.tokens, qm.cfg.input_width)
+    inputs = [qref.quantize_input(p.reshape(shape).numpy(), qm.input_scale) for p in patches]
+    inputs.append(rng.integers(-128, 128, shape, dtype=np.int8))
     return out, loaded, np.stack(inputs)
+
+
+@pytest.fixture(scope="module")
+def partition(tmp_path_factory) -> tuple[Path, list, np.ndarray]:
+    return _export(tmp_path_factory.mktemp("sim-part"), 21)
 
 
 def _reference(loaded, inp: np.ndarray, dead: int | None = None,
@@ -861,6 +868,37 @@ def test_inference_ids_end_at_the_reserved_limit(partition, tmp_path) -> None:
     finally:
         sw.close()
     assert "inference ids from 9 not reserved" in sw.log("gateway")
+
+
+def test_paper_blocks_through_the_gateway(tmp_path) -> None:
+    """io = paper: the gateway takes 2P input values per token (patch and padding flags) and
+    says so in its status, the nodes run the paper input/output blocks bit-exact with qref,
+    clean and with lost frames, and count their multiply-accumulates."""
+    path, loaded, inputs = _export(tmp_path / "part", 23, io="paper", io_hidden=20)
+    cfg, man = loaded[0].spec.cfg, loaded[0].manifest
+    rng = np.random.default_rng(12)
+    loss = {e: rng.random((NODES, NODES)) >= 0.3 for e in range(cfg.exchanges)}
+    for dm in loss.values():
+        np.fill_diagonal(dm, True)
+    for hub_loss, delivery in ((None, None), (loss, loss)):
+        sw = Swarm(_build(), path, tmp_path / f"logs-{hub_loss is None}", Hub(loss=hub_loss))
+        try:
+            client = Client(sw.port)
+            st = client.call(status_msg()).swarm_status
+            assert (st.tokens, st.patch) == (cfg.tokens, 2 * cfg.patch)
+            for i, inp in enumerate(inputs):
+                res = client.call(infer_msg(i, inp, man.partition_hash)).infer_result
+                assert res.status == 0 and res.degraded == (delivery is not None), res.message
+                assert np.array_equal(_output(res), _reference(loaded, inp, delivery=delivery))
+                assert [n.counters.macs for n in res.nodes] == [
+                    _expected_macs(ln.spec) for ln in loaded
+                ]
+            short = client.call(infer_msg(9, inputs[0][:, : cfg.patch])).infer_result
+            assert short.status != 0 and "input must be" in short.message
+            client.close()
+        finally:
+            sw.close()
+        assert not sw.hub.errors
 
 
 def test_lost_frames_close_by_slot_end(partition, tmp_path) -> None:

@@ -84,7 +84,8 @@ def patch_layout(info: PartitionInfo) -> np.ndarray:
 
 
 def encode_input(x: np.ndarray, info: PartitionInfo) -> tuple[bytes, float, float]:
-    """RevIN + int8: (tokens x patch int8 bytes, mean, std) of one (context,) window."""
+    """RevIN + int8: (tokens x patch int8 bytes, with paper io blocks tokens x (patch, padding
+    flags), mean, std) of one (context,) window."""
     x = np.asarray(x, dtype=np.float32).reshape(1, info.context)
     # Range first, in float64 (it cannot overflow for a finite float32 window): the float32
     # statistics below (bit-equal to the model's RevIN) are then finite too.
@@ -97,6 +98,9 @@ def encode_input(x: np.ndarray, info: PartitionInfo) -> tuple[bytes, float, floa
     if not (np.isfinite(mu).all() and np.isfinite(sd).all()):  # cannot happen within MAX_ABS
         raise RequestError("input statistics overflow float32")
     patches = ((x - mu) / sd)[:, patch_layout(info)]
+    if info.io == "paper":  # the padding flags after each patch: nothing is padded
+        patches = patches.reshape(info.tokens, info.patch)
+        patches = np.concatenate([patches, np.zeros_like(patches)], axis=-1)
     q = np.floor(patches.astype(np.float64) / info.input_scale + 0.5)
     q = np.clip(q, -QMAX, QMAX).astype(np.int8)
     return q.tobytes(), float(mu[0, 0]), float(sd[0, 0])

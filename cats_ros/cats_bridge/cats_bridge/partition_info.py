@@ -19,8 +19,9 @@ class PartitionInfo:
     input_scale: float
     output_scale: float
     nodes: int
-    exchanges: int  # SomeGather exchanges per inference: 4 x blocks + 1
+    exchanges: int  # SomeGather exchanges per inference: 4 x blocks + 1 (+ 4 with paper io)
     image_width: int = 0  # > 0: the input is an image this wide, cut into square patches (ViT)
+    io: str = "lean"  # "paper": each token's input is its patch followed by its padding flags
 
     @classmethod
     def from_dir(cls, partition_dir: str | Path) -> PartitionInfo:
@@ -40,6 +41,7 @@ class PartitionInfo:
             input_scale=float(summary["input_scale"]),
             output_scale=float(summary["output_scale"]),
             nodes=int(summary["nodes"]),
-            exchanges=4 * int(cfg["blocks"]) + 1,
+            exchanges=4 * int(cfg["blocks"]) + (4 if cfg.get("io") == "paper" else 1),
             image_width=int(cfg.get("image_width", 0)),
+            io=str(cfg.get("io", "lean")),
         )

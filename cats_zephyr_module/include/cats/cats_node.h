@@ -47,11 +47,21 @@ enum cats_status {
 /* Short constant description of a cats_status, for logs. */
 const char *cats_strerror(int status);
 
-enum cats_space { CATS_SPACE_MODEL = 1, CATS_SPACE_HIDDEN = 2, CATS_SPACE_OUTPUT = 3 };
+enum cats_space {
+	CATS_SPACE_MODEL = 1, CATS_SPACE_HIDDEN = 2, CATS_SPACE_OUTPUT = 3,
+	/* paper input/output blocks only (proto Space) */
+	CATS_SPACE_INPUT = 4, CATS_SPACE_IN_HIDDEN = 5, CATS_SPACE_HEAD_HIDDEN = 6
+};
+#define CATS_SPACES 7 /* one past the last space */
 
 enum cats_kind {
-	CATS_ATTN_IN = 0, CATS_ATTN_OUT = 1, CATS_FFN_IN = 2, CATS_FFN_HIDDEN = 3, CATS_HEAD_IN = 4
+	CATS_ATTN_IN = 0, CATS_ATTN_OUT = 1, CATS_FFN_IN = 2, CATS_FFN_HIDDEN = 3, CATS_HEAD_IN = 4,
+	/* paper blocks: in_x and in_hidden before the first block, head_hidden after head_in */
+	CATS_IN_X = 5, CATS_IN_HIDDEN = 6, CATS_HEAD_HIDDEN = 7
 };
+
+/* Input and output blocks (proto IoBlocks). */
+enum cats_io { CATS_IO_LEAN = 0, CATS_IO_PAPER = 1 };
 
 enum cats_task { CATS_TASK_FORECAST = 1, CATS_TASK_CLASSIFY = 2 };
 
@@ -61,15 +71,18 @@ struct cats_model_shape {
 	uint8_t activation;  /* proto Activation (informational: the blob holds the table) */
 	uint16_t features, heads, blocks, ffn, head_dim;
 	uint16_t tokens;     /* N = context / patch */
-	uint16_t patch;      /* input values per token */
+	uint16_t patch;      /* input values per token: the patch, with paper blocks also its
+			      * padding flags (2 x ModelShape.patch) */
 	uint16_t outputs;    /* horizon (forecast) or n_classes (classify) */
+	uint16_t io_hidden;  /* width of the paper blocks' MLPs (0 with lean blocks) */
+	uint8_t io;          /* enum cats_io */
 };
 
 /* One exchange as the node sees it (from ExchangeSpec). Column lists are sorted. */
 struct cats_exchange {
 	uint8_t kind;   /* enum cats_kind */
 	uint8_t space;  /* enum cats_space */
-	int8_t block;   /* -1 for the head exchange */
+	int8_t block;   /* -1 for the head exchanges, -2 for the paper input block's */
 	uint16_t rows;  /* rows per column on the air */
 	uint16_t n_kept, n_held;
 	uint16_t own_start, own_end; /* this node's columns [start, end) of `space` */

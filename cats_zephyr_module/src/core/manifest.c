@@ -49,6 +49,11 @@ uint32_t cats_space_width(const struct cats_model_shape *s, uint8_t space)
 		return s->ffn;
 	case CATS_SPACE_OUTPUT:
 		return s->outputs;
+	case CATS_SPACE_INPUT:
+		return s->io == CATS_IO_PAPER ? s->patch : 0u;
+	case CATS_SPACE_IN_HIDDEN:
+	case CATS_SPACE_HEAD_HIDDEN:
+		return s->io_hidden; /* 0 with lean blocks */
 	default:
 		return 0;
 	}
@@ -111,7 +116,7 @@ static bool measure_range(pb_istream_t *stream, const pb_field_t *field, void **
 		return false;
 	}
 	space = (unsigned)r.space;
-	if (space < CATS_SPACE_MODEL || space > CATS_SPACE_OUTPUT || r.start > r.end ||
+	if (space < CATS_SPACE_MODEL || space >= CATS_SPACES || r.start > r.end ||
 	    r.end > UINT16_MAX || (c->info->ranges_seen & (1u << space)) != 0) {
 		return fail(&c->status, CATS_ERR_MANIFEST);
 	}
@@ -177,12 +182,17 @@ static int check_shape(const cats_ModelShape *m, struct cats_model_shape *s)
 	}
 	const uint32_t outputs = m->task == cats_Task_TASK_FORECAST ? m->horizon : m->n_classes;
 	const uint32_t tokens = m->context / m->patch;
+	const int paper = m->io == cats_IoBlocks_IO_PAPER;
+	/* Paper blocks: a token's input is its patch and its padding flags. */
+	const uint32_t in_width = paper ? 2u * m->patch : m->patch;
 
-	if (outputs == 0) {
+	if (outputs == 0 || (m->io != cats_IoBlocks_IO_LEAN && !paper) ||
+	    (paper ? m->io_hidden == 0 : m->io_hidden != 0)) {
 		return CATS_ERR_MANIFEST;
 	}
 	if (m->blocks > CATS_MAX_BLOCKS || m->features > UINT16_MAX || m->ffn > UINT16_MAX ||
-	    outputs > UINT16_MAX || tokens > UINT16_MAX || m->patch > UINT16_MAX) {
+	    outputs > UINT16_MAX || tokens > UINT16_MAX || in_width > UINT16_MAX ||
+	    m->io_hidden > UINT16_MAX) {
 		return CATS_ERR_UNSUPPORTED;
 	}
 	s->task = (uint8_t)m->task;
@@ -193,8 +203,10 @@ static int check_shape(const cats_ModelShape *m, struct cats_model_shape *s)
 	s->ffn = (uint16_t)m->ffn;
 	s->head_dim = (uint16_t)(m->features / m->heads);
 	s->tokens = (uint16_t)tokens;
-	s->patch = (uint16_t)m->patch;
+	s->patch = (uint16_t)in_width;
 	s->outputs = (uint16_t)outputs;
+	s->io = paper ? CATS_IO_PAPER : CATS_IO_LEAN;
+	s->io_hidden = (uint16_t)m->io_hidden;
 	return CATS_OK;
 }
 
@@ -231,10 +243,18 @@ int cats_manifest_measure(const uint8_t *man, size_t len, struct cats_manifest_i
 	info->id = (uint16_t)m.node_id;
 	info->nodes = (uint16_t)m.nodes;
 	/* The own ranges must be the ones the split rule gives this node: owners of other nodes'
-	 * columns are derived from the same rule (cats_node_owner). */
-	for (uint8_t sp = CATS_SPACE_MODEL; sp <= CATS_SPACE_OUTPUT; sp++) {
+	 * columns are derived from the same rule (cats_node_owner). Lean blocks have no range in
+	 * the paper blocks' spaces. */
+	for (uint8_t sp = CATS_SPACE_MODEL; sp < CATS_SPACES; sp++) {
+		const int needed = sp <= CATS_SPACE_OUTPUT || info->shape.io == CATS_IO_PAPER;
 		uint32_t a, b;
 
+		if (!needed) {
+			if ((info->ranges_seen & (1u << sp)) != 0) {
+				return CATS_ERR_MANIFEST;
+			}
+			continue;
+		}
 		own_range(&info->shape, m.nodes, m.node_id, sp, &a, &b);
 		if ((info->ranges_seen & (1u << sp)) == 0 || info->own[sp][0] != a ||
 		    info->own[sp][1] != b) {
@@ -244,7 +264,7 @@ int cats_manifest_measure(const uint8_t *man, size_t len, struct cats_manifest_i
 	if (m.alignment < 4 || (m.alignment & (m.alignment - 1)) != 0) {
 		return CATS_ERR_MANIFEST;
 	}
-	if (info->n_ex != 4u * info->shape.blocks + 1u) {
+	if (info->n_ex != cats_exchange_count(&info->shape)) {
 		return CATS_ERR_MANIFEST;
 	}
 	info->alignment = m.alignment;
@@ -258,8 +278,31 @@ int cats_manifest_measure(const uint8_t *man, size_t len, struct cats_manifest_i
 /* Pass 2: exchange tables                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static const char *const kind_names[] = {"attn_in", "attn_out", "ffn_in", "ffn_hidden",
-					 "head_in"};
+static const char *const kind_names[] = {"attn_in", "attn_out", "ffn_in",    "ffn_hidden",
+					 "head_in", "in_x",     "in_hidden", "head_hidden"};
+
+/* Kind, space and block of exchange e in the schedule (partition.exchange_schedule). */
+static void schedule(const struct cats_model_shape *s, uint16_t e, uint8_t *kind, uint8_t *space,
+		     int32_t *block)
+{
+	static const uint8_t block_space[4] = {CATS_SPACE_MODEL, CATS_SPACE_MODEL,
+					       CATS_SPACE_MODEL, CATS_SPACE_HIDDEN};
+	const uint16_t first = cats_input_exchanges(s), head = cats_head_exchange(s);
+
+	if (e < first) { /* paper input block */
+		*kind = e == 0 ? CATS_IN_X : CATS_IN_HIDDEN;
+		*space = e == 0 ? CATS_SPACE_INPUT : CATS_SPACE_IN_HIDDEN;
+		*block = -2;
+	} else if (e < head) {
+		*kind = (uint8_t)((e - first) % 4u);
+		*space = block_space[*kind];
+		*block = (int32_t)((e - first) / 4u);
+	} else {
+		*kind = e == head ? CATS_HEAD_IN : CATS_HEAD_HIDDEN;
+		*space = e == head ? CATS_SPACE_MODEL : CATS_SPACE_HEAD_HIDDEN;
+		*block = -1;
+	}
+}
 
 struct tables_ctx {
 	const struct cats_manifest_info *info;
@@ -329,13 +372,12 @@ static bool table_exchange(pb_istream_t *stream, const pb_field_t *field, void *
 		return false;
 	}
 
-	/* The schedule (partition.exchange_schedule): 4 exchanges per block, then the head. */
 	const uint16_t e = t->e;
-	const int head = e == 4u * s->blocks;
-	const uint8_t kind = head ? CATS_HEAD_IN : (uint8_t)(e % 4u);
-	const uint8_t space = kind == CATS_FFN_HIDDEN ? CATS_SPACE_HIDDEN : CATS_SPACE_MODEL;
-	const uint32_t rows = head ? 1u : s->tokens;
-	const int32_t block = head ? -1 : (int32_t)(e / 4u);
+	uint8_t kind, space;
+	int32_t block;
+
+	schedule(s, e, &kind, &space, &block);
+	const uint32_t rows = block == -1 ? 1u : s->tokens; /* the head sends one row */
 	const uint16_t own_a = t->info->own[space][0], own_b = t->info->own[space][1];
 
 	if (spec.index != e || spec.block != block || strcmp(spec.kind, kind_names[kind]) != 0 ||
@@ -395,19 +437,23 @@ int cats_manifest_tables(const uint8_t *man, size_t len, const struct cats_manif
 /* Tensors come in groups named "<group>.<part>" (per block "b<i>.<group>.<part>"), exactly
  * as qref.node_params writes them. Shapes are expressed in these dimensions: */
 enum dim {
-	DIM_OWN_M, DIM_OWN_H, DIM_OWN_O, DIM_PATCH, DIM_TOKENS,
+	DIM_OWN_M, DIM_OWN_H, DIM_OWN_O, DIM_OWN_IH, DIM_OWN_HH, DIM_PATCH, DIM_TOKENS,
 	DIM_HELD0, DIM_HELD1, DIM_HELD2, DIM_HELD3, /* held columns of block exchange 0..3 */
-	DIM_HELD_HEAD,                              /* held columns of the head exchange */
+	DIM_HELD_IN0, DIM_HELD_IN1,                 /* of the paper input exchanges */
+	DIM_HELD_HEAD,                              /* of head_in */
+	DIM_HELD_LAST,                              /* of the last exchange: what "head" reads */
 };
 enum gkind { G_LIN, G_NORM, G_VEC };
+enum gio { IO_ANY, IO_LEAN_ONLY, IO_PAPER_ONLY }; /* which input/output blocks have the group */
 enum gid {
 	/* global */
 	G_EMBED, G_LNF, G_HEAD, G_POOL,
+	G_IN1, G_IN2, G_INR, G_IN_ACT, G_IN_ADD, G_HEAD1, G_HEADR, G_HEAD_ACT, G_HEAD_ADD,
 	/* per block */
 	G_LN1, G_LN2, G_WQ, G_WK, G_WV, G_WO, G_W1, G_W2, G_ATTN, G_ADD1, G_ADD2, G_ACT,
 	G_COUNT
 };
-#define N_GLOBAL 4
+#define N_GLOBAL 13
 #define N_PER_BLOCK (G_COUNT - N_GLOBAL)
 #define PARTS 4 /* LIN: w bias m sh; NORM: m sh beta eps; VEC: the one tensor */
 
@@ -418,25 +464,35 @@ struct group {
 	uint8_t in;    /* LIN: input dim; NORM: its columns */
 	uint8_t dtype; /* VEC */
 	uint16_t len;  /* VEC */
+	uint8_t io;    /* enum gio */
 };
 
 static const struct group groups[G_COUNT] = {
-	[G_EMBED] = {"embed", G_LIN, DIM_OWN_M, DIM_PATCH, 0, 0},
-	[G_LNF] = {"lnf", G_NORM, 0, DIM_HELD_HEAD, 0, 0},
-	[G_HEAD] = {"head", G_LIN, DIM_OWN_O, DIM_HELD_HEAD, 0, 0},
-	[G_POOL] = {"pool", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 2},
-	[G_LN1] = {"ln1", G_NORM, 0, DIM_HELD0, 0, 0},
-	[G_LN2] = {"ln2", G_NORM, 0, DIM_HELD2, 0, 0},
-	[G_WQ] = {"wq", G_LIN, DIM_OWN_M, DIM_HELD0, 0, 0},
-	[G_WK] = {"wk", G_LIN, DIM_OWN_M, DIM_HELD0, 0, 0},
-	[G_WV] = {"wv", G_LIN, DIM_OWN_M, DIM_HELD0, 0, 0},
-	[G_WO] = {"wo", G_LIN, DIM_OWN_M, DIM_HELD1, 0, 0},
-	[G_W1] = {"w1", G_LIN, DIM_OWN_H, DIM_HELD2, 0, 0},
-	[G_W2] = {"w2", G_LIN, DIM_OWN_M, DIM_HELD3, 0, 0},
-	[G_ATTN] = {"attn", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 4},
-	[G_ADD1] = {"add1", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 3},
-	[G_ADD2] = {"add2", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 3},
-	[G_ACT] = {"act", G_VEC, 0, 0, cats_DType_DTYPE_INT8, 256},
+	[G_EMBED] = {"embed", G_LIN, DIM_OWN_M, DIM_PATCH, 0, 0, IO_LEAN_ONLY},
+	[G_LNF] = {"lnf", G_NORM, 0, DIM_HELD_HEAD, 0, 0, IO_ANY},
+	[G_HEAD] = {"head", G_LIN, DIM_OWN_O, DIM_HELD_LAST, 0, 0, IO_ANY},
+	[G_POOL] = {"pool", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 2, IO_ANY},
+	[G_IN1] = {"in1", G_LIN, DIM_OWN_IH, DIM_HELD_IN0, 0, 0, IO_PAPER_ONLY},
+	[G_IN2] = {"in2", G_LIN, DIM_OWN_M, DIM_HELD_IN1, 0, 0, IO_PAPER_ONLY},
+	[G_INR] = {"inr", G_LIN, DIM_OWN_M, DIM_HELD_IN0, 0, 0, IO_PAPER_ONLY},
+	[G_IN_ACT] = {"in_act", G_VEC, 0, 0, cats_DType_DTYPE_INT8, 256, IO_PAPER_ONLY},
+	[G_IN_ADD] = {"in_add", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 3, IO_PAPER_ONLY},
+	[G_HEAD1] = {"head1", G_LIN, DIM_OWN_HH, DIM_HELD_HEAD, 0, 0, IO_PAPER_ONLY},
+	[G_HEADR] = {"headr", G_LIN, DIM_OWN_O, DIM_HELD_HEAD, 0, 0, IO_PAPER_ONLY},
+	[G_HEAD_ACT] = {"head_act", G_VEC, 0, 0, cats_DType_DTYPE_INT8, 256, IO_PAPER_ONLY},
+	[G_HEAD_ADD] = {"head_add", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 3, IO_PAPER_ONLY},
+	[G_LN1] = {"ln1", G_NORM, 0, DIM_HELD0, 0, 0, IO_ANY},
+	[G_LN2] = {"ln2", G_NORM, 0, DIM_HELD2, 0, 0, IO_ANY},
+	[G_WQ] = {"wq", G_LIN, DIM_OWN_M, DIM_HELD0, 0, 0, IO_ANY},
+	[G_WK] = {"wk", G_LIN, DIM_OWN_M, DIM_HELD0, 0, 0, IO_ANY},
+	[G_WV] = {"wv", G_LIN, DIM_OWN_M, DIM_HELD0, 0, 0, IO_ANY},
+	[G_WO] = {"wo", G_LIN, DIM_OWN_M, DIM_HELD1, 0, 0, IO_ANY},
+	[G_W1] = {"w1", G_LIN, DIM_OWN_H, DIM_HELD2, 0, 0, IO_ANY},
+	[G_W2] = {"w2", G_LIN, DIM_OWN_M, DIM_HELD3, 0, 0, IO_ANY},
+	[G_ATTN] = {"attn", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 4, IO_ANY},
+	[G_ADD1] = {"add1", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 3, IO_ANY},
+	[G_ADD2] = {"add2", G_VEC, 0, 0, cats_DType_DTYPE_INT32, 3, IO_ANY},
+	[G_ACT] = {"act", G_VEC, 0, 0, cats_DType_DTYPE_INT8, 256, IO_ANY},
 };
 
 static const char *const lin_parts[PARTS] = {"w", "bias", "m", "sh"};
@@ -453,6 +509,11 @@ struct bind_ctx {
 	int status;
 };
 
+static uint32_t own_dim(const struct cats_manifest_info *info, uint8_t space)
+{
+	return (uint32_t)(info->own[space][1] - info->own[space][0]);
+}
+
 static uint32_t dim_value(const struct bind_ctx *c, int block, uint8_t dim)
 {
 	const struct cats_model_shape *s = &c->info->shape;
@@ -460,21 +521,28 @@ static uint32_t dim_value(const struct bind_ctx *c, int block, uint8_t dim)
 
 	switch (dim) {
 	case DIM_OWN_M:
-		return (uint32_t)(c->info->own[CATS_SPACE_MODEL][1] - c->info->own[CATS_SPACE_MODEL][0]);
+		return own_dim(c->info, CATS_SPACE_MODEL);
 	case DIM_OWN_H:
-		return (uint32_t)(c->info->own[CATS_SPACE_HIDDEN][1] -
-				  c->info->own[CATS_SPACE_HIDDEN][0]);
+		return own_dim(c->info, CATS_SPACE_HIDDEN);
 	case DIM_OWN_O:
-		return (uint32_t)(c->info->own[CATS_SPACE_OUTPUT][1] -
-				  c->info->own[CATS_SPACE_OUTPUT][0]);
+		return own_dim(c->info, CATS_SPACE_OUTPUT);
+	case DIM_OWN_IH:
+		return own_dim(c->info, CATS_SPACE_IN_HIDDEN);
+	case DIM_OWN_HH:
+		return own_dim(c->info, CATS_SPACE_HEAD_HIDDEN);
 	case DIM_PATCH:
 		return s->patch;
 	case DIM_TOKENS:
 		return s->tokens;
+	case DIM_HELD_IN0:
+	case DIM_HELD_IN1: /* only bound with paper blocks: exchanges 0 and 1 exist */
+		return ex[dim - DIM_HELD_IN0].n_held;
 	case DIM_HELD_HEAD:
-		return ex[4u * s->blocks].n_held;
+		return ex[cats_head_exchange(s)].n_held;
+	case DIM_HELD_LAST:
+		return ex[c->info->n_ex - 1u].n_held;
 	default: /* DIM_HELD0..3 */
-		return ex[4 * block + (dim - DIM_HELD0)].n_held;
+		return ex[cats_input_exchanges(s) + 4 * block + (dim - DIM_HELD0)].n_held;
 	}
 }
 
@@ -560,6 +628,15 @@ static void bind(struct cats_node *n, int block, int id, int part, const uint8_t
 	case G_LNF: bind_norm(&n->lnf, part, p); break;
 	case G_HEAD: bind_lin(&n->head, part, p); break;
 	case G_POOL: n->pool = (const int32_t *)(const void *)p; break;
+	case G_IN1: bind_lin(&n->in1, part, p); break;
+	case G_IN2: bind_lin(&n->in2, part, p); break;
+	case G_INR: bind_lin(&n->inr, part, p); break;
+	case G_IN_ACT: n->in_act = (const int8_t *)p; break;
+	case G_IN_ADD: n->in_add = (const int32_t *)(const void *)p; break;
+	case G_HEAD1: bind_lin(&n->head1, part, p); break;
+	case G_HEADR: bind_lin(&n->headr, part, p); break;
+	case G_HEAD_ACT: n->head_act = (const int8_t *)p; break;
+	case G_HEAD_ADD: n->head_add = (const int32_t *)(const void *)p; break;
 	case G_LN1: bind_norm(&b->ln1, part, p); break;
 	case G_LN2: bind_norm(&b->ln2, part, p); break;
 	case G_WQ: bind_lin(&b->wq, part, p); break;
@@ -588,7 +665,8 @@ static bool bind_tensor(pb_istream_t *stream, const pb_field_t *field, void **ar
 		return false;
 	}
 	id = parse_name(t.name, &block, &part);
-	if (id < 0 || block >= (int)s->blocks || (id == G_POOL && s->task != CATS_TASK_CLASSIFY)) {
+	if (id < 0 || block >= (int)s->blocks || (id == G_POOL && s->task != CATS_TASK_CLASSIFY) ||
+	    groups[id].io == (s->io == CATS_IO_PAPER ? IO_LEAN_ONLY : IO_PAPER_ONLY)) {
 		return fail(&c->status, CATS_ERR_TENSOR); /* unknown or unexpected tensor */
 	}
 	const struct group *g = &groups[id];
@@ -601,7 +679,7 @@ static bool bind_tensor(pb_istream_t *stream, const pb_field_t *field, void **ar
 	} else if (part == 0) {
 		dtype = cats_DType_DTYPE_INT8, ndim = 2;
 		want[0] = dim_value(c, block, g->out), want[1] = dim_value(c, block, g->in);
-	} else if (part == 1 && id == G_EMBED) { /* bias + position embedding per token */
+	} else if (part == 1 && (id == G_EMBED || id == G_INR)) { /* bias + position per token */
 		dtype = cats_DType_DTYPE_INT32, ndim = 2;
 		want[0] = s->tokens, want[1] = dim_value(c, block, g->out);
 	} else {
@@ -644,16 +722,29 @@ static int values_ok(const struct cats_node *n)
 	const uint32_t own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
 	const uint32_t own_h = n->own[CATS_SPACE_HIDDEN][1] - n->own[CATS_SPACE_HIDDEN][0];
 	const uint32_t own_o = n->own[CATS_SPACE_OUTPUT][1] - n->own[CATS_SPACE_OUTPUT][0];
-	const struct cats_exchange *head = &n->ex[4u * s->blocks];
-	int ok = shifts_ok(n->embed.sh, own_m) && shifts_ok(n->head.sh, own_o) &&
-		 shifts_ok(n->lnf.sh, head->n_held) && n->lnf.eps >= 0;
+	const struct cats_exchange *head = &n->ex[cats_head_exchange(s)];
+	int ok = shifts_ok(n->head.sh, own_o) && shifts_ok(n->lnf.sh, head->n_held) &&
+		 n->lnf.eps >= 0;
 
+	if (s->io == CATS_IO_PAPER) {
+		const uint32_t own_ih = n->own[CATS_SPACE_IN_HIDDEN][1] -
+					n->own[CATS_SPACE_IN_HIDDEN][0];
+		const uint32_t own_hh = n->own[CATS_SPACE_HEAD_HIDDEN][1] -
+					n->own[CATS_SPACE_HEAD_HIDDEN][0];
+
+		ok = ok && shifts_ok(n->in1.sh, own_ih) && shifts_ok(n->in2.sh, own_m) &&
+		     shifts_ok(n->inr.sh, own_m) && shifts_ok(n->head1.sh, own_hh) &&
+		     shifts_ok(n->headr.sh, own_o) && shifts_ok(n->in_add + 2, 1) &&
+		     shifts_ok(n->head_add + 2, 1);
+	} else {
+		ok = ok && shifts_ok(n->embed.sh, own_m);
+	}
 	if (s->task == CATS_TASK_CLASSIFY) {
 		ok = ok && shifts_ok(n->pool + 1, 1);
 	}
 	for (uint16_t i = 0; ok && i < s->blocks; i++) {
 		const struct cats_block *b = &n->blk[i];
-		const struct cats_exchange *ex = &n->ex[4u * i];
+		const struct cats_exchange *ex = &n->ex[cats_input_exchanges(s) + 4u * i];
 
 		ok = shifts_ok(b->ln1.sh, ex[0].n_held) && b->ln1.eps >= 0 &&
 		     shifts_ok(b->ln2.sh, ex[2].n_held) && b->ln2.eps >= 0 &&
@@ -672,7 +763,9 @@ int cats_manifest_bind(const uint8_t *man, size_t len, const struct cats_manifes
 	cats_NodeManifest m = cats_NodeManifest_init_zero;
 	struct bind_ctx c;
 	pb_istream_t stream = pb_istream_from_buffer(man, len);
-	const uint32_t expected = 3u * PARTS + (info->shape.task == CATS_TASK_CLASSIFY ? 1u : 0u) +
+	/* lean: embed, lnf, head; paper: lnf, head, in1, in2, inr, head1, headr + 4 vectors */
+	const uint32_t io = info->shape.io == CATS_IO_PAPER ? 7u * PARTS + 4u : 3u * PARTS;
+	const uint32_t expected = io + (info->shape.task == CATS_TASK_CLASSIFY ? 1u : 0u) +
 				  info->shape.blocks * (2u * PARTS + 6u * PARTS + 4u);
 
 	memset(&c, 0, sizeof(c));

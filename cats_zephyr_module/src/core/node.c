@@ -9,7 +9,9 @@
  *   tracking, and one scratch area reused by every layer (q|k|v for attention, otherwise the
  *   layer output before the residual add), plus attention-row and matmul scratch.
  * Only one exchange is open at a time, so one receive buffer sized for the largest exchange
- * serves all of them. The node's own columns live in that buffer too (they are contiguous
+ * serves all of them. With the paper input/output blocks the scratch also carries the own
+ * input columns into exchange 0 and each MLP's hidden units; the residual term of the input
+ * block waits in x, that of the output block in y. The node's own columns live in that buffer too (they are contiguous
  * in the sorted held list), which is also what it broadcasts: nothing is staged twice.
  */
 #include <string.h>
@@ -51,7 +53,7 @@ static size_t slot_width(const struct cats_model_shape *s)
 {
 	size_t w = 0;
 
-	for (uint8_t sp = CATS_SPACE_MODEL; sp <= CATS_SPACE_OUTPUT; sp++) {
+	for (uint8_t sp = CATS_SPACE_MODEL; sp < CATS_SPACES; sp++) {
 		const size_t v = cats_space_width(s, sp);
 
 		w = v > w ? v : w;
@@ -68,8 +70,13 @@ static void plan_memory(const struct cats_manifest_info *info, struct cats_plan 
 	const size_t own_m = own_width(info, CATS_SPACE_MODEL);
 	const size_t own_h = own_width(info, CATS_SPACE_HIDDEN);
 	const size_t own_o = own_width(info, CATS_SPACE_OUTPUT);
+	/* Paper blocks (0 otherwise): own input columns, own hidden units of the two io MLPs. */
+	const size_t io_w[3] = {own_width(info, CATS_SPACE_INPUT),
+				own_width(info, CATS_SPACE_IN_HIDDEN),
+				own_width(info, CATS_SPACE_HEAD_HIDDEN)};
 	/* Scratch: q, k, v of the own heads (the attention output overwrites q); the other layers
-	 * need one layer output (n x own_m or n x own_h) before the residual add / activation. */
+	 * need one layer output (n x own_m, n x own_h, n x io_w[0..1], own_o or io_w[2]) before
+	 * the residual add / activation. */
 	size_t scratch = 3u * n * own_m;
 	const size_t max_in = info->max_held > s->patch ? info->max_held : s->patch;
 	size_t max_out = own_m > own_h ? own_m : own_h; /* outputs of any one matmul */
@@ -80,6 +87,15 @@ static void plan_memory(const struct cats_manifest_info *info, struct cats_plan 
 	}
 	if (own_o > max_out) {
 		max_out = own_o;
+	}
+	for (int i = 0; i < 3; i++) {
+		const size_t rows = i < 2 ? n : 1u; /* the head's hidden units: one row */
+
+		scratch = rows * io_w[i] > scratch ? rows * io_w[i] : scratch;
+		max_out = io_w[i] > max_out ? io_w[i] : max_out;
+	}
+	if (s->io == CATS_IO_PAPER && own_o > scratch) { /* the head's MLP output */
+		scratch = own_o;
 	}
 	p->node = off, off += align8(sizeof(struct cats_node));
 	p->ex = off, off += align8(info->n_ex * sizeof(struct cats_exchange));
@@ -274,6 +290,19 @@ static void stage(struct cats_node *n, const int8_t *own)
 	}
 }
 
+/* The layer that sees the input tokens (lean: embed; paper: the residual inr) into the own
+ * model columns: its bias carries the position embedding, so it is per token (tokens x own_m). */
+static void linear_tokens(struct cats_node *n, const int8_t *x, int in, const struct cats_lin *l,
+			  int8_t *y)
+{
+	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
+
+	for (int r = 0; r < n->shape.tokens; r++) {
+		cats_matmul_s8(x + (size_t)r * in, 1, in, l->w, own_m, l->bias + (size_t)r * own_m,
+			       l->m, l->sh, y + (size_t)r * own_m, n->mm);
+	}
+}
+
 int cats_node_begin(struct cats_node *n, uint32_t inference_id, const int8_t *input, size_t len)
 {
 	const struct cats_model_shape *s;
@@ -285,18 +314,22 @@ int cats_node_begin(struct cats_node *n, uint32_t inference_id, const int8_t *in
 	if (len != (size_t)s->tokens * s->patch) {
 		return CATS_ERR_ARG;
 	}
-	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
-
-	/* Input embedding of the own columns; the bias carries the position embedding, so it is
-	 * per token (tokens x own_m). */
-	for (int r = 0; r < s->tokens; r++) {
-		cats_matmul_s8(input + (size_t)r * s->patch, 1, s->patch, n->embed.w, own_m,
-			       n->embed.bias + (size_t)r * own_m, n->embed.m, n->embed.sh,
-			       n->x + (size_t)r * own_m, n->mm);
-	}
 	n->inference = inference_id;
 	n->done = 0;
 	n->e = 0;
+	if (s->io == CATS_IO_PAPER) {
+		/* The own input columns (patch values and padding flags) are what exchange 0
+		 * sends: gather them per token, contiguous as stage() takes them. */
+		const uint16_t a = n->own[CATS_SPACE_INPUT][0];
+		const size_t w = (size_t)(n->own[CATS_SPACE_INPUT][1] - a);
+
+		for (size_t r = 0; r < s->tokens; r++) {
+			memcpy(n->scratch + r * w, input + r * s->patch + a, w);
+		}
+		stage(n, n->scratch);
+		return CATS_OK;
+	}
+	linear_tokens(n, input, s->patch, &n->embed, n->x); /* local input embedding */
 	stage(n, n->x);
 	return CATS_OK;
 }
@@ -445,6 +478,59 @@ static void linear(struct cats_node *n, const int8_t *x, int rows, int in,
 	cats_matmul_s8(x, rows, in, l->w, out, l->bias, l->m, l->sh, y, n->mm);
 }
 
+/* The exchanges outside the blocks: the head, and the paper input/output blocks
+ * (qref.Node.compute: in_x, in_hidden, head_in, head_hidden). */
+static int io_compute(struct cats_node *n, const struct cats_exchange *ex)
+{
+	const int tokens = n->shape.tokens;
+	const int held = ex->n_held;
+	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
+	const int own_o = n->own[CATS_SPACE_OUTPUT][1] - n->own[CATS_SPACE_OUTPUT][0];
+	const int own_ih = n->own[CATS_SPACE_IN_HIDDEN][1] - n->own[CATS_SPACE_IN_HIDDEN][0];
+	const int own_hh = n->own[CATS_SPACE_HEAD_HIDDEN][1] - n->own[CATS_SPACE_HEAD_HIDDEN][0];
+	const int paper = n->shape.io == CATS_IO_PAPER;
+
+	switch (ex->kind) {
+	case CATS_IN_X: /* MLP hidden units go out next; the residual term waits in x */
+		linear_tokens(n, n->buf, held, &n->inr, n->x);
+		linear(n, n->buf, tokens, held, &n->in1, own_ih, n->scratch);
+		cats_lut_s8(n->in_act, n->scratch, tokens * own_ih, n->scratch);
+		n->e++;
+		stage(n, n->scratch);
+		return CATS_OK;
+	case CATS_IN_HIDDEN: /* x0 = residual term + MLP output */
+		linear(n, n->buf, tokens, held, &n->in2, own_m, n->scratch);
+		cats_add_s8(n->x, n->in_add[0], n->scratch, n->in_add[1], n->in_add[2],
+			    tokens * own_m, n->x);
+		n->e++;
+		stage(n, n->x);
+		return CATS_OK;
+	case CATS_HEAD_IN:
+		if (paper) { /* the residual term, on the un-normalised stream, waits in y */
+			linear(n, n->buf, 1, held, &n->headr, own_o, n->y);
+		}
+		cats_layer_norm_s8(n->buf, 1, held, n->present, n->lnf.m, n->lnf.sh, n->lnf.beta,
+				   n->lnf.eps, n->buf);
+		if (paper) {
+			linear(n, n->buf, 1, held, &n->head1, own_hh, n->scratch);
+			cats_lut_s8(n->head_act, n->scratch, own_hh, n->scratch);
+			n->e++;
+			stage(n, n->scratch);
+			return CATS_OK;
+		}
+		linear(n, n->buf, 1, held, &n->head, own_o, n->y);
+		break;
+	default: /* CATS_HEAD_HIDDEN: y = residual term + MLP output */
+		linear(n, n->buf, 1, held, &n->head, own_o, n->scratch);
+		cats_add_s8(n->y, n->head_add[0], n->scratch, n->head_add[1], n->head_add[2],
+			    own_o, n->y);
+		break;
+	}
+	n->e = -1;
+	n->done = 1;
+	return CATS_OK;
+}
+
 int cats_node_compute(struct cats_node *n, uint16_t *lost)
 {
 	if (n == NULL) {
@@ -459,7 +545,6 @@ int cats_node_compute(struct cats_node *n, uint16_t *lost)
 	const int held = ex->n_held;
 	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
 	const int own_h = n->own[CATS_SPACE_HIDDEN][1] - n->own[CATS_SPACE_HIDDEN][0];
-	const int own_o = n->own[CATS_SPACE_OUTPUT][1] - n->own[CATS_SPACE_OUTPUT][0];
 	const size_t nm = (size_t)tokens * own_m;
 	const uint16_t nlost = close_buffer(n, ex);
 	const int8_t *next; /* the own values of the next exchange */
@@ -467,13 +552,8 @@ int cats_node_compute(struct cats_node *n, uint16_t *lost)
 	if (lost != NULL) {
 		*lost = nlost;
 	}
-	if (ex->kind == CATS_HEAD_IN) {
-		cats_layer_norm_s8(n->buf, 1, held, n->present, n->lnf.m, n->lnf.sh, n->lnf.beta,
-				   n->lnf.eps, n->buf);
-		linear(n, n->buf, 1, held, &n->head, own_o, n->y);
-		n->e = -1;
-		n->done = 1;
-		return CATS_OK;
+	if (ex->block < 0) {
+		return io_compute(n, ex);
 	}
 	const struct cats_block *b = &n->blk[ex->block];
 

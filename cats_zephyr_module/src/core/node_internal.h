@@ -38,7 +38,7 @@ struct cats_manifest_info {
 	struct cats_model_shape shape;
 	uint16_t id, nodes;
 	uint16_t n_ex;
-	uint16_t own[4][2];      /* [space][start, end), from the manifest's ranges */
+	uint16_t own[CATS_SPACES][2]; /* [space][start, end), from the manifest's ranges */
 	uint8_t ranges_seen;     /* bit per space */
 	uint32_t alignment, blob_size;
 	uint8_t partition_hash[CATS_HASH_BYTES];
@@ -67,15 +67,20 @@ struct cats_plan {
 struct cats_node {
 	struct cats_model_shape shape;
 	uint16_t id, nodes, n_ex;
-	uint16_t own[4][2]; /* [space][start, end) */
+	uint16_t own[CATS_SPACES][2]; /* [space][start, end) */
 	uint8_t partition_hash[CATS_HASH_BYTES];
 
 	struct cats_exchange *ex; /* n_ex, arena */
 	struct cats_block *blk;   /* shape.blocks, arena; pointers into the blob */
 	struct cats_lin embed;    /* embed.bias is tokens x own (bias + position) */
 	struct cats_norm lnf;
-	struct cats_lin head;
+	struct cats_lin head;     /* paper blocks: the output MLP's second layer */
 	const int32_t *pool;      /* m, sh (classify only) */
+	/* Paper blocks only: input MLP (in1, act, in2) + residual inr (bias tokens x own, with
+	 * the position), output MLP (head1, act, head) + residual headr; adds are mx, mo, sh. */
+	struct cats_lin in1, in2, inr, head1, headr;
+	const int8_t *in_act, *head_act;
+	const int32_t *in_add, *head_add;
 
 	/* Activations (arena). */
 	int8_t *x;         /* residual stream, own columns: tokens x own_m */
@@ -98,6 +103,23 @@ struct cats_node {
 	int16_t e;         /* current exchange, -1 idle or finished */
 	uint8_t done;      /* output valid */
 };
+
+/* The exchange schedule (tools/cats/model/partition.py exchange_schedule): the paper input
+ * block's two exchanges, four per block, then the head's (head_in; paper: + head_hidden). */
+static inline uint16_t cats_input_exchanges(const struct cats_model_shape *s)
+{
+	return s->io == CATS_IO_PAPER ? 2u : 0u;
+}
+
+static inline uint16_t cats_head_exchange(const struct cats_model_shape *s) /* head_in */
+{
+	return (uint16_t)(cats_input_exchanges(s) + 4u * s->blocks);
+}
+
+static inline uint16_t cats_exchange_count(const struct cats_model_shape *s)
+{
+	return (uint16_t)(cats_head_exchange(s) + (s->io == CATS_IO_PAPER ? 2u : 1u));
+}
 
 /* Split rule of tools/cats/model/partition.py split_ranges: `total` items in `parts` contiguous
  * slices whose sizes differ by at most one, larger slices first. */

@@ -100,10 +100,11 @@ int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config 
 	gw->tag = (uint32_t)gw->hash[0] | (uint32_t)gw->hash[1] << 8 |
 		  (uint32_t)gw->hash[2] << 16 | (uint32_t)gw->hash[3] << 24;
 	gw->nodes = (uint16_t)man.nodes;
-	gw->patch = (uint16_t)m->patch;
+	/* Input values per token: with the paper blocks, the patch and its padding flags. */
+	gw->patch = (uint16_t)(m->io == cats_IoBlocks_IO_PAPER ? 2u * m->patch : m->patch);
 	gw->tokens = (uint16_t)(m->context / m->patch);
 	gw->outputs = (uint16_t)(m->task == cats_Task_TASK_CLASSIFY ? m->n_classes : m->horizon);
-	gw->exchanges = (uint16_t)(4u * m->blocks + 1u);
+	gw->exchanges = (uint16_t)(4u * m->blocks + (m->io == cats_IoBlocks_IO_PAPER ? 4u : 1u));
 	gw->input_len = (size_t)gw->tokens * gw->patch;
 	gw->input_scale = man.input_scale;
 	gw->output_scale = man.output_scale;

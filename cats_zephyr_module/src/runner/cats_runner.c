@@ -248,21 +248,22 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 	const struct cats_model_shape *s = cats_node_shape(n);
 	const uint16_t exchanges = cats_node_exchanges(n), d = cats_node_id(n);
 	const uint16_t nodes = cats_node_count(n);
-	const struct cats_exchange *ex0 = cats_node_exchange(n, 0);
-	uint64_t tokens = s->tokens, macs, own_model, own_hidden = 0, own_out, pairs;
+	/* Own columns of the space each kind of exchange sends (the model columns: attn_in's, the
+	 * hidden units of the FFN and of the paper io MLPs: the exchange that sends them). */
+	uint64_t own_of[CATS_HEAD_HIDDEN + 1] = {0};
+	uint64_t tokens = s->tokens, macs, own_model, own_out, pairs;
 
-	own_model = (uint64_t)(ex0->own_end - ex0->own_start);
-	/* tools/cats/model/partition.py split_ranges: the larger slices first */
-	own_out = (uint64_t)(s->outputs / nodes) + (d < s->outputs % nodes ? 1u : 0u);
-	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
-	macs = tokens * s->patch * own_model; /* input embedding */
 	for (uint16_t e = 0; e < exchanges; e++) {
 		const struct cats_exchange *ex = cats_node_exchange(n, e);
 
-		if (ex->kind == CATS_FFN_HIDDEN) {
-			own_hidden = (uint64_t)(ex->own_end - ex->own_start);
-		}
+		own_of[ex->kind] = (uint64_t)(ex->own_end - ex->own_start);
 	}
+	own_model = own_of[CATS_ATTN_IN];
+	/* tools/cats/model/partition.py split_ranges: the larger slices first */
+	own_out = (uint64_t)(s->outputs / nodes) + (d < s->outputs % nodes ? 1u : 0u);
+	pairs = s->task == CATS_TASK_FORECAST ? tokens * (tokens + 1) / 2 : tokens * tokens;
+	/* input embedding (lean blocks; the paper input block's layers are exchanges below) */
+	macs = s->io == CATS_IO_PAPER ? 0u : tokens * s->patch * own_model;
 	for (uint16_t e = 0; e < exchanges; e++) {
 		const struct cats_exchange *ex = cats_node_exchange(n, e);
 		uint64_t held = ex->n_held;
@@ -273,12 +274,19 @@ uint64_t cats_runner_macs(const struct cats_node *n)
 			break;
 		case CATS_ATTN_OUT:   /* output projection */
 		case CATS_FFN_HIDDEN: /* FFN layer 2 */
+		case CATS_IN_HIDDEN:  /* input MLP layer 2 */
 			macs += tokens * held * own_model;
 			break;
 		case CATS_FFN_IN: /* FFN layer 1 */
-			macs += tokens * held * own_hidden;
+			macs += tokens * held * own_of[CATS_FFN_HIDDEN];
 			break;
-		default: /* the head: one row */
+		case CATS_IN_X: /* input MLP layer 1 and the input residual */
+			macs += tokens * held * (own_of[CATS_IN_HIDDEN] + own_model);
+			break;
+		case CATS_HEAD_IN: /* the head (lean); head MLP layer 1 + the residual (paper) */
+			macs += held * (own_of[CATS_HEAD_HIDDEN] + own_out);
+			break;
+		default: /* the paper head's MLP layer 2: one row */
 			macs += held * own_out;
 			break;
 		}

@@ -35,7 +35,14 @@ _DTYPES = {
     np.dtype(np.int32): "DTYPE_INT32",
     np.dtype(np.uint16): "DTYPE_UINT16",
 }
-_SPACES = {"model": "SPACE_MODEL", "hidden": "SPACE_HIDDEN", "output": "SPACE_OUTPUT"}
+_SPACES = {
+    "model": "SPACE_MODEL",
+    "hidden": "SPACE_HIDDEN",
+    "output": "SPACE_OUTPUT",
+    "input": "SPACE_INPUT",
+    "in_hidden": "SPACE_IN_HIDDEN",
+    "head_hidden": "SPACE_HEAD_HIDDEN",
+}
 
 
 class ArtefactError(ValueError):
@@ -52,7 +59,8 @@ def shape_to_proto(cfg: ModelConfig):
         features=cfg.features, heads=cfg.heads, blocks=cfg.blocks, ffn=cfg.ffn,
         patch=cfg.patch, context=cfg.context, horizon=cfg.horizon, n_classes=cfg.n_classes,
         activation=_enum("Activation", f"ACTIVATION_{cfg.activation.upper()}"), ln_eps=cfg.ln_eps,
-        image_width=cfg.image_width,
+        image_width=cfg.image_width, io=_enum("IoBlocks", f"IO_{cfg.io.upper()}"),
+        io_hidden=cfg.io_hidden if cfg.io == "paper" else 0,  # a lean manifest is unchanged
     )  # fmt: skip
 
 
@@ -66,6 +74,8 @@ def shape_from_proto(shape) -> ModelConfig:
         activation=p.Activation.Name(shape.activation).removeprefix("ACTIVATION_").lower(),
         ln_eps=float(str(np.float32(shape.ln_eps))),  # shortest float32 repr
         image_width=shape.image_width,
+        io=p.IoBlocks.Name(shape.io).removeprefix("IO_").lower(),
+        **({"io_hidden": shape.io_hidden} if shape.io == p.IO_PAPER else {}),
     )  # fmt: skip
 
 

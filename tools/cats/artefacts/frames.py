@@ -589,7 +589,7 @@ def golden_frames(directory: Path) -> list[dict[str, Any]]:
     loaded = export.load_partition(directory / "export")
     cfg = loaded[0].spec.cfg
     inp = np.frombuffer((directory / "input.bin").read_bytes(), dtype=np.int8)
-    inp = inp.reshape(cfg.tokens, cfg.patch)
+    inp = inp.reshape(cfg.tokens, cfg.input_width)
     nodes = [n.runtime() for n in loaded]
     for node in nodes:
         node.begin(inp)

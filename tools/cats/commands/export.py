@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", type=Path, help="trained checkpoint from `cats train`")
     src.add_argument("--preset", help="export an untrained model of this preset")
     p.add_argument("--init-seed", type=int, default=0, help="seed of the untrained model")
+    p.add_argument(
+        "--io",
+        choices=("lean", "paper"),
+        help="input/output blocks of the untrained model (default: the preset's)",
+    )
+    p.add_argument("--io-hidden", type=int, help="width of the paper blocks' MLPs")
     p.add_argument("--nodes", type=int, help="D (default: the checkpoint's partition)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=run)
@@ -27,9 +33,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.preset:
         if args.nodes is None:
             raise ValueError("--nodes is required with --preset")
-        _, qm = untrained(args.preset, args.init_seed)
+        overrides = {k: v for k, v in (("io", args.io), ("io_hidden", args.io_hidden)) if v}
+        _, qm = untrained(args.preset, args.init_seed, **overrides)
         part = Partition.full(qm.cfg, args.nodes)
     else:
+        if args.io or args.io_hidden:
+            raise ValueError("--io and --io-hidden shape an untrained --preset model only")
         qm, part = load_for_export(args.checkpoint, args.nodes)
     summary = export_partition(qm, part, args.out)
     summary["out"] = str(args.out)

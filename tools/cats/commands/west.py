@@ -229,6 +229,8 @@ class CatsPartition(_CatsCommand):
             checkpoint=args.checkpoint,
             preset=args.preset,
             init_seed=args.init_seed,
+            io=None,
+            io_hidden=None,
             nodes=args.nodes,
             out=out,
             json=self._json,

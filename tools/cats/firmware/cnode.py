@@ -45,8 +45,10 @@ ERR_VERSION = -8
 ERR_HASH = -9
 ERR_TENSOR = -10
 
-KINDS = ("attn_in", "attn_out", "ffn_in", "ffn_hidden", "head_in")
-SPACES = {1: "model", 2: "hidden", 3: "output"}
+# enum cats_kind / cats_space (cats_node.h); the last three of each are the paper blocks'.
+KINDS = ("attn_in", "attn_out", "ffn_in", "ffn_hidden", "head_in", "in_x", "in_hidden",
+         "head_hidden")  # fmt: skip
+SPACES = {1: "model", 2: "hidden", 3: "output", 4: "input", 5: "in_hidden", 6: "head_hidden"}
 SPACE_IDS = {v: k for k, v in SPACES.items()}
 
 
@@ -119,8 +121,10 @@ class _Shape(ctypes.Structure):
         ("ffn", ctypes.c_uint16),
         ("head_dim", ctypes.c_uint16),
         ("tokens", ctypes.c_uint16),
-        ("patch", ctypes.c_uint16),
+        ("patch", ctypes.c_uint16),  # input values per token (2 x patch with paper blocks)
         ("outputs", ctypes.c_uint16),
+        ("io_hidden", ctypes.c_uint16),
+        ("io", ctypes.c_uint8),
     ]
 
 

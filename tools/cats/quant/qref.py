@@ -204,10 +204,6 @@ def calibrate(model: CatsModel, patches: torch.Tensor) -> None:
 def quantize(model: CatsModel) -> QModel:
     """Integer tensors from a (QAT-trained or calibrated) float model."""
     cfg = model.cfg
-    if cfg.io != "lean":
-        raise ValueError(
-            f"the integer reference implements the lean input/output blocks only, not io={cfg.io!r}"
-        )
     aqs = {
         name.replace("blocks.", "b").replace(".aq.", ".").replace("aq.", ""): a
         for name, a in model.act_quants().items()
@@ -240,11 +236,32 @@ def quantize(model: CatsModel) -> QModel:
             [round(s_x / s_out * 2**sh), round(s_o / s_out * 2**sh), sh], dtype=np.int64
         )
 
-    w, sw = _weights(model.embed.weight)
-    t["embed.w"] = w
-    bias_tok = (_np(model.embed.bias)[None, :] + _np(model.pos)) / (s["inp"] * sw)
-    t["embed.bias"] = np.round(bias_tok).astype(np.int64)  # (N, F): bias + position
-    t["embed.m"], t["embed.sh"] = quantize_multipliers(s["inp"] * sw / s["x0"])
+    def lin_pos(prefix: str, layer) -> None:
+        """The layer that sees the input tokens: its bias carries the position embedding, so it
+        is per token (N, F)."""
+        w, sw = _weights(layer.weight)
+        t[f"{prefix}.w"] = w
+        bias_tok = (_np(layer.bias)[None, :] + _np(model.pos)) / (s["inp"] * sw)
+        t[f"{prefix}.bias"] = np.round(bias_tok).astype(np.int64)
+        t[f"{prefix}.m"], t[f"{prefix}.sh"] = quantize_multipliers(s["inp"] * sw / s["x0"])
+
+    def act_lut(prefix: str, s_pre: float, s_out: float) -> None:
+        grid = np.arange(-128, 128, dtype=np.float64) * s_pre
+        act = torch.nn.functional.gelu if cfg.activation == "gelu" else torch.relu
+        t[prefix] = sat8(np.round(act(torch.from_numpy(grid)).numpy() / s_out))
+
+    if cfg.io == "paper":
+        # Input block. The float model quantises the MLP's hidden units only after the
+        # activation, so the pre-activation takes the hidden units' scale: exact for ReLU (the
+        # table is max(0, i)), for GELU a clip of pre-activations below -127 steps. Both terms
+        # of x0 are requantised to x0's scale and added (the sum's own rounding point).
+        lin("in1", model.in1, s["inp"], s["in_h"])
+        act_lut("in_act", s["in_h"], s["in_h"])
+        lin("in2", model.in2, s["in_h"], s["x0"])
+        lin_pos("inr", model.inr)
+        residual("in_add", s["x0"], s["x0"], s["x0"])
+    else:
+        lin_pos("embed", model.embed)
     s_x = s["x0"]
     for i, blk in enumerate(model.blocks):
         p = f"b{i}"
@@ -260,9 +277,7 @@ def quantize(model: CatsModel) -> QModel:
         residual(f"{p}.add1", s_x, s[f"{p}.o"], s[f"{p}.x1"])
         norm(f"{p}.ln2", blk.ln2, s[f"{p}.x1"], s[f"{p}.ln2"])
         lin(f"{p}.w1", blk.w1, s[f"{p}.ln2"], s[f"{p}.hpre"])
-        grid = np.arange(-128, 128, dtype=np.float64) * s[f"{p}.hpre"]
-        act = torch.nn.functional.gelu if cfg.activation == "gelu" else torch.relu
-        t[f"{p}.act"] = sat8(np.round(act(torch.from_numpy(grid)).numpy() / s[f"{p}.h"]))
+        act_lut(f"{p}.act", s[f"{p}.hpre"], s[f"{p}.h"])
         lin(f"{p}.w2", blk.w2, s[f"{p}.h"], s[f"{p}.f"])
         residual(f"{p}.add2", s[f"{p}.x1"], s[f"{p}.f"], s[f"{p}.x2"])
         s_x = s[f"{p}.x2"]
@@ -270,7 +285,15 @@ def quantize(model: CatsModel) -> QModel:
         t["pool"] = np.array(quantize_multiplier(s_x / (cfg.tokens * s["pool"])), dtype=np.int64)
         s_x = s["pool"]
     norm("lnf", model.lnf, s_x, s["lnf"])
-    lin("head", model.head, s["lnf"], s["y"])
+    if cfg.io == "paper":
+        # Output block: y = head(act(head1(LN x))) + headr(x), both terms at y's scale.
+        lin("head1", model.head1, s["lnf"], s["head_h"])
+        act_lut("head_act", s["head_h"], s["head_h"])
+        lin("head", model.head, s["head_h"], s["y"])
+        lin("headr", model.headr, s_x, s["y"])
+        residual("head_add", s["y"], s["y"], s["y"])
+    else:
+        lin("head", model.head, s["lnf"], s["y"])
     return qm
 
 
@@ -290,6 +313,12 @@ class ExchangeLayout:
     rows: int
     kept_cols: np.ndarray
     held_cols: np.ndarray
+
+
+def node_spaces(cfg: ModelConfig) -> tuple[str, ...]:
+    """The column spaces a node owns a range of (the paper blocks add three)."""
+    paper = ("input", "in_hidden", "head_hidden") if cfg.io == "paper" else ()
+    return ("model", "hidden", "output", *paper)
 
 
 @dataclass(frozen=True)
@@ -313,12 +342,12 @@ class NodeSpec:
                     ex.block,
                     ex.kind,
                     ex.space,
-                    1 if ex.kind == "head_in" else cfg.tokens,
+                    1 if ex.kind in ("head_in", "head_hidden") else cfg.tokens,
                     part.kept_cols(e, node),
                     part.held_cols(e, node),
                 )
             )
-        ranges = {sp: part.plan.ranges[sp][node] for sp in ("model", "hidden", "output")}
+        ranges = {sp: part.plan.ranges[sp][node] for sp in node_spaces(cfg)}
         return cls(cfg, node, part.nodes, ranges, tuple(exs))
 
     def own(self, space: str) -> np.ndarray:
@@ -345,26 +374,46 @@ def node_params(qm: QModel, spec: NodeSpec) -> dict[str, np.ndarray]:
             out[f"{name}.{k}"] = t[f"{name}.{k}"][cols].astype(np.int32)
         out[f"{name}.eps"] = t[f"{name}.eps"].astype(np.int32)
 
-    out["embed.w"] = np.ascontiguousarray(t["embed.w"][:, own_m].T, np.int8)
-    out["embed.bias"] = t["embed.bias"][:, own_m].astype(np.int32)
-    out["embed.m"] = t["embed.m"][own_m].astype(np.int32)
-    out["embed.sh"] = t["embed.sh"][own_m].astype(np.int32)
+    def lin_pos(name: str, rows: np.ndarray) -> None:  # bias + position: (N, own_m)
+        out[f"{name}.w"] = np.ascontiguousarray(t[f"{name}.w"][np.ix_(rows, own_m)].T, np.int8)
+        out[f"{name}.bias"] = t[f"{name}.bias"][:, own_m].astype(np.int32)
+        out[f"{name}.m"] = t[f"{name}.m"][own_m].astype(np.int32)
+        out[f"{name}.sh"] = t[f"{name}.sh"][own_m].astype(np.int32)
+
+    paper = cfg.io == "paper"
+    if paper:  # held[0]: input columns (exchange in_x), held[1]: the MLP's hidden units
+        lin("in1", held[0], spec.own("in_hidden"))
+        lin("in2", held[1], own_m)
+        lin_pos("inr", held[0])
+        out["in_act"] = t["in_act"].astype(np.int8)
+        out["in_add"] = t["in_add"].astype(np.int32)
+    else:
+        lin_pos("embed", np.arange(cfg.patch))
     for b in range(cfg.blocks):
         p = f"b{b}"
-        norm(f"{p}.ln1", held[4 * b])
+        e = cfg.input_exchanges + 4 * b
+        norm(f"{p}.ln1", held[e])
         for name in ("wq", "wk", "wv"):
-            lin(f"{p}.{name}", held[4 * b], own_m)
-        lin(f"{p}.wo", held[4 * b + 1], own_m)
-        norm(f"{p}.ln2", held[4 * b + 2])
-        lin(f"{p}.w1", held[4 * b + 2], own_h)
-        lin(f"{p}.w2", held[4 * b + 3], own_m)
+            lin(f"{p}.{name}", held[e], own_m)
+        lin(f"{p}.wo", held[e + 1], own_m)
+        norm(f"{p}.ln2", held[e + 2])
+        lin(f"{p}.w1", held[e + 2], own_h)
+        lin(f"{p}.w2", held[e + 3], own_m)
         for k in ("attn", "add1", "add2"):
             out[f"{p}.{k}"] = t[f"{p}.{k}"].astype(np.int32)
         out[f"{p}.act"] = t[f"{p}.act"].astype(np.int8)
     if cfg.task == "classify":
         out["pool"] = t["pool"].astype(np.int32)
-    norm("lnf", held[-1])
-    lin("head", held[-1], own_o)
+    head_in = held[cfg.input_exchanges + 4 * cfg.blocks]
+    norm("lnf", head_in)
+    if paper:  # head_in: the residual stream, head_hidden (the last exchange): hidden units
+        lin("head1", head_in, spec.own("head_hidden"))
+        out["head_act"] = t["head_act"].astype(np.int8)
+        lin("head", held[-1], own_o)
+        lin("headr", head_in, own_o)
+        out["head_add"] = t["head_add"].astype(np.int32)
+    else:
+        lin("head", head_in, own_o)
     return out
 
 
@@ -386,18 +435,21 @@ class Node:
 
     # -- exchange protocol ---------------------------------------------------------------------
     def begin(self, inp: np.ndarray) -> None:
-        """Start an inference on the broadcast int8 input (N, P): local input embedding."""
+        """Start an inference on the broadcast int8 input (N, input_width): the lean blocks'
+        local input embedding, or with paper blocks the node's own input columns, which it
+        sends in exchange 0 (in_x) like any other activation."""
         cfg = self.cfg
-        if inp.shape[-2:] != (cfg.tokens, cfg.patch) or inp.dtype != np.int8:
-            raise ValueError(
-                f"input must be int8 {(cfg.tokens, cfg.patch)}, got {inp.dtype}{inp.shape}"
-            )
+        want = (cfg.tokens, cfg.input_width)
+        if inp.shape[-2:] != want or inp.dtype != np.int8:
+            raise ValueError(f"input must be int8 {want}, got {inp.dtype}{inp.shape}")
         p = self.p
-        acc = inp.astype(np.int64) @ p["embed.w"].astype(np.int64).T + p["embed.bias"]
-        self.x = sat8(requant(acc, p["embed.m"], p["embed.sh"]))
         self.e = 0
         self.y = None
         self._lead = inp.shape[:-2]  # optional batch dimensions, for fast evaluation
+        if cfg.io == "paper":
+            self._stage(inp[..., slice(*self.spec.ranges["input"])])
+            return
+        self.x = _lin(inp, p, "embed")
         self._stage(self.x)
 
     def send(self) -> tuple[int, np.ndarray, np.ndarray]:
@@ -428,10 +480,30 @@ class Node:
         """Close the current exchange (missing columns stay zero) and run to the next one."""
         ex = self.spec.exchanges[self.e]
         buf, pres, p, cfg = self._buf, self._present, self.p, self.cfg
+        if ex.kind == "in_x":  # hidden units to send; the residual term waits in x
+            self.x = _lin(buf, p, "inr")
+            self.e += 1
+            self._stage(p["in_act"][_lin(buf, p, "in1").astype(np.int64) + 128])
+            return
+        if ex.kind == "in_hidden":
+            mx, mo, sh = (int(z) for z in p["in_add"])
+            self.x = add(self.x, mx, _lin(buf, p, "in2"), mo, sh)
+            self.e += 1
+            self._stage(self.x)
+            return
+        if ex.kind == "head_hidden":
+            mx, mo, sh = (int(z) for z in p["head_add"])
+            self.y = add(self._r, mx, _lin(buf, p, "head"), mo, sh)[..., 0, :]
+            self.e += 1
+            return
         if ex.kind == "head_in":
             h = layer_norm(buf, pres, p["lnf.m"], p["lnf.sh"], p["lnf.beta"], int(p["lnf.eps"][0]))
-            self.y = linear(h, p["head.w"], p["head.bias"], p["head.m"], p["head.sh"])[..., 0, :]
             self.e += 1
+            if cfg.io == "paper":  # the residual term on the un-normalised stream waits in _r
+                self._r = _lin(buf, p, "headr")
+                self._stage(p["head_act"][_lin(h, p, "head1").astype(np.int64) + 128])
+            else:
+                self.y = _lin(h, p, "head")[..., 0, :]
             return
         pre = f"b{ex.block}"
         if ex.kind == "attn_in":
@@ -491,6 +563,10 @@ class Node:
         own_slots = np.searchsorted(ex.held_cols, np.arange(a, b))
         self._buf[..., own_slots] = own_values
         self._present[own_slots] = True
+
+
+def _lin(x: np.ndarray, p: dict[str, np.ndarray], name: str) -> np.ndarray:
+    return linear(x, p[name + ".w"], p[name + ".bias"], p[name + ".m"], p[name + ".sh"])
 
 
 def run_swarm(

@@ -179,7 +179,8 @@ def node_ops(spec: qref.NodeSpec, table: KernelTable | None = None) -> list[Op]:
             macs = rows * n_in * n_out
             ops.append(Op(stage, name, rows, n_in, n_out, macs, table.matmul(rows, n_in, n_out)))
 
-    mm(0, "embed", n, cfg.patch, own["model"])
+    if cfg.io != "paper":  # the paper input block's layers follow its exchanges
+        mm(0, "embed", n, cfg.patch, own["model"])
     for ex in spec.exchanges:
         stage, held = ex.index + 1, int(ex.held_cols.size)
         pre = f"b{ex.block}." if ex.block >= 0 else ""
@@ -197,7 +198,15 @@ def node_ops(spec: qref.NodeSpec, table: KernelTable | None = None) -> list[Op]:
             mm(stage, pre + "w1", n, held, own["hidden"])
         elif ex.kind == "ffn_hidden":
             mm(stage, pre + "w2", n, held, own["model"])
-        else:
+        elif ex.kind == "in_x":
+            mm(stage, "in1", n, held, own["in_hidden"])
+            mm(stage, "inr", n, held, own["model"])
+        elif ex.kind == "in_hidden":
+            mm(stage, "in2", n, held, own["model"])
+        elif ex.kind == "head_in" and cfg.io == "paper":
+            mm(stage, "head1", ex.rows, held, own["head_hidden"])
+            mm(stage, "headr", ex.rows, held, own["output"])
+        else:  # head_in (lean), head_hidden (paper)
             mm(stage, "head", ex.rows, held, own["output"])
     return ops
 

@@ -423,7 +423,7 @@ def profile_swarm(part: Path, build_dir: Path | None = None) -> dict[str, Any]:
 
     loaded = export.load_partition(part)
     cfg = loaded[0].spec.cfg
-    x = m4_input(cfg.tokens * cfg.patch).reshape(cfg.tokens, cfg.patch)
+    x = m4_input(cfg.tokens * cfg.input_width).reshape(cfg.tokens, cfg.input_width)
     ref = qref.run_swarm([n.runtime() for n in loaded], x)
     lo, hi = loaded[0].spec.ranges["output"]
     res["bit_exact_with_qref"] = res["output"] == ref[lo:hi].tolist()

@@ -106,6 +106,8 @@ def revin_int8(cfg: ModelConfig, x: np.ndarray, input_scale: float):
     mu = x.mean(axis=1, keepdims=True, dtype=np.float32)
     sd = np.sqrt(x.var(axis=1, keepdims=True, dtype=np.float32) + np.float32(1e-5))
     patches = ((x - mu) / sd)[:, cfg.patch_order()]  # (K, N, P); an image cut into patches
+    if cfg.io == "paper":  # each token's padding flags follow its patch: nothing is padded
+        patches = np.concatenate([patches, np.zeros_like(patches)], axis=-1)
     return quantize_input(patches, input_scale), mu.astype(np.float64), sd.astype(np.float64)
 
 
@@ -115,7 +117,7 @@ class RunInputs:
 
     summary: dict[str, Any]  # partition.json
     loaded: list[Any]  # cats.artefacts.export.load_partition
-    inputs: np.ndarray  # (K, tokens, patch) int8
+    inputs: np.ndarray  # (K, tokens, input_width) int8
     dataset: str | None = None  # with test windows: their dataset, truth, RevIN mean and std
     truth: np.ndarray | None = None
     mu: np.ndarray | None = None
@@ -137,7 +139,7 @@ def load_run(
         data = data if data is not None else summary.get("data") or "default"
         run.dataset, x, run.truth = test_windows(cfg, data, k)
         inputs, run.mu, run.sd = revin_int8(cfg, x, float(loaded[0].manifest.input_scale))
-    run.inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, cfg.tokens, cfg.patch)
+    run.inputs = np.asarray(inputs, dtype=np.int8).reshape(-1, cfg.tokens, cfg.input_width)
     return run
 
 
