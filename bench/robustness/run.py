@@ -34,6 +34,7 @@ import torch
 
 from cats.base.paths import ETTH2_CSV
 from cats.model.dropout import LOSS_MODELS
+from cats.quant.int8 import int8_gap, quantized
 from cats.training.evaluate import robustness
 from cats.training.recipe import paper_recipe
 from cats.training.train import prepare_data, train_model
@@ -45,7 +46,7 @@ PAPER_ETTH2_10 = {"without": 1.338, "with": 1.040}  # paper: test MSE at 10 % lo
 # message-dropout step and ~60 s per model for 21 evaluations of 500 windows, so four models
 # fit 90 minutes with a factor ~2 to spare.
 CPU_SHORT = {
-    "steps": 800,
+    "steps": 3000,
     "batch": 64,
     "context": 128,
     "blocks": 2,
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="training seed (every model)")
     p.add_argument("--nodes", type=int, default=8)
     p.add_argument("--epochs", type=int, default=None, help="50 on cuda")
-    p.add_argument("--steps", type=int, default=None, help="total steps (CPU: 800)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (CPU: 3000)")
     p.add_argument("--batch", type=int, default=None, help="the recipe's 512 (CPU: 64)")
     p.add_argument("--context", type=int, default=None, help="the recipe's 512 (CPU: 128)")
     p.add_argument("--blocks", type=int, default=None, help="the recipe's 6 (CPU: 2)")
@@ -76,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--save", type=Path, default=None, help="also save every model (DIR/p<p>)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--no-int8", dest="int8", action="store_false", help="skip the int8 (qref) swarm"
+    )
     args = p.parse_args(argv)
     cpu = not args.device.startswith("cuda") and not args.quick
     given_length = args.epochs is not None or args.steps is not None
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = deviations(args)
     rows: dict[str, list[dict[str, Any]]] = {}
     train_metrics: dict[str, dict[str, Any]] = {}
+    int8: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
     ref_mse: float | None = None
     for p in sorted(args.ps):
@@ -186,6 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         if ref_mse is None:  # the first (lowest) p is the reference: p = 0 by default
             ref_mse = rows[name][0]["mse"] / rows[name][0]["ratio"]
         timings[f"eval {name}"] = time.perf_counter() - t
+        if args.int8:
+            # the integer swarm (cats.quant.qref, bit-exact with the C nodes) on the same
+            # windows, loss-free: the gateway's forecast, i.e. the last token's
+            t = time.perf_counter()
+            int8[name] = int8_gap(
+                res.model, quantized(res.model, data.train), res.part, data.test,
+                max_windows=args.max_test_windows,
+            )  # fmt: skip
+            timings[f"int8 {name}"] = time.perf_counter() - t
         if args.save is not None:
             res.save(args.save / f"p{p:g}")
     wall = time.perf_counter() - t0
@@ -201,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deviation: {n}")
     print("entries: test MSE / clean MSE of the p = 0 model (absolute MSE)\n")
     print(table(rows, args.losses))
+    if int8:
+        print("\nint8 swarm (qref = the C nodes), loss-free, last-token MSE:\n")
+        print("| message-dropout p | float MSE | int8 MSE | int8 / float |")
+        print("|---|---|---|---|")
+        for name, g in int8.items():
+            print(
+                f"| {name} | {g['float_mse']:.4f} | {g['int8_mse']:.4f} | {g['gap_ratio']:.3f}x |"
+            )
     print(
         f"\npaper (ETT-h2, 10 % loss): without {PAPER_ETTH2_10['without']:.3f}x, "
         f"with (p = 0.1) {PAPER_ETTH2_10['with']:.3f}x"
@@ -216,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "reference_clean_mse": ref_mse,
             "rows": rows,
             "train_metrics": train_metrics,
+            "int8": int8,
             "paper_etth2_10pct": PAPER_ETTH2_10,
             "timings_s": timings,
             "wall_time_s": wall,
