@@ -288,6 +288,16 @@ def test_cats_partition_writes_the_export(ws: Path, partition: Path) -> None:
     assert sorted(p.name for p in out.glob("node-*")) == ["node-0", "node-1"]
     proc, res = west(ws, "cats-partition", "--preset", "test", "--json", ok=False)
     assert res["ok"] is False and "--nodes" in res["error"]
+    # the paper's input/output blocks, as `cats export --io paper` writes them
+    paper, ref = ws / "build" / "p-paper", ws / "build" / "p-paper-ref"
+    west(ws, "cats-partition", "--preset", "test", "--nodes", "2", "--io", "paper", "-o",
+         str(paper))  # fmt: skip
+    subprocess.run([sys.executable, "-m", "cats.cli", "export", "--preset", "test", "--nodes",
+                    "2", "--io", "paper", "--out", str(ref)], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    for f in ("partition.json", "node-0/manifest.pb", "node-1/weights.bin"):
+        assert (paper / f).read_bytes() == (ref / f).read_bytes(), f
+    assert (paper / "partition.json").read_bytes() != (out / "partition.json").read_bytes()
 
 
 def test_cats_build_host_reports_the_simulator_executables(host_build: dict, repo_copy) -> None:

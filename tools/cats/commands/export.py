@@ -17,6 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="trained checkpoint from `cats train`")
     src.add_argument("--preset", help="export an untrained model of this preset")
+    add_untrained_args(p)
+    p.add_argument("--nodes", type=int, help="D (default: the checkpoint's partition)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.set_defaults(func=run)
+
+
+def add_untrained_args(p: argparse.ArgumentParser) -> None:
+    """The shape options of an untrained --preset model (`cats export`, `west cats-partition`)."""
     p.add_argument("--init-seed", type=int, default=0, help="seed of the untrained model")
     p.add_argument(
         "--io",
@@ -24,9 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="input/output blocks of the untrained model (default: the preset's)",
     )
     p.add_argument("--io-hidden", type=int, help="width of the paper blocks' MLPs")
-    p.add_argument("--nodes", type=int, help="D (default: the checkpoint's partition)")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -212,7 +212,9 @@ class CatsPartition(_CatsCommand):
         src.add_argument(
             "--preset", help="an untrained model of this preset (verytiny, demo, test)"
         )
-        p.add_argument("--init-seed", type=int, default=0, help="seed of the untrained model")
+        from cats.commands.export import add_untrained_args
+
+        add_untrained_args(p)
         p.add_argument("--nodes", type=int, help="D (default: the checkpoint's partition)")
         p.add_argument(
             "-o", "--out", type=Path, help="output directory (default: <build-root>/partition)"
@@ -229,8 +231,8 @@ class CatsPartition(_CatsCommand):
             checkpoint=args.checkpoint,
             preset=args.preset,
             init_seed=args.init_seed,
-            io=None,
-            io_hidden=None,
+            io=args.io,
+            io_hidden=args.io_hidden,
             nodes=args.nodes,
             out=out,
             json=self._json,
