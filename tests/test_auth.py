@@ -52,6 +52,7 @@ class CAuth(ctypes.Structure):
         ("rejected_sender", ctypes.c_uint32),
         ("rejected_mic", ctypes.c_uint32),
         ("rejected_replay", ctypes.c_uint32),
+        ("ccm", ctypes.c_uint64 * (2 * 32)),  # struct cats_ccm ccm[2] (CATS_CCM_CTX_WORDS)
     ]
 
 

@@ -75,6 +75,20 @@ struct cats_auth_stats {
 	uint32_t rejected_replay;
 };
 
+/* The crypto port's key state: the library's CCM context with the AES key schedule, set up once
+ * per key (cats_ccm_init) instead of per frame. Opaque storage; src/crypto/ccm_mbedtls.c checks
+ * at compile time that mbedtls_ccm_context fits. The context carries per-operation state in
+ * mbed TLS 3.x, so one must not be used by two threads at once. */
+#define CATS_CCM_CTX_WORDS 32
+struct cats_ccm {
+	uint64_t ctx[CATS_CCM_CTX_WORDS];
+};
+
+/* ccm[] of struct cats_auth: InputFrames (opened on a node's link RX thread, sealed by the
+ * gateway) use their own context; everything else (ColumnFrames, OutputFrames: the node's
+ * service thread, the gateway's thread) the other. So no context is shared between threads. */
+#define CATS_AUTH_CCM_INPUT 1
+
 struct cats_auth {
 	uint8_t key[CATS_AUTH_KEY_LEN];
 	uint32_t tag;      /* partition tag (AAD) */
@@ -86,6 +100,7 @@ struct cats_auth {
 	uint64_t position[CATS_AUTH_MAX_STATIONS]; /* and its rank << 48 | exchange << 32 |
 						    * fragment */
 	struct cats_auth_stats stats;
+	struct cats_ccm ccm[2]; /* [CATS_AUTH_CCM_INPUT]: InputFrames; [0]: the rest */
 };
 
 /* Header fields of an air message the nonce and the checks use. */
@@ -98,7 +113,9 @@ struct cats_auth_hdr {
 	uint32_t payload_len;
 };
 
-/* key: 16 bytes; mic_len 4 or 8; self: our station id (the gateway: nodes). CATS_OK / ARG. */
+/* key: 16 bytes; mic_len 4 or 8; self: our station id (the gateway: nodes). CATS_OK / ARG
+ * (CATS_ERR_UNSUPPORTED: the crypto library refused the key). Sets up the key schedules once:
+ * mbed TLS's cipher layer allocates them, so call it once per struct, at start-up. */
 int cats_auth_init(struct cats_auth *a, const uint8_t *key, uint8_t mic_len, uint32_t tag,
 		   uint16_t self, uint16_t nodes);
 
@@ -111,7 +128,7 @@ static inline uint16_t cats_auth_gateway(const struct cats_auth *a)
 /* Append the MIC to an air message of `type` (msg[0 .. len) is the protobuf message, without
  * the AirType byte) sent by us in inference `inference` (the full 32-bit id). msg must have
  * room for len + mic_len bytes. Returns len + mic_len or a negative cats_status. */
-int cats_auth_seal(const struct cats_auth *a, uint8_t type, uint32_t inference, uint8_t *msg,
+int cats_auth_seal(struct cats_auth *a, uint8_t type, uint32_t inference, uint8_t *msg,
 		   size_t len, size_t cap);
 
 /* Check a received air message of `type` (msg[0 .. len) = protobuf message + MIC) from link
@@ -154,8 +171,17 @@ int cats_auth_parse_key(const char *hex, uint8_t key[CATS_AUTH_KEY_LEN]);
 /*
  * The crypto port: AES-128-CCM* (nonce of 7 .. 13 bytes, tag of 4, 8 or 16 bytes), from a
  * maintained library (src/crypto/ccm_mbedtls.c: mbed TLS 2.28 / 3.x). 0, or < 0 on failure
- * (decrypt: the tag does not verify; out is then zeroed).
+ * (decrypt: the tag does not verify; out is then zeroed). cats_ccm_init keeps the key schedule
+ * in *c for cats_ccm_seal / cats_ccm_open; cats_ccm_encrypt / cats_ccm_decrypt are one-shot.
  */
+int cats_ccm_init(struct cats_ccm *c, const uint8_t key[CATS_AUTH_KEY_LEN]);
+void cats_ccm_free(struct cats_ccm *c);
+int cats_ccm_seal(struct cats_ccm *c, const uint8_t *nonce, size_t nonce_len,
+		  const uint8_t *aad, size_t aad_len, const uint8_t *in, uint8_t *out, size_t len,
+		  uint8_t *tag, size_t tag_len);
+int cats_ccm_open(struct cats_ccm *c, const uint8_t *nonce, size_t nonce_len,
+		  const uint8_t *aad, size_t aad_len, const uint8_t *in, uint8_t *out, size_t len,
+		  const uint8_t *tag, size_t tag_len);
 int cats_ccm_encrypt(const uint8_t key[CATS_AUTH_KEY_LEN], const uint8_t *nonce,
 		     size_t nonce_len, const uint8_t *aad, size_t aad_len, const uint8_t *in,
 		     uint8_t *out, size_t len, uint8_t *tag, size_t tag_len);

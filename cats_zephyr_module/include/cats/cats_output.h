@@ -30,7 +30,7 @@ void cats_output_counters(const struct cats_sg_stats *st, const struct cats_auth
  * CATS_OK, CATS_ERR_ARG (the MTU cannot carry the slice, or a frame does not encode) or the
  * first negative result of send(). */
 int cats_output_send(cats_OutputFrame *f, const int8_t *y, size_t count, size_t mtu,
-		     const struct cats_auth *auth, uint8_t *buf, size_t cap,
+		     struct cats_auth *auth, uint8_t *buf, size_t cap,
 		     int (*send)(void *ctx, const uint8_t *air, size_t len), void *ctx);
 
 #ifdef __cplusplus

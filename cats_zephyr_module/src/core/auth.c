@@ -18,6 +18,13 @@ int cats_auth_init(struct cats_auth *a, const uint8_t *key, uint8_t mic_len, uin
 	}
 	memset(a, 0, sizeof(*a));
 	memcpy(a->key, key, CATS_AUTH_KEY_LEN);
+	if (cats_ccm_init(&a->ccm[0], key) != 0) {
+		return CATS_ERR_UNSUPPORTED;
+	}
+	if (cats_ccm_init(&a->ccm[CATS_AUTH_CCM_INPUT], key) != 0) {
+		cats_ccm_free(&a->ccm[0]);
+		return CATS_ERR_UNSUPPORTED;
+	}
 	a->mic_len = mic_len;
 	a->tag = tag;
 	a->self = self;
@@ -176,7 +183,13 @@ static size_t build_aad(uint8_t *aad, uint32_t tag, uint8_t type, const uint8_t 
 	return len + 5u;
 }
 
-int cats_auth_seal(const struct cats_auth *a, uint8_t type, uint32_t inference, uint8_t *msg,
+/* The key state of an air type's frames (cats_auth.h CATS_AUTH_CCM_INPUT: one per thread). */
+static struct cats_ccm *ccm_for(struct cats_auth *a, uint8_t type)
+{
+	return &a->ccm[type == CATS_AIR_INPUT ? CATS_AUTH_CCM_INPUT : 0];
+}
+
+int cats_auth_seal(struct cats_auth *a, uint8_t type, uint32_t inference, uint8_t *msg,
 		   size_t len, size_t cap)
 {
 	uint8_t aad[5 + CATS_AUTH_MSG_MAX];
@@ -196,8 +209,8 @@ int cats_auth_seal(const struct cats_auth *a, uint8_t type, uint32_t inference, 
 	}
 	cats_auth_nonce(nonce, a->self, inference, type, h.exchange, h.fragment);
 	aad_len = build_aad(aad, a->tag, type, msg, len);
-	if (cats_ccm_encrypt(a->key, nonce, sizeof(nonce), aad, aad_len, NULL, NULL, 0, &msg[len],
-			     a->mic_len) != 0) {
+	if (cats_ccm_seal(ccm_for(a, type), nonce, sizeof(nonce), aad, aad_len, NULL, NULL, 0,
+			  &msg[len], a->mic_len) != 0) {
 		return CATS_ERR_UNSUPPORTED;
 	}
 	return (int)(len + a->mic_len);
@@ -247,8 +260,8 @@ int cats_auth_open(struct cats_auth *a, uint8_t type, uint16_t src, uint32_t ref
 	}
 	cats_auth_nonce(nonce, src, id, type, h.exchange, h.fragment);
 	aad_len = build_aad(aad, a->tag, type, msg, body);
-	if (cats_ccm_decrypt(a->key, nonce, sizeof(nonce), aad, aad_len, NULL, NULL, 0,
-			     &msg[body], a->mic_len) != 0) {
+	if (cats_ccm_open(ccm_for(a, type), nonce, sizeof(nonce), aad, aad_len, NULL, NULL, 0,
+			  &msg[body], a->mic_len) != 0) {
 		return reject(&a->stats.rejected_mic, CATS_AUTH_MIC);
 	}
 	pos = (uint64_t)(type == CATS_AIR_OUTPUT) << 48 | (uint64_t)(h.exchange & 0xFFFFu) << 32 |
