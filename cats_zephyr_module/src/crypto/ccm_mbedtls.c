@@ -80,9 +80,10 @@ int cats_ccm_open(struct cats_ccm *c, const uint8_t *nonce, size_t nonce_len,
 	return ccm_run(1, c, nonce, nonce_len, aad, aad_len, in, out, len, t, tag_len);
 }
 
-int cats_ccm_encrypt(const uint8_t key[CATS_AUTH_KEY_LEN], const uint8_t *nonce,
-		     size_t nonce_len, const uint8_t *aad, size_t aad_len, const uint8_t *in,
-		     uint8_t *out, size_t len, uint8_t *tag, size_t tag_len)
+/* One-shot: a context for this call only. tag_out (encrypt) or tag_in (decrypt). */
+static int one_shot(const uint8_t key[CATS_AUTH_KEY_LEN], const uint8_t *nonce, size_t nonce_len,
+		    const uint8_t *aad, size_t aad_len, const uint8_t *in, uint8_t *out, size_t len,
+		    uint8_t *tag_out, const uint8_t *tag_in, size_t tag_len)
 {
 	struct cats_ccm c;
 	int rc;
@@ -90,22 +91,30 @@ int cats_ccm_encrypt(const uint8_t key[CATS_AUTH_KEY_LEN], const uint8_t *nonce,
 	if (cats_ccm_init(&c, key) != 0) {
 		return -1;
 	}
-	rc = cats_ccm_seal(&c, nonce, nonce_len, aad, aad_len, in, out, len, tag, tag_len);
+	rc = tag_out != NULL ? cats_ccm_seal(&c, nonce, nonce_len, aad, aad_len, in, out, len,
+					     tag_out, tag_len)
+			     : cats_ccm_open(&c, nonce, nonce_len, aad, aad_len, in, out, len, tag_in,
+					     tag_len);
 	cats_ccm_free(&c);
 	return rc;
+}
+
+int cats_ccm_encrypt(const uint8_t key[CATS_AUTH_KEY_LEN], const uint8_t *nonce,
+		     size_t nonce_len, const uint8_t *aad, size_t aad_len, const uint8_t *in,
+		     uint8_t *out, size_t len, uint8_t *tag, size_t tag_len)
+{
+	if (tag == NULL) {
+		return -1;
+	}
+	return one_shot(key, nonce, nonce_len, aad, aad_len, in, out, len, tag, NULL, tag_len);
 }
 
 int cats_ccm_decrypt(const uint8_t key[CATS_AUTH_KEY_LEN], const uint8_t *nonce,
 		     size_t nonce_len, const uint8_t *aad, size_t aad_len, const uint8_t *in,
 		     uint8_t *out, size_t len, const uint8_t *tag, size_t tag_len)
 {
-	struct cats_ccm c;
-	int rc;
-
-	if (cats_ccm_init(&c, key) != 0) {
+	if (tag == NULL) {
 		return -1;
 	}
-	rc = cats_ccm_open(&c, nonce, nonce_len, aad, aad_len, in, out, len, tag, tag_len);
-	cats_ccm_free(&c);
-	return rc;
+	return one_shot(key, nonce, nonce_len, aad, aad_len, in, out, len, NULL, tag, tag_len);
 }
