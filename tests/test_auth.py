@@ -39,7 +39,6 @@ NODES = 4
 
 class CAuth(ctypes.Structure):
     _fields_ = [
-        ("key", ctypes.c_uint8 * 16),
         ("tag", ctypes.c_uint32),
         ("self", ctypes.c_uint16),
         ("nodes", ctypes.c_uint16),

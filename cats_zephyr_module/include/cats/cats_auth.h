@@ -90,7 +90,6 @@ struct cats_ccm {
 #define CATS_AUTH_CCM_INPUT 1
 
 struct cats_auth {
-	uint8_t key[CATS_AUTH_KEY_LEN];
 	uint32_t tag;      /* partition tag (AAD) */
 	uint16_t self;     /* our station id */
 	uint16_t nodes;    /* the gateway is station `nodes` */

@@ -17,7 +17,6 @@ int cats_auth_init(struct cats_auth *a, const uint8_t *key, uint8_t mic_len, uin
 		return CATS_ERR_ARG;
 	}
 	memset(a, 0, sizeof(*a));
-	memcpy(a->key, key, CATS_AUTH_KEY_LEN);
 	if (cats_ccm_init(&a->ccm[0], key) != 0) {
 		return CATS_ERR_UNSUPPORTED;
 	}

@@ -75,10 +75,10 @@ static uint16_t station_count; /* nodes: the gateway's station id */
  * (station 0xFFFF: the gateway), the AdvA of cats.wire.phy.Ble2M.psdu, so a receiver knows
  * the link source the way 802.15.4 knows it from the MAC source address: ColumnFrames name
  * no sender, and the MIC's nonce binds this station. */
+static const uint8_t swarm_prefix[4] = {0x00, 0x75, 0xCA, 0xC0}; /* a.val[2..5] */
+
 static void station_address(bt_addr_le_t *addr, uint16_t station)
 {
-	static const uint8_t swarm_prefix[4] = {0x00, 0x75, 0xCA, 0xC0}; /* val[2..5] */
-
 	addr->type = BT_ADDR_LE_RANDOM;
 	addr->a.val[0] = (uint8_t)(station & 0xFFu);
 	addr->a.val[1] = (uint8_t)(station >> 8);
@@ -89,12 +89,10 @@ static void station_address(bt_addr_le_t *addr, uint16_t station)
  * or 0xFFFF (no station of this swarm's address range; authentication rejects it). */
 static uint16_t source_station(const bt_addr_le_t *addr)
 {
-	bt_addr_le_t ref;
 	uint16_t sid;
 
-	station_address(&ref, 0);
 	if (addr == NULL || addr->type != BT_ADDR_LE_RANDOM ||
-	    memcmp(&addr->a.val[2], &ref.a.val[2], 4) != 0) {
+	    memcmp(&addr->a.val[2], swarm_prefix, sizeof(swarm_prefix)) != 0) {
 		return 0xFFFFu;
 	}
 	sid = sys_get_le16(addr->a.val);
