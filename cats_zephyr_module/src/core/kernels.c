@@ -641,6 +641,17 @@ void cats_matmul_s8(const int8_t *x, int rows, int in, const int8_t *w, int out,
  */
 #define CATS_LN_NARROW_MAX 128
 
+/* cats_requant(d, m, sh) for |d| < 2^30, |m| < 2^31 and 33 <= sh <= 62: the rounding term
+ * 2^(sh-1) has a zero low word, so it adds to the high word of d * m (SMMUL on the M4), and
+ * the high word shifted by sh - 32 is the result. The general form costs a 64 x 64 multiply
+ * and a variable 64-bit shift per element. */
+static inline int32_t requant_hi(int32_t d, int32_t m, int32_t sh)
+{
+	const int32_t hi = (int32_t)(((int64_t)d * m) >> 32);
+
+	return (hi + ((int32_t)1 << (sh - 33))) >> (sh - 32);
+}
+
 static void ln_row_narrow(const int8_t *xr, int cols, const uint8_t *present, int32_t n,
 			  int32_t s, int32_t inv, const int32_t *m, const int32_t *sh,
 			  const int32_t *beta, int8_t *yr)
@@ -653,8 +664,11 @@ static void ln_row_narrow(const int8_t *xr, int cols, const uint8_t *present, in
 		const int32_t e = n * xr[c] - s;
 		const int32_t d = (int32_t)cats_asr64((int64_t)e * inv,
 						      CATS_LN_INV_BITS - CATS_LN_NORM_BITS);
+		const int64_t q = sh[c] >= 33 && sh[c] <= 62
+					  ? (int64_t)requant_hi(d, m[c], sh[c])
+					  : cats_requant((int64_t)d, m[c], sh[c]);
 
-		yr[c] = cats_sat8(cats_requant((int64_t)d, m[c], sh[c]) + beta[c]);
+		yr[c] = cats_sat8(q + beta[c]);
 	}
 }
 
