@@ -296,7 +296,13 @@ def test_no_loss_bit_exact(exports, tmp_path: Path, nodes: int) -> None:
     for r in res["per_inference"]:
         assert r["slots"] == cfg.exchanges
         assert r["air_bytes"] > r["air_bytes_exchanges"] > 0
-        assert r["modelled_latency_s"] == pytest.approx(r["compute_s"] + r["airtime_s"])
+        assert r["modelled_latency_s"] == pytest.approx(
+            r["compute_s"] + r["airtime_s"] + r["output_turns_s"]
+        )
+        # node d's OutputFrames wait 2 d x 6 ms (CONFIG_CATS_TURN_FRAME_US on 802.15.4), longer
+        # than one frame: idle time between them, less than the last one's wait
+        assert (r["output_turns_s"] > 0) == (nodes > 1)
+        assert r["output_turns_s"] < (nodes - 1) * 0.012 + 1e-9
         assert r["gateway"]["air_bytes"] > 0
     assert np.isfinite(res["mse"]) and res["mse"] == pytest.approx(res["reference_mse"])
     _check_pcap_802154(tmp_path / "air.pcap", tmp_path / "medium.jsonl", nodes)

@@ -12,7 +12,8 @@ Per (link, D) of the untrained ``verytiny`` export at p = 0:
   Kconfig CATS_802154_ACCESS_DIRECT; ``cats sim --mac``): frames per inference, the payload
   floor (int8 input, exchanged columns and output at the link's bit rate), the airtime back to back
   (``airtime_payload_only_s``), the airtime with the MAC the firmware uses (``airtime_s``),
-  their ratio to the floor (``airtime_floor_ratio``);
+  their ratio to the floor (``airtime_floor_ratio``), and the idle time of the output turns
+  (``output_turns_s``: the OutputFrames spaced by CONFIG_CATS_TURN_FRAME_US);
 * the exchanges' frames as the code plans them (``cats.artefacts.frames.plan``, the C engine's rule)
   for a MIC of 0, 4 and 8 bytes per frame (planned at ``column_mtu - MIC`` so that the MIC
   fits, each frame MIC bytes longer on the air), each under every MAC model of the link
@@ -100,6 +101,7 @@ def run_row(part: Path, link: str, nodes: int, sim: bool, mac: str | None = None
             "airtime_payload_only_s": res["airtime_payload_only_s"],
             "airtime_s": res["airtime_s"],
             "airtime_floor_ratio": res["airtime_floor_ratio"],
+            "output_turns_s": res["output_turns_s"],
             "compute_s": res["compute_s"],
             "compute_s_matmul_only": res["compute"]["compute_s_matmul_only"],
             "modelled_latency_s": res["modelled_latency_s"],
@@ -110,8 +112,8 @@ def run_row(part: Path, link: str, nodes: int, sim: bool, mac: str | None = None
 def airtime_table(rows: list[dict[str, Any]]) -> str:
     out = [
         "| link | D | MAC mode | frames/inf | floor s | back to back s | MAC airtime s | ratio "
-        "| MAC |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| + output turns s | MAC |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         s = r.get("sim")
@@ -120,7 +122,7 @@ def airtime_table(rows: list[dict[str, Any]]) -> str:
                 f"| {r['link']} | {r['nodes']} | {r['mac_mode']} | {s['frames']} "
                 f"| {s['floor_s']:.3f} "
                 f"| {s['airtime_payload_only_s']:.3f} | {s['airtime_s']:.3f} "
-                f"| {s['airtime_floor_ratio']:.2f}x | {r['mac']} |"
+                f"| {s['airtime_floor_ratio']:.2f}x | {s['output_turns_s']:.3f} | {r['mac']} |"
             )
     return "\n".join(out)
 

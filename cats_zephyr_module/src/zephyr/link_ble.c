@@ -11,8 +11,9 @@
  * 4 of AD header leave 241 bytes for the radio frame of proto/cats.proto, the AirType dispatch
  * byte + the message: AIR_COLUMN + a ColumnFrame of at most 240 bytes (tools/cats/wire/phy.py
  * BLE2M.column_mtu, cats.artefacts.frames MTU_BLE2M). The controller (LL split) holds more than 191
- * bytes of advertising data only with CONFIG_BT_CTLR_ADV_DATA_CHAIN; the 245 bytes still go
- * in one AUX_ADV_IND, no AUX_CHAIN_IND is sent.
+ * bytes of advertising data only with CONFIG_BT_CTLR_ADV_DATA_CHAIN, and it sends them as an
+ * AUX_ADV_IND of 191 bytes (ll_sw/pdu.h PDU_AC_EXT_AD_DATA_LEN_MAX) and an AUX_CHAIN_IND with
+ * the rest, T_MAFS later (seen in the BabbleSim phy's dump; cats.wire.phy models it).
  *
  * One advertising event per frame (CONFIG_CATS_BLE_ADV_EVENTS): the next node in the ordered
  * turns starts as soon as it has this node's last frame, and a repeat of that frame would

@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="bsim: attenuation between all devices (multiatt channel); lossy when high",
     )
     p.add_argument(
+        "--bsim-dump",
+        action="store_true",
+        help="bsim: the phy dumps every frame's start and end (run.dump_dir in the JSON; "
+        "bench/swarm/bsim_gaps.py measures the MAC's gaps from it)",
+    )
+    p.add_argument(
         "--bsim-build",
         type=Path,
         default=None,
@@ -180,6 +186,7 @@ def _simulate_from_args(args: argparse.Namespace) -> dict[str, Any]:
             key_file=getattr(args, "key_file", None),
             mic=getattr(args, "mic", 8),
             mac=getattr(args, "mac", None),
+            dump=getattr(args, "bsim_dump", False),
         )
     return simulate(args.partition_dir, sim_options(args))
 
@@ -220,9 +227,10 @@ def _print_bsim(res: dict[str, Any]) -> None:
     if med:
         print(
             f"  medium model, same partition: airtime {med['airtime_s'] * 1e3:.1f} ms, "
-            f"latency {med['modelled_latency_s'] * 1e3:.1f} ms (compute "
-            f"{med['compute_s'] * 1e3:.1f} ms); simulated / modelled airtime "
-            f"{res.get('latency_ratio_vs_medium_airtime', float('nan')):.2f}x"
+            f"+ output turns {med['output_turns_s'] * 1e3:.1f} ms, latency "
+            f"{med['modelled_latency_s'] * 1e3:.1f} ms (compute {med['compute_s'] * 1e3:.1f} ms); "
+            "simulated / modelled radio time "
+            f"{res.get('latency_ratio_vs_medium_radio', float('nan')):.2f}x"
         )
     print(
         f"  {res['frames_sent']} ColumnFrames sent, {res['columns_lost']} columns lost, "

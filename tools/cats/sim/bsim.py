@@ -194,6 +194,7 @@ def run_swarm(
     deadline_ms: int = 60000,
     timeout_s: float = 1800.0,
     gateway_flash: Path | None = None,
+    dump: bool = False,
 ) -> tuple[list[Any], list[tuple[int, int]], dict[str, Any]]:
     """Run the D + 1 devices and the phy until the gateway has answered every input.
     gateway_flash: a file holding the gateway's simulated flash across runs (its settings:
@@ -216,6 +217,8 @@ def run_swarm(
     sim_length_us = int((GATEWAY_START_MS + (deadline_ms + 2000) * len(inputs)) * 1000)
     phy = [str(env.phy), f"-s={sim_id}", f"-D={devices}", f"-sim_length={sim_length_us}",
            "-defmodem=BLE_simple"]  # fmt: skip
+    if dump:  # every device's Tx / Rx to $BSIM_OUT_PATH/results/<sim_id>/d_2G4_*.csv
+        phy.append("-dump")
     if attenuation_db is not None:
         phy += ["-channel=multiatt", "-argschannel", f"-at={attenuation_db}", "-argsmain"]
     cmds = [phy]
@@ -273,6 +276,8 @@ def run_swarm(
         "exit_codes": {n: p.returncode for n, p in zip(names, procs, strict=True)},
         "workdir": str(workdir),
     }
+    if dump:
+        info["dump_dir"] = str(env.bsim_out / "results" / sim_id)
     return answers, stamps, info  # type: ignore[return-value]
 
 
@@ -292,9 +297,11 @@ def simulate_bsim(
     key_file: Path | None = None,
     mic: int = 8,
     mac: str | None = None,
+    dump: bool = False,
 ) -> dict[str, Any]:
     """`cats sim --backend bsim`: build the images, run K windows on BabbleSim, check every
-    result against qref, and put the simulated latency beside the medium's model."""
+    result against qref, and put the simulated latency beside the medium's model. dump: the
+    phy writes every frame's timing (``run.dump_dir``; bench/swarm/bsim_gaps.py reads it)."""
     import tempfile
 
     from cats.quant import qref
@@ -330,6 +337,7 @@ def simulate_bsim(
         deadline_ms=deadline_ms,
         # one gateway device per build directory: each run is a reboot of it
         gateway_flash=build_dir / "gateway-flash.bin",
+        dump=dump,
     )
     nodes = [n.runtime() for n in loaded]
     lossy = attenuation_db is not None
@@ -394,6 +402,7 @@ def simulate_bsim(
             "bit_exact": med["bit_exact"],
             "modelled_latency_s": med["modelled_latency_s"],
             "airtime_s": med["airtime_s"],
+            "output_turns_s": med["output_turns_s"],
             "airtime_payload_only_s": med["airtime_payload_only_s"],
             "airtime_floor_ratio": med["airtime_floor_ratio"],
             "mac": med["mac"]["name"],
@@ -403,6 +412,10 @@ def simulate_bsim(
         if per and med["airtime_s"] > 0:
             # the nRF52 CPU takes no simulated time: compare the radio part only
             out["latency_ratio_vs_medium_airtime"] = out["simulated_latency_s"] / med["airtime_s"]
+            # the radio part of the modelled latency: airtime with MAC + the output turns
+            out["latency_ratio_vs_medium_radio"] = out["simulated_latency_s"] / (
+                med["airtime_s"] + med["output_turns_s"]
+            )
             out["latency_ratio_vs_medium_payload_only"] = (
                 out["simulated_latency_s"] / med["airtime_payload_only_s"]
             )

@@ -569,6 +569,7 @@ class Medium:
             inference=iid,
             ordinal=None if inf is None else inf.ordinal,
             sender=st.node_id,
+            air_len=len(air),
             air_bytes=on_air,
             airtime_us=round(self.phy.mac_us(len(air)), 3),
             airtime_payload_only_us=round(us, 3),

@@ -33,7 +33,9 @@ per node and stage x measured instructions per MAC, at the whole node's measured
 its per-element work (LayerNorm, softmax, ...), slowest node per stage) + the airtime of the
 schedule as the medium serialised it (input broadcast + every exchange slot + output frames)
 with the link's MAC timing (``cats.wire.phy``: CSMA-CA on 802.15.4, advertising events on
-BLE). ``airtime_payload_only_s`` is the same frames back to back without MAC gaps;
+BLE) + ``output_turns_s``, the idle channel time of the output turns (node d sends its
+OutputFrames 2 d x CONFIG_CATS_TURN_FRAME_US after the last exchange: ``Phy.output_turns_us``).
+``airtime_payload_only_s`` is the same frames back to back without MAC gaps;
 ``airtime_floor_s`` the int8 payload (input, exchanged columns, output) at the link's bit
 rate; ``airtime_floor_ratio`` = ``airtime_s`` / ``airtime_floor_s``.
 """
@@ -213,7 +215,9 @@ def simulate(
         swarm.cleanup()
     nodes = [n.runtime() for n in run.loaded]
     per = [
-        _check_inference(run, i, answer, records, nodes, compute, opts.lossy, opts.link)
+        _check_inference(
+            run, i, answer, records, nodes, compute, opts.lossy, phys.get(opts.link, opts.mac)
+        )
         for i, answer in enumerate(answers)
     ]
     last = answers[-1].res if answers else None
@@ -301,7 +305,7 @@ def _check_inference(
     nodes: list[Any],
     compute: dict[str, Any],
     lossy: bool,
-    link: str = "ieee802154",
+    phy: phys.Phy = phys.IEEE802154,
 ) -> dict[str, Any]:
     """The per-inference row: the answer against qref (with the columns the medium lost, when
     it lost any), its air bytes and time from the medium's log, and its prediction metrics."""
@@ -327,6 +331,9 @@ def _check_inference(
     t_in = sum(r["airtime_us"] for r in inp_recs) / 1e6
     t_ex = sum(r["airtime_us"] for r in slots) / 1e6
     t_out = sum(r["airtime_us"] for r in outs) / 1e6
+    # the output turns' idle time (air_io.c spaces the OutputFrames by node id)
+    turns_us = phy.output_turns_us([(r["sender"], r["air_len"]) for r in outs])
+    t_turns = max(0.0, turns_us / 1e6 - t_out)
     t_b2b = (
         sum(r.get("airtime_payload_only_us", r["airtime_us"]) for r in inp_recs + slots + outs)
         / 1e6
@@ -337,7 +344,7 @@ def _check_inference(
         + sum(r.get("payload_bytes") or 0 for r in inp_recs)
         + sum(r.get("payload_bytes") or 0 for r in outs)
     )
-    floor_s = phys.get(link).floor_us(pay_all) / 1e6
+    floor_s = phy.floor_us(pay_all) / 1e6
     row = {
         "request_id": int(res.request_id),
         "inference_id": int(res.inference_id),
@@ -361,8 +368,9 @@ def _check_inference(
         "airtime_payload_only_s": t_b2b,
         "airtime_floor_s": floor_s,
         "airtime_floor_ratio": (t_in + t_ex + t_out) / floor_s if floor_s else None,
+        "output_turns_s": t_turns,
         "compute_s": compute["compute_s"],
-        "modelled_latency_s": compute["compute_s"] + t_in + t_ex + t_out,
+        "modelled_latency_s": compute["compute_s"] + t_in + t_ex + t_out + t_turns,
         "wall_s": answer.wall_s,
         "gateway": {
             "air_bytes": int(res.air_bytes),
@@ -463,6 +471,7 @@ def _summary(
         "deliveries": sum(r["deliveries"] for r in per),
         "modelled_latency_s": sum(r["modelled_latency_s"] for r in per) / n,
         "airtime_s": sum(r["airtime_s"] for r in per) / n,
+        "output_turns_s": sum(r["output_turns_s"] for r in per) / n,
         "airtime_payload_only_s": sum(r["airtime_payload_only_s"] for r in per) / n,
         "airtime_floor_s": sum(r["airtime_floor_s"] for r in per) / n,
         "airtime_floor_ratio": (

@@ -50,26 +50,33 @@ reported as ``airtime_payload_only``) next to it:
   CSMA-CA (IEEE 802.15.4-2020 6.2.5.1; hal_nordic nrf_802154_config.h: macMinBE 3, macMaxBE 5,
   macMaxCSMABackoffs 4) on an idle channel (ordered turns: one sender at a time) costs the
   random backoff, mean of uniform{0 .. 2^3 - 1} = 3.5 aUnitBackoffPeriods of 20 symbols
-  (1120 us), one CCA of 8 symbols (128 us) and the RX-to-TX aTurnaroundTime of 12 symbols
-  (192 us): 1440 us per frame. The driver inserts no inter-frame spacing
-  (NRF_802154_IFS_ENABLED 0), so no LIFS; ``MAC_802154_STANDARD`` adds macLIFSPeriod (40
-  symbols, 640 us, frames > aMaxSIFSFrameSize 18 bytes) for a strictly conforming sender.
+  (1120 us), one CCA of 8 symbols (128 us) and the switch to TX. The standard allows that
+  switch up to aTurnaroundTime (12 symbols, 192 us); the nRF radio's fast ramp-up takes less,
+  and the model uses what the driver takes on nrf52_bsim (the 2G4 phy's dump of every frame:
+  gaps of 229 us, then 208 + 320 k us for backoffs k = 1..7, uniform; mean 83 us beyond the
+  CCA): 1331 us per frame. The driver inserts no inter-frame spacing (NRF_802154_IFS_ENABLED
+  0), so no LIFS; ``MAC_802154_STANDARD`` is a strictly conforming sender (aTurnaroundTime,
+  and macLIFSPeriod of 40 symbols, 640 us, after frames > aMaxSIFSFrameSize 18 bytes).
   ``MAC_802154_DIRECT`` is the firmware's other choice, Kconfig CATS_802154_ACCESS_DIRECT
   (CONFIG_NET_L2_IEEE802154_RADIO_ALOHA: the L2 sends in IEEE802154_TX_MODE_DIRECT, no backoff,
-  no CCA): the turnaround only. ``FIRMWARE_MACS`` names the firmware's choices per link
-  (``cats sim --mac``, ``get(link, mac)``).
+  no CCA): the switch to TX only, 62 us between frames on nrf52_bsim. ``FIRMWARE_MACS``
+  names the firmware's choices per link (``cats sim --mac``, ``get(link, mac)``).
 * BLE (``MAC_BLE_FIRMWARE``): link_ble.c advertises each frame as its own extended
   advertising set start with CONFIG_CATS_BLE_ADV_EVENTS events (``BLE_ADV_EVENTS``, default 1)
   at a 20 ms interval (0x20 x 0.625 ms) on the LE 1M primary / LE 2M secondary PHY, its
   scanner paused while the frame is on the air; the next frame waits for the set's `sent`
-  callback. Each frame pays the controller's start anchor (EVENT_OVERHEAD_START_US 428 us,
-  ``BLE_ADV_START_US``), then an event: 3 ADV_EXT_IND (in ``airtime_us``) spaced by the
-  radio's T_IFS-like 150 us switch, T_MAFS >= 300 us (in ``airtime_us``), the AUX_ADV_IND.
-  Further events (CONFIG_CATS_BLE_ADV_EVENTS > 1) follow advInterval + advDelay (uniform
-  0..10 ms, mean 5 ms: Core spec Vol 6 Part B 4.4.2.2.1) later: 25 ms each that hold the
-  sender but not the receivers, who have the frame after the first event, so the last frame
-  of a turn does not cost them (``repeat_us``). Not modelled: the host's HCI round trips per
-  frame (set data, enable, scan stop / start) and the slot time-outs of output turns.
+  callback. The standard fixes only minimums (T_MAFS >= 300 us), so the constants are
+  Zephyr 4.3's controller (LL split) measured on nrf52_bsim from the 2G4 phy's dump of every
+  PDU: each frame is an advertising event of 3 ADV_EXT_IND 48 us apart (in ``airtime_us``
+  with T_MAFS), the AUX_ADV_IND 446 us later than T_MAFS after them, an AUX_CHAIN_IND T_MAFS
+  after it when the frame has more than 191 bytes of advertising data (the controller's
+  PDU_AC_EXT_AD_DATA_LEN_MAX: ``chain_us``), and 2258 us from the end of one event to the
+  first ADV_EXT_IND of the next frame (``BLE_FRAME_GAP_US``: the sent report, the host's set
+  data + enable, the controller's start anchor; BabbleSim runs the CPU in zero time, so on
+  silicon the host's own time comes on top). Further events (CONFIG_CATS_BLE_ADV_EVENTS > 1)
+  follow advInterval + advDelay (uniform 0..10 ms, mean 5 ms: Core spec Vol 6 Part B
+  4.4.2.2.1) later: 25 ms each that hold the sender but not the receivers, who have the frame
+  after the first event, so the last frame of a turn does not cost them (``repeat_us``).
   ``ble2m-aux`` (one advertising event chaining every frame as AUX_CHAIN_IND, each T_MAFS
   after the previous) costs T_MAFS per frame.
 
@@ -78,8 +85,10 @@ d sends once every node before it is done (all of its columns arrived, or its sl
 (frames + 1) x turn time passed). Without loss a turn ends when its last frame is received, so
 the exchange is every frame one after the other, each with its MAC time; a slot time-out (a
 lost frame) adds up to (frames + 1) x CONFIG_CATS_TURN_FRAME_US and is not modelled here. The
-resource model uses the same numbers per frame (``on_air_bytes``, ``airtime_us``,
-``mac_us``).
+OutputFrames take the same turns by time alone (air_io.c): node d sends 2 d x
+CONFIG_CATS_TURN_FRAME_US (``turn_frame_us``) after the last exchange, which
+``output_turns_us`` adds. The resource model uses the same numbers per frame
+(``on_air_bytes``, ``airtime_us``, ``mac_us``).
 """
 
 from __future__ import annotations
@@ -165,20 +174,41 @@ A_MAX_SIFS_FRAME_SIZE = 18  # bytes (MPDU)
 A_UNIT_BACKOFF_SYMBOLS = 20  # aUnitBackoffPeriod (8.1.3, table 8-93)
 CCA_SYMBOLS = 8  # CCA detection time (10.2.8): 8 symbols
 MAC_MIN_BE = 3  # macMinBe default (table 8-94); nRF driver NRF_802154_CSMA_CA_MIN_BE_DEFAULT 3
+# The nRF 802.15.4 driver's switch to TX, measured on nrf52_bsim from the 2G4 phy's dump of a
+# loss-free verytiny swarm (D = 4, 2139 frames; bench/swarm/README.md "Checked against
+# nrf52_bsim"): 62 us between frames sent without CCA (direct), and 83 us on average after
+# the CCA (CSMA-CA: 101 us with no backoff, 80 us after one). The standard's bound is
+# aTurnaroundTime, 192 us.
+NRF_TX_GAP_DIRECT_US = 62.0
+NRF_CCA_TO_TX_US = 83.0
 
-# BLE Core spec v5.x, Vol 6 Part B: T_IFS 150 us (4.1.1), T_MAFS >= 300 us (4.1.2),
-# advDelay pseudo-random 0..10 ms per advertising event (4.4.2.2.1).
-BLE_T_IFS_US = 150.0
+# BLE Core spec v5.x, Vol 6 Part B: T_MAFS >= 300 us (4.1.2), advDelay pseudo-random 0..10 ms
+# per advertising event (4.4.2.2.1).
 BLE_ADV_DELAY_MEAN_US = 5000.0
 BLE_ADV_INTERVAL_US = 20000.0  # link_ble.c BT_LE_ADV_PARAM_INIT(..., 0x20, 0x20): 32 x 625 us
 # Kconfig CATS_BLE_ADV_EVENTS default (cats_zephyr_module/Kconfig; tests/test_timing.py checks
 # that the two agree): advertising events per frame.
 BLE_ADV_EVENTS = 1
-# Zephyr 4.3 controller, subsys/bluetooth/controller/ll_sw/ull_adv.c ull_adv_enable(): the
-# first advertising event of a set is anchored EVENT_OVERHEAD_START_US after the enable
-# (nordic/lll/lll_vendor.h: 428 us with CONFIG_BT_CTLR_ADV_EXT and CONFIG_BT_OBSERVER, 14 RTC
-# ticks); link_ble.c starts a set per frame, so every frame pays it.
-BLE_ADV_START_US = 428.0
+# Zephyr 4.3's own controller (LL split) as link_ble.c drives it, measured on nrf52_bsim: the
+# 2G4 phy's dump (-dump: every PDU's start and end) of a loss-free verytiny swarm (D = 4, 1174
+# advertising events; bench/swarm/README.md "BLE timing"). The spec gives only minimums here.
+BLE_PRIMARY_GAP_US = 48.0  # between the 3 ADV_EXT_IND (starts 184 us apart, 136 us each)
+# First ADV_EXT_IND start -> AUX_ADV_IND start: 1250 us, i.e. 446 us beyond the primaries
+# (3 x 136 + 2 x 48 = 504 us) and T_MAFS: the AuxPtr offset the controller schedules.
+BLE_AUX_OFFSET_EXTRA_US = 1250.0 - 504.0 - 300.0
+# End of a frame's advertising event -> the first ADV_EXT_IND of the next frame, of the same
+# station or of the next one in the turn order (2253-2274 us, median 2258): the set's `sent`
+# report, the host's set data + enable and the controller's start anchor (ull_adv.c:
+# EVENT_OVERHEAD_START_US 428 us and the ticker). BabbleSim runs the CPU in zero time, so on
+# silicon the host's HCI processing comes on top: a lower bound there.
+BLE_FRAME_GAP_US = 2258.0
+# The controller puts at most 191 bytes of advertising data in one PDU (ll_sw/pdu.h
+# PDU_AC_EXT_AD_DATA_LEN_MAX: 255 less a 64-byte worst-case extended header); the rest of a
+# longer frame follows in an AUX_CHAIN_IND T_MAFS after the AUX_ADV_IND (the AUX_ADV_IND gains
+# an AuxPtr of 3 bytes, the AUX_CHAIN_IND has preamble 2 + AA 4 + header 2 + ext header 4
+# (length/AdvMode, flags, ADI) + CRC 3 around its data).
+BLE_PDU_AD_MAX = 191
+BLE_CHAIN_US = 300.0 + (3 + 2 + 4 + 2 + 4 + 3) * 4.0
 
 
 def csma_backoff_mean_us(min_be: int = MAC_MIN_BE) -> float:
@@ -200,6 +230,15 @@ class Mac:
     repeat_us: float
     parts: tuple[tuple[str, float], ...]
     note: str
+    # radio frames longer than this many bytes cost chain_us more (BLE: the AUX_CHAIN_IND the
+    # controller adds past BLE_PDU_AD_MAX bytes of advertising data); 0: never
+    chain_above: int = 0
+    chain_us: float = 0.0
+
+    def frame_us(self, air_len: int) -> float:
+        """The MAC's channel time around one radio frame of air_len bytes."""
+        chained = self.chain_above and air_len > self.chain_above
+        return self.per_frame_us + (self.chain_us if chained else 0.0)
 
     def to_dict(self) -> dict:
         return {
@@ -207,12 +246,21 @@ class Mac:
             "per_frame_us": self.per_frame_us,
             "repeat_us": self.repeat_us,
             "parts": dict(self.parts),
+            "chain_above": self.chain_above,
+            "chain_us": self.chain_us,
             "note": self.note,
         }
 
 
-def _mac(name: str, parts: list[tuple[str, float]], note: str, repeat_us: float = 0.0) -> Mac:
-    return Mac(name, sum(v for _, v in parts), repeat_us, tuple(parts), note)
+def _mac(
+    name: str,
+    parts: list[tuple[str, float]],
+    note: str,
+    repeat_us: float = 0.0,
+    chain_above: int = 0,
+    chain_us: float = 0.0,
+) -> Mac:
+    return Mac(name, sum(v for _, v in parts), repeat_us, tuple(parts), note, chain_above, chain_us)
 
 
 _BACKOFF = csma_backoff_mean_us()
@@ -220,9 +268,9 @@ _CCA = CCA_SYMBOLS * IEEE802154_SYMBOL_US
 _TURNAROUND = A_TURNAROUND_SYMBOLS * IEEE802154_SYMBOL_US
 MAC_802154_NRF = _mac(
     "csma-ca (nRF 802.15.4 driver)",
-    [("backoff_mean", _BACKOFF), ("cca", _CCA), ("turnaround", _TURNAROUND)],
-    "unslotted CSMA-CA on an idle channel: mean backoff 3.5 x 320 us, CCA 128 us, RX-to-TX "
-    "192 us; no IFS (NRF_802154_IFS_ENABLED 0), no ACK (broadcast)",
+    [("backoff_mean", _BACKOFF), ("cca", _CCA), ("turnaround", NRF_CCA_TO_TX_US)],
+    "unslotted CSMA-CA on an idle channel: mean backoff 3.5 x 320 us, CCA 128 us, the switch to "
+    "TX 83 us (nrf52_bsim); no IFS (NRF_802154_IFS_ENABLED 0), no ACK (broadcast)",
 )
 MAC_802154_STANDARD = _mac(
     "csma-ca + LIFS",
@@ -232,24 +280,32 @@ MAC_802154_STANDARD = _mac(
         ("cca", _CCA),
         ("turnaround", _TURNAROUND),
     ],
-    "as csma-ca, plus macLIFSPeriod 640 us after every frame > 18 bytes",
+    "a strictly conforming sender: macLIFSPeriod 640 us after every frame > 18 bytes, mean "
+    "backoff 3.5 x 320 us, CCA 128 us, aTurnaroundTime 192 us",
 )
 MAC_802154_DIRECT = _mac(
     "direct (no CSMA-CA)",
-    [("turnaround", _TURNAROUND)],
+    [("turnaround", NRF_TX_GAP_DIRECT_US)],
     "IEEE802154_TX_MODE_DIRECT (Kconfig CATS_802154_ACCESS_DIRECT: "
     "CONFIG_NET_L2_IEEE802154_RADIO_ALOHA): the ordered turns already keep one sender on the "
-    "channel; RX-to-TX turnaround 192 us only",
+    "channel; 62 us between frames (nrf52_bsim) only",
 )
 MAC_NONE = _mac("none", [], "back to back: no gaps (the payload-only figure)")
 MAC_BLE_FIRMWARE = _mac(
     f"extended advertising, {BLE_ADV_EVENTS} event{'s' if BLE_ADV_EVENTS > 1 else ''}",
-    [("adv_start", BLE_ADV_START_US), ("primary_spacing", 2 * BLE_T_IFS_US)],
-    "per frame: the set's start anchor (EVENT_OVERHEAD_START_US 428 us), one advertising event "
-    "(3 ADV_EXT_IND + T_MAFS + AUX_ADV_IND, the first two in the frame's airtime) and, for every "
-    "frame of a turn but the last, the repeated events "
-    f"{BLE_ADV_EVENTS - 1} x (advInterval 20 ms + mean advDelay 5 ms)",
+    [
+        ("frame_gap", BLE_FRAME_GAP_US),
+        ("primary_gaps", 2 * BLE_PRIMARY_GAP_US),
+        ("aux_offset", BLE_AUX_OFFSET_EXTRA_US),
+    ],
+    "per frame, as Zephyr's controller runs link_ble.c on nrf52_bsim: 2258 us from the previous "
+    "advertising event to this one (sent report, set data + enable, start anchor), one event "
+    "(3 ADV_EXT_IND 48 us apart, the AUX_ADV_IND 446 us past T_MAFS, an AUX_CHAIN_IND T_MAFS "
+    "later for frames over 191 bytes of advertising data) and, for every frame of a turn but "
+    f"the last, {BLE_ADV_EVENTS - 1} repeated events x (advInterval 20 ms + mean advDelay 5 ms)",
     repeat_us=(BLE_ADV_EVENTS - 1) * (BLE_ADV_INTERVAL_US + BLE_ADV_DELAY_MEAN_US),
+    chain_above=BLE_PDU_AD_MAX - 4,  # BLE_AD_HEADER: length, type, company id
+    chain_us=BLE_CHAIN_US,
 )
 MAC_BLE_CHAIN = _mac(
     "AUX_CHAIN_IND chain",
@@ -272,6 +328,8 @@ class Phy:
     linktype: int  # pcap LINKTYPE of the frames psdu() builds
     note: str
     mac: Mac = MAC_NONE  # the MAC timing of the runtime's link (module docstring)
+    # Kconfig CATS_TURN_FRAME_US default of the link: spaces the nodes' OutputFrames
+    turn_frame_us: float = 0.0
 
     @property
     def column_mtu(self) -> int:
@@ -291,7 +349,16 @@ class Phy:
 
     def mac_us(self, air_len: int) -> float:
         """Channel time of the frame with the MAC's per-frame gaps (not ``repeat_us``)."""
-        return self.airtime_us(air_len) + self.mac.per_frame_us
+        return self.airtime_us(air_len) + self.mac.frame_us(air_len)
+
+    def output_turns_us(self, outputs: list[tuple[int, int]]) -> float:
+        """Channel time of the output phase: the nodes finish the last exchange together, and
+        node d sends its OutputFrames d x 2 x ``turn_frame_us`` later (air_io.c), or once the
+        channel is free. outputs: (node, radio frame length) in the order sent."""
+        t = 0.0
+        for node, air_len in sorted(outputs, key=lambda o: o[0]):
+            t = max(t, node * 2.0 * self.turn_frame_us) + self.mac_us(air_len)
+        return t
 
     def schedule_us(self, frames_by_sender: dict[int, list[int]]) -> float:
         """Modelled channel time of one ordered-turn schedule: every sender's radio frames
@@ -323,6 +390,7 @@ class Phy:
             "linktype": self.linktype,
             "note": self.note,
             "mac": self.mac.to_dict(),
+            "turn_frame_us": self.turn_frame_us,
         }
 
 
@@ -365,6 +433,7 @@ IEEE802154 = Ieee802154(
     note="O-QPSK 250 kbit/s; SHR 5 + PHR 1 + MHR 9 (broadcast data, PAN-ID compression, "
     "short addresses) + FCS 2; PSDU <= 127",
     mac=MAC_802154_NRF,
+    turn_frame_us=6000.0,
 )
 
 BLE_PDU_PAYLOAD_MAX = 255
@@ -415,6 +484,7 @@ BLE2M = Ble2M(
     "header 10 + AD header 4 + CRC 3) announced by 3 ADV_EXT_IND on LE 1M (17 B, 136 us "
     "each) + T_MAFS 300 us",
     mac=MAC_BLE_FIRMWARE,
+    turn_frame_us=60000.0,
 )
 
 BLE2M_AUX = Ble2M(
@@ -428,6 +498,7 @@ BLE2M_AUX = Ble2M(
     linktype=LINKTYPE_BLUETOOTH_LE_LL,
     note="AUX_ADV_IND on LE 2M only (primary-channel ADV_EXT_IND and T_MAFS not counted)",
     mac=MAC_BLE_CHAIN,
+    turn_frame_us=60000.0,
 )
 
 # Other MAC models of a link, for comparison (bench/swarm): by link name.
