@@ -509,11 +509,6 @@ struct bind_ctx {
 	int status;
 };
 
-static uint32_t own_dim(const struct cats_manifest_info *info, uint8_t space)
-{
-	return (uint32_t)(info->own[space][1] - info->own[space][0]);
-}
-
 static uint32_t dim_value(const struct bind_ctx *c, int block, uint8_t dim)
 {
 	const struct cats_model_shape *s = &c->info->shape;
@@ -521,15 +516,15 @@ static uint32_t dim_value(const struct bind_ctx *c, int block, uint8_t dim)
 
 	switch (dim) {
 	case DIM_OWN_M:
-		return own_dim(c->info, CATS_SPACE_MODEL);
+		return cats_own_width(c->info->own[CATS_SPACE_MODEL]);
 	case DIM_OWN_H:
-		return own_dim(c->info, CATS_SPACE_HIDDEN);
+		return cats_own_width(c->info->own[CATS_SPACE_HIDDEN]);
 	case DIM_OWN_O:
-		return own_dim(c->info, CATS_SPACE_OUTPUT);
+		return cats_own_width(c->info->own[CATS_SPACE_OUTPUT]);
 	case DIM_OWN_IH:
-		return own_dim(c->info, CATS_SPACE_IN_HIDDEN);
+		return cats_own_width(c->info->own[CATS_SPACE_IN_HIDDEN]);
 	case DIM_OWN_HH:
-		return own_dim(c->info, CATS_SPACE_HEAD_HIDDEN);
+		return cats_own_width(c->info->own[CATS_SPACE_HEAD_HIDDEN]);
 	case DIM_PATCH:
 		return s->patch;
 	case DIM_TOKENS:
@@ -719,18 +714,16 @@ static int shifts_ok(const int32_t *sh, uint32_t n)
 static int values_ok(const struct cats_node *n)
 {
 	const struct cats_model_shape *s = &n->shape;
-	const uint32_t own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
-	const uint32_t own_h = n->own[CATS_SPACE_HIDDEN][1] - n->own[CATS_SPACE_HIDDEN][0];
-	const uint32_t own_o = n->own[CATS_SPACE_OUTPUT][1] - n->own[CATS_SPACE_OUTPUT][0];
+	const uint32_t own_m = cats_own_width(n->own[CATS_SPACE_MODEL]);
+	const uint32_t own_h = cats_own_width(n->own[CATS_SPACE_HIDDEN]);
+	const uint32_t own_o = cats_own_width(n->own[CATS_SPACE_OUTPUT]);
 	const struct cats_exchange *head = &n->ex[cats_head_exchange(s)];
 	int ok = shifts_ok(n->head.sh, own_o) && shifts_ok(n->lnf.sh, head->n_held) &&
 		 n->lnf.eps >= 0;
 
 	if (s->io == CATS_IO_PAPER) {
-		const uint32_t own_ih = n->own[CATS_SPACE_IN_HIDDEN][1] -
-					n->own[CATS_SPACE_IN_HIDDEN][0];
-		const uint32_t own_hh = n->own[CATS_SPACE_HEAD_HIDDEN][1] -
-					n->own[CATS_SPACE_HEAD_HIDDEN][0];
+		const uint32_t own_ih = cats_own_width(n->own[CATS_SPACE_IN_HIDDEN]);
+		const uint32_t own_hh = cats_own_width(n->own[CATS_SPACE_HEAD_HIDDEN]);
 
 		ok = ok && shifts_ok(n->in1.sh, own_ih) && shifts_ok(n->in2.sh, own_m) &&
 		     shifts_ok(n->inr.sh, own_m) && shifts_ok(n->head1.sh, own_hh) &&

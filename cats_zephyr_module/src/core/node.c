@@ -11,8 +11,9 @@
  * Only one exchange is open at a time, so one receive buffer sized for the largest exchange
  * serves all of them. With the paper input/output blocks the scratch also carries the own
  * input columns into exchange 0 and each MLP's hidden units; the residual term of the input
- * block waits in x, that of the output block in y. The node's own columns live in that buffer too (they are contiguous
- * in the sorted held list), which is also what it broadcasts: nothing is staged twice.
+ * block waits in x, that of the output block in y. The node's own columns live in that buffer
+ * too (they are contiguous in the sorted held list), which is also what it broadcasts:
+ * nothing is staged twice.
  */
 #include <string.h>
 
@@ -43,11 +44,6 @@ static size_t align8(size_t v)
 	return (v + 7u) & ~(size_t)7u;
 }
 
-static uint32_t own_width(const struct cats_manifest_info *info, uint8_t space)
-{
-	return (uint32_t)(info->own[space][1] - info->own[space][0]);
-}
-
 /* Entries of the column -> slot table: the widest space any exchange holds columns of. */
 static size_t slot_width(const struct cats_model_shape *s)
 {
@@ -67,13 +63,13 @@ static void plan_memory(const struct cats_manifest_info *info, struct cats_plan 
 {
 	const struct cats_model_shape *s = &info->shape;
 	const size_t n = s->tokens;
-	const size_t own_m = own_width(info, CATS_SPACE_MODEL);
-	const size_t own_h = own_width(info, CATS_SPACE_HIDDEN);
-	const size_t own_o = own_width(info, CATS_SPACE_OUTPUT);
+	const size_t own_m = cats_own_width(info->own[CATS_SPACE_MODEL]);
+	const size_t own_h = cats_own_width(info->own[CATS_SPACE_HIDDEN]);
+	const size_t own_o = cats_own_width(info->own[CATS_SPACE_OUTPUT]);
 	/* Paper blocks (0 otherwise): own input columns, own hidden units of the two io MLPs. */
-	const size_t io_w[3] = {own_width(info, CATS_SPACE_INPUT),
-				own_width(info, CATS_SPACE_IN_HIDDEN),
-				own_width(info, CATS_SPACE_HEAD_HIDDEN)};
+	const size_t io_w[3] = {cats_own_width(info->own[CATS_SPACE_INPUT]),
+				cats_own_width(info->own[CATS_SPACE_IN_HIDDEN]),
+				cats_own_width(info->own[CATS_SPACE_HEAD_HIDDEN])};
 	/* Scratch: q, k, v of the own heads (the attention output overwrites q); the other layers
 	 * need one layer output (n x own_m, n x own_h, n x io_w[0..1], own_o or io_w[2]) before
 	 * the residual add / activation. */
@@ -295,7 +291,7 @@ static void stage(struct cats_node *n, const int8_t *own)
 static void linear_tokens(struct cats_node *n, const int8_t *x, int in, const struct cats_lin *l,
 			  int8_t *y)
 {
-	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
+	const int own_m = cats_own_width(n->own[CATS_SPACE_MODEL]);
 
 	for (int r = 0; r < n->shape.tokens; r++) {
 		cats_matmul_s8(x + (size_t)r * in, 1, in, l->w, own_m, l->bias + (size_t)r * own_m,
@@ -321,7 +317,7 @@ int cats_node_begin(struct cats_node *n, uint32_t inference_id, const int8_t *in
 		/* The own input columns (patch values and padding flags) are what exchange 0
 		 * sends: gather them per token, contiguous as stage() takes them. */
 		const uint16_t a = n->own[CATS_SPACE_INPUT][0];
-		const size_t w = (size_t)(n->own[CATS_SPACE_INPUT][1] - a);
+		const size_t w = cats_own_width(n->own[CATS_SPACE_INPUT]);
 
 		for (size_t r = 0; r < s->tokens; r++) {
 			memcpy(n->scratch + r * w, input + r * s->patch + a, w);
@@ -484,10 +480,10 @@ static int io_compute(struct cats_node *n, const struct cats_exchange *ex)
 {
 	const int tokens = n->shape.tokens;
 	const int held = ex->n_held;
-	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
-	const int own_o = n->own[CATS_SPACE_OUTPUT][1] - n->own[CATS_SPACE_OUTPUT][0];
-	const int own_ih = n->own[CATS_SPACE_IN_HIDDEN][1] - n->own[CATS_SPACE_IN_HIDDEN][0];
-	const int own_hh = n->own[CATS_SPACE_HEAD_HIDDEN][1] - n->own[CATS_SPACE_HEAD_HIDDEN][0];
+	const int own_m = cats_own_width(n->own[CATS_SPACE_MODEL]);
+	const int own_o = cats_own_width(n->own[CATS_SPACE_OUTPUT]);
+	const int own_ih = cats_own_width(n->own[CATS_SPACE_IN_HIDDEN]);
+	const int own_hh = cats_own_width(n->own[CATS_SPACE_HEAD_HIDDEN]);
 	const int paper = n->shape.io == CATS_IO_PAPER;
 
 	switch (ex->kind) {
@@ -543,8 +539,8 @@ int cats_node_compute(struct cats_node *n, uint16_t *lost)
 	const struct cats_exchange *ex = &n->ex[n->e];
 	const int tokens = s->tokens;
 	const int held = ex->n_held;
-	const int own_m = n->own[CATS_SPACE_MODEL][1] - n->own[CATS_SPACE_MODEL][0];
-	const int own_h = n->own[CATS_SPACE_HIDDEN][1] - n->own[CATS_SPACE_HIDDEN][0];
+	const int own_m = cats_own_width(n->own[CATS_SPACE_MODEL]);
+	const int own_h = cats_own_width(n->own[CATS_SPACE_HIDDEN]);
 	const size_t nm = (size_t)tokens * own_m;
 	const uint16_t nlost = close_buffer(n, ex);
 	const int8_t *next; /* the own values of the next exchange */
@@ -612,7 +608,7 @@ const int8_t *cats_node_output(const struct cats_node *n, uint16_t *start, uint1
 		*start = n->own[CATS_SPACE_OUTPUT][0];
 	}
 	if (count != NULL) {
-		*count = (uint16_t)(n->own[CATS_SPACE_OUTPUT][1] - n->own[CATS_SPACE_OUTPUT][0]);
+		*count = (uint16_t)cats_own_width(n->own[CATS_SPACE_OUTPUT]);
 	}
 	return n->y;
 }

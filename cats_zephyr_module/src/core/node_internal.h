@@ -104,6 +104,13 @@ struct cats_node {
 	uint8_t done;      /* output valid */
 };
 
+/* Width of one of the node's own [start, end) ranges (.own[space] of struct cats_node or
+ * struct cats_manifest_info). */
+static inline uint32_t cats_own_width(const uint16_t range[2])
+{
+	return (uint32_t)(range[1] - range[0]);
+}
+
 /* The exchange schedule (tools/cats/model/partition.py exchange_schedule): the paper input
  * block's two exchanges, four per block, then the head's (head_in; paper: + head_hidden). */
 static inline uint16_t cats_input_exchanges(const struct cats_model_shape *s)
