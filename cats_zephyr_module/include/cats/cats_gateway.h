@@ -164,7 +164,7 @@ struct cats_gateway {
 	/* the partition */
 	uint8_t hash[32];
 	uint32_t tag;
-	uint16_t nodes, tokens, patch, outputs, exchanges;
+	uint16_t nodes, tokens, patch, outputs;
 	size_t input_len;
 	float input_scale, output_scale;
 	struct cats_gw_node node[CATS_GW_MAX_NODES];

@@ -104,7 +104,6 @@ int cats_gateway_init(struct cats_gateway *gw, const struct cats_gateway_config 
 	gw->patch = (uint16_t)(m->io == cats_IoBlocks_IO_PAPER ? 2u * m->patch : m->patch);
 	gw->tokens = (uint16_t)(m->context / m->patch);
 	gw->outputs = (uint16_t)(m->task == cats_Task_TASK_CLASSIFY ? m->n_classes : m->horizon);
-	gw->exchanges = (uint16_t)(4u * m->blocks + (m->io == cats_IoBlocks_IO_PAPER ? 4u : 1u));
 	gw->input_len = (size_t)gw->tokens * gw->patch;
 	gw->input_scale = man.input_scale;
 	gw->output_scale = man.output_scale;
